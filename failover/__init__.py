@@ -1,0 +1,1 @@
+"""Routing decisions across trunks: retries, escalation, drills (issue 5)."""

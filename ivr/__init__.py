@@ -1,0 +1,1 @@
+"""The application: the `hotline` CLI, `serve`, settings and the embedded Redis."""

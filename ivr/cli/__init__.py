@@ -1,0 +1,63 @@
+"""The `hotline` command line.
+
+Exit codes: 0 success, 1 runtime failure (Redis unreachable, server not
+running), 2 bad usage or bad configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ivr.cli.common import BadUsage, CliError, config_option, load
+from ivr.cli.trunks import trunks
+from ivr.redis_server import RedisUnavailable
+from ivr.server import Server
+from ivr.settings import ConfigError, load_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hotline")
+def cli() -> None:
+    """Hotline IVR and call-failover server."""
+
+
+@cli.command()
+@config_option
+def serve(config: str | None) -> None:
+    """Run the server: trunk monitor and, unless redis.url is set, an embedded Redis."""
+    settings = load(config)
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        Server(settings).run_until_signalled()
+    except RedisUnavailable as exc:
+        raise CliError(str(exc)) from exc
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Check configuration files."""
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+def config_check(file: Path) -> None:
+    """Validate FILE without starting anything."""
+    try:
+        settings = load_settings(file)
+    except ConfigError as exc:
+        raise BadUsage(str(exc)) from exc
+    names = ", ".join(t.name for t in settings.trunks)
+    click.echo(f"{file}: OK ({len(settings.trunks)} trunks: {names})")
+
+
+cli.add_command(trunks)
+
+
+def main() -> None:
+    cli(prog_name="hotline")

@@ -1,0 +1,83 @@
+"""What every `hotline` command shares: loading the config, errors, output."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ivr.redis_server import RedisUnavailable, connect
+from ivr.settings import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
+from trunks.errors import UnknownTrunk
+from trunks.store import TrunkStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """A runtime failure shown as one sentence; exit code 1."""
+
+    exit_code = 1
+
+
+class BadUsage(CliError):
+    """Bad arguments or configuration, shown as one sentence; exit code 2."""
+
+    exit_code = 2
+
+
+def config_option(function: F) -> F:
+    return click.option(
+        "--config", "config", metavar="FILE", default=None,
+        help=f"Configuration file [default: ${CONFIG_ENV} or config/hotline.yaml].",
+    )(function)
+
+
+def json_option(function: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(function)
+
+
+def load(config: str | None) -> Settings:
+    try:
+        return load_settings(config_path(config))
+    except ConfigError as exc:
+        raise BadUsage(str(exc)) from exc
+
+
+def open_store(settings: Settings) -> TrunkStore:
+    try:
+        return TrunkStore(connect(settings), settings.redis.prefix)
+    except RedisUnavailable as exc:
+        raise CliError(str(exc)) from exc
+
+
+def check_trunk(settings: Settings, name: str) -> None:
+    if settings.trunk(name) is None:
+        error = UnknownTrunk(name, [t.name for t in settings.trunks])
+        raise BadUsage(str(error))
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def local_time(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,184 @@
+"""The server's configuration: one YAML file, validated at start-up.
+
+Strings may name environment variables as ``${NAME}`` or ``${NAME:-default}``;
+secrets such as trunk passwords are meant to come in that way. Every problem is
+reported as one `ConfigError` naming the file, the line, the key and what was
+expected, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trunks.config import TrunkConfig
+
+DEFAULT_CONFIG = Path("config/hotline.yaml")
+CONFIG_ENV = "HOTLINE_CONFIG"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; `str()` is the whole explanation."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        super().__init__(path, problems)
+        self.path, self.problems = path, problems
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return f"{self.path}: {self.problems[0]}"
+        return f"{self.path}: {len(self.problems)} problems:\n" + "\n".join(
+            f"  {p}" for p in self.problems)
+
+
+class RedisSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(None, description="unset: an embedded redis-server under data_dir")
+    prefix: str = "hotline"
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class Settings(BaseModel):
+    """The whole of ``hotline.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node: str = Field(default_factory=socket.gethostname)
+    data_dir: Path = Path("var")
+    log_level: str = "INFO"
+    redis: RedisSettings = RedisSettings()
+    trunks: list[TrunkConfig] = Field(min_length=1)
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @field_validator("trunks")
+    @classmethod
+    def _unique_names(cls, value: list[TrunkConfig]) -> list[TrunkConfig]:
+        names = [t.name for t in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"trunk names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    def trunk(self, name: str) -> TrunkConfig | None:
+        return next((t for t in self.trunks if t.name == name), None)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The file to load: `explicit`, else $HOTLINE_CONFIG, else config/hotline.yaml."""
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate `path`; raise ConfigError on any problem."""
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from exc
+    try:
+        root = yaml.compose(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(path, [f"{where}not valid YAML: {exc.problem}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}"]) from exc
+    if root is None or not isinstance(root, yaml.MappingNode):
+        raise ConfigError(path, ["expected a mapping of settings at the top level"])
+    problems: list[str] = []
+    data = _to_data(root, (), environ, problems)
+    if problems:
+        raise ConfigError(path, problems)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, [_describe(error, root) for error in exc.errors()]) from None
+    if not settings.data_dir.is_absolute():
+        settings = settings.model_copy(update={"data_dir": Path.cwd() / settings.data_dir})
+    return settings
+
+
+def _to_data(node: yaml.Node, where: tuple[str | int, ...], environ: Mapping[str, str],
+             problems: list[str]) -> Any:
+    """Turn a YAML node into plain data, interpolating ${VAR} in strings."""
+    if isinstance(node, yaml.MappingNode):
+        return {key.value: _to_data(value, (*where, key.value), environ, problems)
+                for key, value in node.value}
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_data(item, (*where, i), environ, problems) for i, item in enumerate(node.value)]
+    value = yaml.safe_load(yaml.serialize(node))
+    if isinstance(value, str) and "${" in value:
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match[1], match[2]
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            problems.append(f"line {node.start_mark.line + 1}: {_dotted(where)}: environment "
+                            f"variable {name} is not set")
+            return ""
+        return _ENV_REF.sub(substitute, value)
+    return value
+
+
+def _describe(error: Any, root: yaml.Node) -> str:
+    where = tuple(error["loc"])
+    line = _line_of(root, where)
+    prefix = f"line {line}: " if line else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling against config/README.md)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    elif "input" in error and not isinstance(error["input"], dict | list):
+        message += f" (got {error['input']!r})"
+    return f"{prefix}{_dotted(where) or '(top level)'}: {message}"
+
+
+def _line_of(node: yaml.Node, where: tuple[Any, ...]) -> int | None:
+    for i, part in enumerate(where):
+        if isinstance(node, yaml.MappingNode):
+            last = i == len(where) - 1  # point at the key itself, not at its value
+            found = next((k if last else v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and \
+                part < len(node.value):
+            found = node.value[part]
+        else:
+            found = None
+        if found is None:
+            break
+        node = found
+    return int(node.start_mark.line) + 1
+
+
+def _dotted(where: tuple[Any, ...]) -> str:
+    text = ""
+    for part in where:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

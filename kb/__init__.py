@@ -1,0 +1,1 @@
+"""The FAQ knowledge base and its search (issue 4)."""

@@ -1,0 +1,87 @@
+"""Fixtures: real redis-server and Kamailio carriers on loopback, and hygiene checks."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.peers import Carrier, RedisServer
+from trunks.config import ProbeSettings
+
+FAST_PROBES = ProbeSettings(interval_s=1.0, fast_interval_s=0.1, down_interval_s=0.5,
+                            timeout_s=0.3, retransmit_s=0.1, down_after=3, up_after=3)
+"""Probe timings scaled down so state changes happen within a second or two."""
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("HOTLINE_") or name == "CARRIER_B_PASSWORD":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_threads() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 3.0
+    while True:
+        left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"test left threads running: {[t.name for t in left]}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(unix_socket_path=str(redis_server.socket), decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def carrier_factory(tmp_path: Path) -> Iterator[Callable[[str], Carrier]]:
+    """Start Kamailio carriers by name; all are stopped after the test."""
+    started: list[Carrier] = []
+
+    def start(name: str) -> Carrier:
+        carrier = Carrier(tmp_path / name)
+        carrier.start()
+        started.append(carrier)
+        return carrier
+
+    yield start
+    for carrier in started:
+        carrier.stop()
+        assert not carrier.running
+
+
+@pytest.fixture
+def carrier(carrier_factory: Callable[[str], Carrier]) -> Carrier:
+    return carrier_factory("carrier-a")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> float:
+    """Poll `predicate` until true; return the seconds it took, fail after `timeout`."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.01)
+    return time.monotonic() - start

@@ -1,0 +1,153 @@
+"""The `hotline` CLI through click's runner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from ivr.cli import cli
+from ivr.settings import load_settings
+from tests.conftest import wait_for
+from tests.ivr.conftest import WriteConfig
+from tests.peers import Carrier, RedisServer
+from trunks.health import TrunkState
+from trunks.monitor import TrunkMonitor
+from trunks.store import TrunkStore
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def config(write_config: WriteConfig, redis_server: RedisServer,
+           redis_client: redis.Redis) -> Path:
+    return write_config({"carrier-a": "127.0.0.1:5999", "carrier-b": "127.0.0.1:5998"},
+                        redis_url=redis_server.url)
+
+
+@pytest.fixture
+def running(config: Path, carrier: Carrier, redis_client: redis.Redis) -> Iterator[Path]:
+    """A monitor (as `hotline serve` would run) watching carrier-a, which is alive."""
+    settings = load_settings(config)
+    trunks = [t.model_copy(update={"proxy": carrier.address}) if t.name == "carrier-a" else t
+              for t in settings.trunks]
+    monitor = TrunkMonitor(trunks, TrunkStore(redis_client), settings.node, heartbeat_s=0.2)
+    monitor.start()
+    wait_for(lambda: monitor.snapshots()["carrier-a"].state is TrunkState.UP)
+    wait_for(lambda: TrunkStore(redis_client).load_health("carrier-a", "node-1") is not None
+             and TrunkStore(redis_client).load_health("carrier-a", "node-1").state == "up")
+    yield config
+    monitor.stop()
+
+
+def test_status_shows_health_and_overrides(running: Path) -> None:
+    result = run("trunks", "status", "--config", str(running))
+    assert result.exit_code == 0, result.output
+    header, row_a, row_b = result.output.splitlines()
+    assert header.split()[:4] == ["TRUNK", "NODE", "STATE", "RTT_MS"]
+    assert row_a.split()[:3] == ["carrier-a", "node-1", "up"]
+    assert row_b.split()[:3] == ["carrier-b", "node-1", "suspect"] or \
+        row_b.split()[:3] == ["carrier-b", "node-1", "down"]
+    rows = json.loads(run("trunks", "status", "--json", "--config", str(running)).output)
+    assert [r["name"] for r in rows] == ["carrier-a", "carrier-b"]
+    assert rows[0]["state"] == "up" and rows[0]["rtt_ms"] > 0 and rows[0]["override"] is None
+    assert rows[0]["since"].endswith("+00:00") and rows[0]["priority"] == 1
+    assert "unreachable" in rows[1]["last_error"]
+
+
+def test_drain_force_restore_and_history(running: Path) -> None:
+    result = run("trunks", "drain", "carrier-a", "--reason", "carrier maintenance 02:00",
+                 "--by", "alice", "--expires", "2h", "--config", str(running))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("carrier-a drained until ")
+    assert result.output.rstrip().endswith("by alice: carrier maintenance 02:00")
+    rows = json.loads(run("trunks", "status", "--json", "--config", str(running)).output)
+    assert rows[0]["override"]["action"] == "drain"
+    assert rows[0]["override"]["by"] == "alice" and rows[0]["override"]["expires_at"]
+    assert run("trunks", "force", "carrier-b", "--reason", "prefer b", "--by", "bob",
+               "--config", str(running)).exit_code == 0
+    result = run("trunks", "restore", "carrier-a", "--by", "carol", "--config", str(running))
+    assert result.output == "carrier-a restored (was drain: carrier maintenance 02:00).\n"
+    result = run("trunks", "restore", "carrier-a", "--config", str(running))
+    assert result.output == "carrier-a had no override; nothing changed.\n"
+    history = json.loads(run("trunks", "history", "--json", "--config", str(running)).output)
+    operator = [(e["what"], e["trunk"], e["by"]) for e in history if e["kind"] == "operator"]
+    assert operator[:4] == [("restore", "carrier-a", operator[0][2]),
+                            ("restore", "carrier-a", "carol"), ("force", "carrier-b", "bob"),
+                            ("drain", "carrier-a", "alice")]
+    states = [e["what"] for e in history if e["kind"] == "state" and e["trunk"] == "carrier-a"]
+    assert states[-1] == "unknown -> up"
+    only_b = json.loads(run("trunks", "history", "--json", "--trunk", "carrier-b",
+                            "--config", str(running)).output)
+    assert {e["trunk"] for e in only_b} == {"carrier-b"}
+    text = run("trunks", "history", "--limit", "2", "--config", str(running)).output
+    assert len(text.splitlines()) == 3 and "restore" in text
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["trunks", "drain", "carrier-z", "--reason", "x"], 2,
+     "Error: unknown trunk 'carrier-z' (configured: carrier-a, carrier-b)"),
+    (["trunks", "drain", "carrier-a"], 2, "Error: Missing option '--reason'."),
+    (["trunks", "force", "carrier-a", "--reason", "  "], 2,
+     "Error: --reason must not be empty: say why, for the audit log"),
+    (["trunks", "drain", "carrier-a", "--reason", "x", "--expires", "soon"], 2,
+     "Error: --expires: expected a positive duration such as 90s, 30m, 2h or 1d, got 'soon'"),
+    (["trunks", "history", "--trunk", "nope"], 2, "Error: unknown trunk 'nope'"),
+    (["trunks", "status"], 1, "Error: the hotline server is not running: no node's trunk "
+     "monitor has reported to Redis lately; start it with `hotline serve`"),
+])
+def test_usage_errors_are_one_clear_sentence(config: Path, args: list[str], code: int,
+                                             message: str) -> None:
+    result = CliRunner().invoke(cli, [*args, "--config", str(config)])
+    assert result.exit_code == code
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_embedded_redis_not_running_and_unreachable_redis(write_config: WriteConfig) -> None:
+    config = write_config({"carrier-a": "127.0.0.1:5999"})
+    result = CliRunner().invoke(cli, ["trunks", "status", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "the hotline server is not running (nothing answers at " in result.output
+    config = write_config({"carrier-a": "127.0.0.1:5999"}, redis_url="redis://127.0.0.1:1/0")
+    result = CliRunner().invoke(cli, ["trunks", "drain", "carrier-a", "--reason", "x",
+                                      "--config", str(config)])
+    assert result.exit_code == 1
+    assert "Error: cannot reach Redis at redis://127.0.0.1:1/0" in result.output
+
+
+def test_bad_config_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trunks:\n  - {name: a, mode: ip}\n")
+    for args in (["config", "check", str(bad)], ["trunks", "status", "--config", str(bad)],
+                 ["serve", "--config", str(bad)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, args
+        assert result.output == f"Error: {bad}: line 2: trunks[0].proxy: required key is missing\n"
+
+
+def hotline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ivr", *args], capture_output=True, text=True,
+                          timeout=30, env=env)
+
+
+def test_real_subprocess_exit_codes(running: Path, tmp_path: Path) -> None:
+    done = hotline("trunks", "status", "--json", "--config", str(running))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["state"] == "up"
+    done = hotline("trunks", "frobnicate")
+    assert done.returncode == 2 and "No such command 'frobnicate'" in done.stderr
+    done = hotline("config", "check", str(running))
+    assert done.returncode == 0
+    assert done.stdout == f"{running}: OK (2 trunks: carrier-a, carrier-b)\n"
+    done = hotline("trunks", "drain", "carrier-a", "--config", str(tmp_path / "none.yaml"),
+                   "--reason", "x")
+    assert done.returncode == 2 and "cannot read: No such file or directory" in done.stderr

@@ -1,0 +1,80 @@
+"""Loading hotline.yaml: the shipped example, interpolation, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ivr.settings import ConfigError, load_settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
+
+
+def test_example_config_loads_with_its_defaults() -> None:
+    settings = load_settings(EXAMPLE, environ={"CARRIER_B_PASSWORD": "s3cret"})
+    assert settings.node == "node-1"
+    assert settings.redis.url is None, "unset means the embedded redis-server"
+    assert settings.data_dir.is_absolute() and settings.data_dir.name == "var"
+    a, b = settings.trunks
+    assert (a.name, a.mode, a.address, a.probe.interval_s) == (
+        "carrier-a", "ip", ("127.0.0.1", 5062), 15.0)
+    assert b.mode == "register" and b.password is not None
+    assert b.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings), "secrets never show in reprs or logs"
+
+
+def test_environment_overrides_and_missing_secret() -> None:
+    settings = load_settings(EXAMPLE, environ={"CARRIER_B_PASSWORD": "x",
+                                               "HOTLINE_REDIS_URL": "redis://10.1.1.1:6379/2",
+                                               "HOTLINE_NODE": "edge-2"})
+    assert (settings.node, settings.redis.url) == ("edge-2", "redis://10.1.1.1:6379/2")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(EXAMPLE, environ={})
+    assert str(caught.value) == (f"{EXAMPLE}: line 35: trunks[1].password: environment "
+                                 "variable CARRIER_B_PASSWORD is not set")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hotline.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("trunks:\n  - name: a\n    mode: ip\n    proxy: 'h:70000'\n",
+     "line 4: trunks[0].proxy: port 70000 is out of range 1-65535 (got 'h:70000')"),
+    ("trunks:\n  - name: a\n    mode: ip\n    proxy: h\n    probe:\n      intervall_s: 3\n",
+     "line 6: trunks[0].probe.intervall_s: unknown key"),
+    ("trunks:\n  - name: a\n    mode: register\n    proxy: h\n",
+     "line 2: trunks[0]: mode 'register' needs username and password"),
+    ("trunks:\n  - name: a\n    mode: sip\n    proxy: h\n",
+     "line 3: trunks[0].mode: Input should be 'register' or 'ip' (got 'sip')"),
+    ("trunks:\n  - {name: a, mode: ip, proxy: h}\n  - {name: a, mode: ip, proxy: g}\n",
+     "line 1: trunks: trunk names must be unique; repeated: a"),
+    ("trunks: []\n", "line 1: trunks: List should have at least 1 item"),
+    ("redis: {url: 'http://x'}\ntrunks:\n  - {name: a, mode: ip, proxy: h}\n",
+     "line 1: redis.url: expected a redis://, rediss:// or unix:// URL (got 'http://x')"),
+    ("trunks: [\n", "line 2, column 1: not valid YAML"),
+    ("- a\n- b\n", "expected a mapping of settings at the top level"),
+    ("", "expected a mapping of settings at the top level"),
+])
+def test_bad_config_names_file_line_key_and_expectation(tmp_path: Path, text: str,
+                                                        expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value).startswith(f"{path}: {expected}")
+
+
+def test_several_problems_are_reported_together(tmp_path: Path) -> None:
+    path = write(tmp_path, "log_level: LOUD\ntrunks:\n  - {name: A, mode: ip, proxy: h}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value).splitlines()[0] == f"{path}: 2 problems:"
+    assert "log_level: expected DEBUG, INFO, WARNING or ERROR (got 'LOUD')" in str(caught.value)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read: No such file or directory"):
+        load_settings(tmp_path / "missing.yaml")

@@ -1,0 +1,187 @@
+"""Real peers for tests and benchmarks: Kamailio carriers and redis-server on loopback.
+
+Each peer runs in its own process group, so an outage is one signal to the
+whole group: SIGSTOP for silence, SIGKILL for a closed port (ICMP unreachable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+CARRIER_CFG = TESTS / "kamailio" / "carrier.cfg"
+START_TIMEOUT_S = 15.0
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require(binary: str, package: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        raise RuntimeError(f"{binary} is not installed: run `sudo make install` "
+                           f"(or apt-get install {package})")
+    return path
+
+
+class GroupProcess:
+    """A child process in its own process group, signalled as a whole."""
+
+    def __init__(self, command: list[str], log: Path) -> None:
+        self.command = command
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signum)
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """Kill the whole group at once and reap it; its ports close."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.signal(signal.SIGKILL)
+        self.process.wait()
+        _wait_group_gone(self.process.pid)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            self.process.wait(10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Carrier(GroupProcess):
+    """A Kamailio instance acting as a carrier's SIP proxy on 127.0.0.1:`port`."""
+
+    def __init__(self, workdir: Path, port: int | None = None, cfg: Path = CARRIER_CFG,
+                 extra_args: list[str] | None = None) -> None:
+        self.port = port or free_udp_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        command = [require("kamailio", "kamailio"), "-f", str(cfg), "-l",
+                   f"udp:127.0.0.1:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
+                   "-Y", str(workdir), "-w", str(workdir), *(extra_args or [])]
+        super().__init__(command, workdir / "kamailio.log")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not sip_ping(self.port):
+            if not self.running or time.monotonic() > deadline:
+                raise RuntimeError(f"Kamailio did not start on {self.address}: "
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+
+    def requests(self, method: str, source_port: int | None = None) -> int:
+        """How many `method` requests this carrier logged (from `source_port`, if given)."""
+        text = self.log.read_text(errors="replace")
+        source = rf"127\.0\.0\.1:{source_port}\b" if source_port else r"\S+"
+        return len(re.findall(rf"request {method} from {source}", text))
+
+
+class RedisServer(GroupProcess):
+    """A throw-away redis-server on a unix socket (and, if asked, a TCP port)."""
+
+    def __init__(self, workdir: Path, tcp_port: int = 0) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.socket = workdir / "redis.sock"
+        self.tcp_port = tcp_port
+        command = [require("redis-server", "redis-server"), "--port", str(tcp_port),
+                   "--bind", "127.0.0.1", "--unixsocket", str(self.socket), "--save", "",
+                   "--appendonly", "no", "--dir", str(workdir)]
+        super().__init__(command, workdir / "redis.log")
+
+    @property
+    def url(self) -> str:
+        if self.tcp_port:
+            return f"redis://127.0.0.1:{self.tcp_port}/0"
+        return f"unix://{self.socket}"
+
+    def start(self) -> None:
+        super().start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.socket.exists() or not _redis_ping(self.socket):
+            if not self.running or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.02)
+
+
+def sip_ping(port: int, timeout: float = 0.3) -> bool:
+    """Whether something on 127.0.0.1:`port` answers a minimal OPTIONS with 200."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.bind(("127.0.0.1", 0))
+        local = sock.getsockname()[1]
+        call_id = secrets.token_hex(8)
+        request = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{call_id}\r\n"
+                   f"From: <sip:ping@127.0.0.1>;tag={call_id}\r\nTo: <sip:127.0.0.1>\r\n"
+                   f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                   "Content-Length: 0\r\n\r\n")
+        try:
+            sock.sendto(request.encode(), ("127.0.0.1", port))
+            return sock.recv(65535).startswith(b"SIP/2.0 200")
+        except OSError:
+            time.sleep(timeout)
+            return False
+
+
+def _redis_ping(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(str(path))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)

@@ -1,0 +1,197 @@
+"""SIP messages: a strict front end for pyVoIP's parser, and request building.
+
+pyVoIP 1.6.8 parses with plain string splits: it needs exactly ``Name: value``,
+knows no compact header names, rejects OPTIONS and REGISTER requests and any
+status code missing from its enum, and fails on bad input with whatever
+``IndexError`` or ``UnicodeDecodeError`` the split raised. `parse_message`
+first rewrites a datagram into the one shape pyVoIP handles, lets pyVoIP parse
+it, then checks the headers every transaction needs. Any bad datagram comes out
+as `SipParseError`, a `ValueError`, with a sentence saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pyVoIP.SIP import SIPMessage, SIPParseError, SIPStatus
+
+MAX_DATAGRAM_BYTES = 65_535
+SIP_VERSION = "SIP/2.0"
+METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE",
+           "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE")
+REQUIRED_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+
+# RFC 3261 section 7.3.3 compact forms, and the canonical spelling pyVoIP looks up.
+_COMPACT = {"i": "Call-ID", "v": "Via", "f": "From", "t": "To", "l": "Content-Length",
+            "m": "Contact", "c": "Content-Type", "k": "Supported", "s": "Subject",
+            "e": "Content-Encoding", "o": "Event", "u": "Allow-Events", "r": "Refer-To"}
+_CANONICAL = {name.lower(): name for name in (
+    "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Content-Length", "Content-Type",
+    "Max-Forwards", "Allow", "Supported", "Accept", "User-Agent", "Server", "Expires",
+    "Record-Route", "Route", "WWW-Authenticate", "Proxy-Authenticate", "Authorization",
+    "Proxy-Authorization", "Retry-After", "Min-Expires", "Event", "Subject",
+)}
+_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+_STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2}) ?(.*)$")
+_REQUEST_LINE = re.compile(r"^([A-Z]+) (\S+) SIP/2\.0$")
+_KNOWN_STATUS = {int(s) for s in SIPStatus}
+
+
+class SipParseError(ValueError):
+    """A datagram that is not a usable SIP message."""
+
+
+@dataclass(frozen=True)
+class CSeq:
+    number: int
+    method: str
+
+
+class Message(SIPMessage):
+    """pyVoIP's SIPMessage that also accepts OPTIONS, REGISTER and uncommon status codes."""
+
+    status_code: int = 0
+    reason: str = ""
+
+    def parse(self, data: bytes) -> None:
+        self.SIPCompatibleMethods = list(METHODS)
+        super().parse(data)
+
+    def parse_sip_response(self, data: bytes) -> None:
+        # pyVoIP builds SIPStatus(code) and fails on codes its enum lacks (199, 422,
+        # 580, ...). Parse the real code here and hand pyVoIP its class's base code.
+        heading, rest = data.split(b"\r\n", 1)
+        match = _STATUS_LINE.match(heading.decode("utf-8"))
+        if match is None:
+            raise SipParseError(f"bad SIP status line {heading[:80]!r}")
+        self.status_code, self.reason = int(match[1]), match[2]
+        code = self.status_code
+        if code not in _KNOWN_STATUS:
+            code = code // 100 * 100
+        super().parse_sip_response(f"SIP/2.0 {code} {match[2]}".encode() + b"\r\n" + rest)
+
+    @property
+    def is_response(self) -> bool:
+        return self.status_code != 0
+
+    @property
+    def call_id(self) -> str:
+        return str(self.headers["Call-ID"])
+
+    @property
+    def cseq(self) -> CSeq:
+        value: dict[str, Any] = self.headers["CSeq"]
+        return CSeq(int(value["check"]), str(value["method"]))
+
+    @property
+    def branch(self) -> str | None:
+        """The branch parameter of the topmost Via."""
+        branch = self.headers["Via"][0].get("branch")
+        return None if branch is None else str(branch)
+
+
+def parse_message(data: bytes) -> Message:
+    """Parse one SIP datagram; raise `SipParseError` saying what is wrong with it."""
+    if not data.strip():
+        raise SipParseError("empty datagram")
+    if len(data) > MAX_DATAGRAM_BYTES:
+        raise SipParseError(f"datagram of {len(data)} bytes is over the SIP size limit")
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise SipParseError("SIP message is truncated: no blank line after the headers")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SipParseError(f"SIP headers are not UTF-8 (byte {exc.start})") from exc
+    start, *lines = text.split("\r\n")
+    if not (_STATUS_LINE.match(start) or _REQUEST_LINE.match(start)):
+        raise SipParseError(f"not a SIP request or status line: {start[:80]!r}")
+    headers = _normalise_headers(lines)
+    _check_body(headers, body)
+    raw = "\r\n".join([start, *(f"{name}: {value}" for name, value in headers)])
+    try:
+        message = Message(raw.encode("utf-8") + b"\r\n\r\n" + body)
+    except SipParseError:
+        raise
+    except (SIPParseError, ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        raise SipParseError(f"pyVoIP could not parse the message: {exc}") from exc
+    _check_required(message)
+    return message
+
+
+def _normalise_headers(lines: list[str]) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and headers:  # folded continuation line
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not _TOKEN.match(name):
+            raise SipParseError(f"malformed header line {line[:80]!r}")
+        name = _COMPACT.get(name, _CANONICAL.get(name.lower(), name))
+        if name == "Via":
+            headers.extend((name, part.strip()) for part in value.split(",") if part.strip())
+        else:
+            headers.append((name, value.strip()))
+    return headers
+
+
+def _check_body(headers: list[tuple[str, str]], body: bytes) -> None:
+    declared = next((v for n, v in headers if n == "Content-Length"), None)
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise SipParseError(f"Content-Length is not a number: {declared[:20]!r}")
+    if len(body) < int(declared):
+        raise SipParseError(f"SIP message is truncated: body has {len(body)} of "
+                            f"{declared} bytes")
+    if b"\r\n\r\n" in body:
+        raise SipParseError("SIP body contains a blank line, which pyVoIP cannot parse")
+
+
+def _check_required(message: Message) -> None:
+    for name in REQUIRED_HEADERS:
+        if not message.headers.get(name):
+            raise SipParseError(f"SIP message has no {name}")
+    try:
+        message.cseq  # noqa: B018 - validates the number
+    except ValueError as exc:
+        raise SipParseError(f"SIP message has a bad CSeq: {message.headers['CSeq']}") from exc
+
+
+def new_branch() -> str:
+    """A Via branch with the RFC 3261 magic cookie."""
+    return "z9hG4bK" + secrets.token_hex(10)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    return f"{secrets.token_hex(12)}@{host}"
+
+
+def build_request(method: str, uri: str, *, local: tuple[str, int], call_id: str, cseq: int,
+                  branch: str, from_uri: str, from_tag: str, to_uri: str,
+                  user_agent: str, extra: dict[str, str] | None = None) -> bytes:
+    """Build a body-less SIP request over UDP from our socket's address `local`."""
+    host, port = local
+    lines = [
+        f"{method} {uri} {SIP_VERSION}",
+        f"Via: {SIP_VERSION}/UDP {host}:{port};branch={branch};rport",
+        "Max-Forwards: 70",
+        f"From: <{from_uri}>;tag={from_tag}",
+        f"To: <{to_uri}>",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        f"User-Agent: {user_agent}",
+        *(f"{name}: {value}" for name, value in (extra or {}).items()),
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
