@@ -36,6 +36,8 @@ HEARTBEAT_S = 5.0
 """How often the monitor tells Redis it is alive; the mark expires after 3x this."""
 REDIS_RETRY_S = (0.5, 5.0)
 """First and longest wait between attempts to write to an unreachable Redis."""
+LOOP_ERROR_PAUSE_S = 0.5
+"""Pause after an unexpected error in the loop, so a persistent one does not spin."""
 MAX_QUEUED_TRANSITIONS = 10_000
 """Transitions kept while Redis is unreachable; the oldest are dropped beyond this."""
 
@@ -125,16 +127,23 @@ class TrunkMonitor:
         with selectors.DefaultSelector() as selector:
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
-                self._send_due_probes(selector)
-                timeout = max(0.0, self._next_deadline() - self._clock())
-                for key, _ in selector.select(timeout):
-                    if key.fileobj is self._wake_r:
-                        self._drain_signals()
-                    else:
-                        watch: _Watch = key.data
-                        self._apply(watch, watch.probe.on_readable(self._clock()))
-                for watch in self._watches.values():
-                    self._apply(watch, watch.probe.on_timer(self._clock()))
+                try:
+                    self._step(selector)
+                except Exception:  # a bug must not silently freeze every trunk's health
+                    logger.exception("Trunk monitor loop failed; continuing")
+                    self._stopping.wait(LOOP_ERROR_PAUSE_S)
+
+    def _step(self, selector: selectors.BaseSelector) -> None:
+        self._send_due_probes(selector)
+        timeout = max(0.0, self._next_deadline() - self._clock())
+        for key, _ in selector.select(timeout):
+            if key.fileobj is self._wake_r:
+                self._drain_signals()
+            else:
+                watch: _Watch = key.data
+                self._apply(watch, watch.probe.on_readable(self._clock()))
+        for watch in self._watches.values():
+            self._apply(watch, watch.probe.on_timer(self._clock()))
 
     def _send_due_probes(self, selector: selectors.BaseSelector) -> None:
         for watch in self._watches.values():

@@ -58,7 +58,6 @@ def test_silent_carrier_goes_down_and_comes_back(
     assert "no response to OPTIONS" in (monitor.snapshots()["carrier-a"].last_error or "")
     carrier.resume()
     wait_for(lambda: state(monitor) is TrunkState.UP, timeout=2.0, what="UP again")
-    events = [(e.old.value, e.new.value) for e in reversed(monitor.store.transitions(10))]
     wait_for(lambda: len(monitor.store.transitions(10)) == 5, timeout=2.0)
     events = [(e.old.value, e.new.value) for e in reversed(monitor.store.transitions(10))]
     assert events == [("unknown", "up"), ("up", "suspect"), ("suspect", "down"),
@@ -181,3 +180,24 @@ def test_transitions_during_a_redis_outage_are_kept_and_delivered(
         monitor.stop()
         client.close()
         server.stop()
+
+
+def test_an_unexpected_error_in_the_loop_is_logged_and_survived(
+        carrier: Carrier, monitor_factory: Callable[..., TrunkMonitor],
+        caplog: pytest.LogCaptureFixture) -> None:
+    monitor = monitor_factory(make_trunk("carrier-a", carrier))
+    wait_for(lambda: state(monitor) is TrunkState.UP, what="UP")
+    probe = monitor._watches["carrier-a"].probe
+    real_on_timer, failures = probe.on_timer, [1]
+
+    def broken_once(now: float) -> list[object]:
+        if failures:
+            failures.pop()
+            raise RuntimeError("simulated bug")
+        return real_on_timer(now)
+
+    probe.on_timer = broken_once  # type: ignore[method-assign]
+    wait_for(lambda: "Trunk monitor loop failed" in caplog.text, timeout=2.0)
+    carrier.pause()
+    wait_for(lambda: state(monitor) is TrunkState.DOWN, timeout=3.0, what="DOWN after the bug")
+    carrier.resume()
