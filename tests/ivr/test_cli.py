@@ -41,9 +41,12 @@ def running(config: Path, carrier: Carrier, redis_client: redis.Redis) -> Iterat
               for t in settings.trunks]
     monitor = TrunkMonitor(trunks, TrunkStore(redis_client), settings.node, heartbeat_s=0.2)
     monitor.start()
-    wait_for(lambda: monitor.snapshots()["carrier-a"].state is TrunkState.UP)
-    wait_for(lambda: TrunkStore(redis_client).load_health("carrier-a", "node-1") is not None
-             and TrunkStore(redis_client).load_health("carrier-a", "node-1").state == "up")
+
+    def stored_up() -> bool:
+        health = monitor.store.load_health("carrier-a", "node-1")
+        return health is not None and health.state is TrunkState.UP
+
+    wait_for(stored_up, what="carrier-a UP in Redis")
     yield config
     monitor.stop()
 
