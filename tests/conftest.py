@@ -27,16 +27,31 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_threads() -> Iterator[None]:
-    before = set(threading.enumerate())
+def _no_leftovers() -> Iterator[None]:
+    """Fail a test that leaves threads or child processes running."""
+    threads, children = set(threading.enumerate()), _children()
     yield
     deadline = time.monotonic() + 3.0
     while True:
-        left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        left = [t.name for t in threading.enumerate() if t not in threads and t.is_alive()]
+        left += [f"process {pid}" for pid in _children() - children]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert not left, f"test left threads running: {[t.name for t in left]}"
+    assert not left, f"test left running: {left}"
+
+
+def _children() -> set[int]:
+    """Live (not zombie) processes whose parent is this one."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == os.getpid():
+            found.add(int(stat.parent.name))
+    return found
 
 
 @pytest.fixture(scope="session")
