@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import getpass
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import redis
@@ -27,6 +28,20 @@ from trunks.overrides import Override, OverrideAction, parse_duration
 from trunks.store import TrunkStore
 
 HISTORY_LIMIT = 50
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def override_options(function: F) -> F:
+    """The arguments shared by `drain` and `force`."""
+    for decorate in reversed([
+        click.argument("name"),
+        click.option("--reason", required=True, help="Why; kept in the audit log."),
+        click.option("--expires", metavar="DURATION", help="Lift it after e.g. 30m, 2h, 1d."),
+        click.option("--by", help="Operator name [default: your login name]."),
+        config_option,
+    ]):
+        function = decorate(function)
+    return function
 
 
 @click.group()
@@ -55,22 +70,14 @@ def status(config: str | None, as_json: bool) -> None:
 
 
 @trunks.command()
-@click.argument("name")
-@click.option("--reason", required=True, help="Why; kept in the audit log.")
-@click.option("--expires", metavar="DURATION", help="Lift it after e.g. 30m, 2h, 1d.")
-@click.option("--by", help="Operator name [default: your login name].")
-@config_option
+@override_options
 def drain(name: str, reason: str, expires: str | None, by: str | None, config: str | None) -> None:
     """Take no new calls on trunk NAME; calls in progress continue."""
     _set_override(name, OverrideAction.DRAIN, reason, expires, by, config)
 
 
 @trunks.command()
-@click.argument("name")
-@click.option("--reason", required=True, help="Why; kept in the audit log.")
-@click.option("--expires", metavar="DURATION", help="Lift it after e.g. 30m, 2h, 1d.")
-@click.option("--by", help="Operator name [default: your login name].")
-@config_option
+@override_options
 def force(name: str, reason: str, expires: str | None, by: str | None, config: str | None) -> None:
     """Prefer trunk NAME to all others while it is usable."""
     _set_override(name, OverrideAction.FORCE, reason, expires, by, config)

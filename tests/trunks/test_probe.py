@@ -12,7 +12,7 @@ from tests.conftest import FAST_PROBES
 from tests.peers import Carrier, free_udp_port
 from trunks.config import TrunkConfig
 from trunks.errors import ProbeRejected, ProbeTimeout, ProbeUnreachable
-from trunks.probe import OptionsProbe, probe_once
+from trunks.probe import OptionsProbe, ProbeOutcome, probe_once
 from trunks.voip import parse_message
 
 
@@ -110,6 +110,18 @@ def reply(request: bytes, status: str = "200 OK", **changes: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def probe_scripted_peer(script: Callable[[bytes], list[bytes]]) -> tuple[ProbeOutcome,
+                                                                          OptionsProbe]:
+    """Probe once a peer that answers with `script`; return the outcome and the probe."""
+    peer = ScriptedPeer(script)
+    probe = OptionsProbe(trunk_for(peer.address))
+    try:
+        return probe_once(probe), probe
+    finally:
+        probe.close()
+        peer.close()
+
+
 JUNK = [b"", b"\x00" * 40, b"SIP/2.0 200 OK\r\nVia: broken", b"\xff\xfe\xfd" * 100,
         b"SIP/2.0 200 OK\r\n\r\n", b"INVITE sip:x SIP/2.0\r\nVia: a\r\n\r\n"]
 
@@ -130,25 +142,13 @@ def foreign(request: bytes) -> list[bytes]:
 ])
 def test_replies_that_must_not_count_as_alive(script: Callable[[bytes], list[bytes]],
                                               expected: type[Exception]) -> None:
-    peer = ScriptedPeer(script)
-    probe = OptionsProbe(trunk_for(peer.address))
-    try:
-        outcome = probe_once(probe)
-    finally:
-        probe.close()
-        peer.close()
+    outcome, probe = probe_scripted_peer(script)
     assert isinstance(outcome.error, expected)
     if script is foreign:
         assert probe.ignored >= len(JUNK) + 4
 
 
 def test_a_real_answer_after_junk_is_recognised() -> None:
-    peer = ScriptedPeer(lambda r: [*JUNK, reply(r, "405 Method Not Allowed")])
-    probe = OptionsProbe(trunk_for(peer.address))
-    try:
-        outcome = probe_once(probe)
-    finally:
-        probe.close()
-        peer.close()
+    outcome, probe = probe_scripted_peer(lambda r: [*JUNK, reply(r, "405 Method Not Allowed")])
     assert outcome.error is None, "any 1xx-4xx final but 408 shows a live SIP stack"
     assert probe.ignored == len(JUNK)
