@@ -48,6 +48,7 @@ class _Watch:
     probe: Probe
     health: TrunkHealth
     last_sent: float = float("-inf")
+    """When the latest probe was due (its planned time, not the send time)."""
 
     def next_probe(self) -> float:
         return self.last_sent + self.health.probe_interval()
@@ -147,10 +148,12 @@ class TrunkMonitor:
 
     def _send_due_probes(self, selector: selectors.BaseSelector) -> None:
         for watch in self._watches.values():
-            now = self._clock()
-            if now < watch.next_probe():
+            now, due = self._clock(), watch.next_probe()
+            if now < due:
                 continue
-            watch.last_sent = now
+            # Keep to the planned grid, so the period does not grow by the loop's wake-up
+            # latency; restart the grid after a state change or a stall left it far behind.
+            watch.last_sent = due if now - due < watch.health.probe_interval() else now
             outcomes = watch.probe.send(now)
             fd = watch.probe.fileno()
             if fd is not None and fd not in selector.get_map():
