@@ -75,6 +75,7 @@ class TrunkMonitor:
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)  # a full buffer already means "wake up"
         self._thread = threading.Thread(target=self._run, name="trunk-monitor", daemon=True)
 
     @property
@@ -92,7 +93,7 @@ class TrunkMonitor:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        self._wake_w.send(b"x")
+        self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._publisher.stop(timeout)
@@ -107,8 +108,7 @@ class TrunkMonitor:
         if trunk not in self._watches:
             raise UnknownTrunk(trunk, list(self._watches))
         self._signals.put((trunk, reason))
-        with contextlib.suppress(OSError):  # stopped: nothing left to confirm
-            self._wake_w.send(b"x")
+        self._wake()
 
     def snapshots(self) -> dict[str, HealthSnapshot]:
         with self._lock:
@@ -123,6 +123,11 @@ class TrunkMonitor:
             logger.warning("Selecting trunks without overrides: Redis unreachable (%s)", exc)
             overrides = {}
         return select_trunks(self.trunks, states, overrides, needs or CallNeeds())
+
+    def _wake(self) -> None:
+        # BlockingIOError: wake-ups are already pending. Other OSError: stopped, socket closed.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
 
     def _run(self) -> None:
         with selectors.DefaultSelector() as selector:
