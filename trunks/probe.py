@@ -26,6 +26,7 @@ from trunks.voip import (
     new_call_id,
     new_tag,
     parse_message,
+    sip_host,
 )
 
 logger = logging.getLogger(__name__)
@@ -108,13 +109,13 @@ class OptionsProbe(Probe):
             return [ProbeOutcome(error=ProbeUnreachable(_describe(exc)))]
         self._cseq += 1
         host, port = self.trunk.address
-        uri = f"sip:{self.trunk.sip_domain}" if self.trunk.domain else f"sip:{host}:{port}"
+        uri = f"sip:{self.trunk.domain}" if self.trunk.domain else f"sip:{sip_host(host)}:{port}"
         branch = new_branch()
         local = sock.getsockname()[:2]
         data = build_request(
             "OPTIONS", uri, local=local, call_id=self._call_id, cseq=self._cseq, branch=branch,
-            from_uri=f"sip:{self.user_agent}@{local[0]}", from_tag=self._from_tag, to_uri=uri,
-            user_agent=self.user_agent, extra={"Accept": "application/sdp"})
+            from_uri=f"sip:{self.user_agent}@{sip_host(local[0])}", from_tag=self._from_tag,
+            to_uri=uri, user_agent=self.user_agent, extra={"Accept": "application/sdp"})
         settings = self.trunk.probe
         tx = _Transaction(branch, self._cseq, data, now, now + settings.timeout_s,
                           now + settings.retransmit_s, settings.retransmit_s)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.conftest import FAST_PROBES
-from tests.peers import Carrier, free_udp_port
+from tests.peers import Carrier
 from trunks.config import TrunkConfig
 from trunks.errors import ProbeRejected, ProbeTimeout, ProbeUnreachable
 from trunks.probe import OptionsProbe, ProbeOutcome, probe_once
@@ -67,13 +67,15 @@ def test_unresolvable_host_is_an_unreachable_outcome() -> None:
 class ScriptedPeer:
     """A UDP 'carrier' that answers each OPTIONS with replies made by `script`."""
 
-    def __init__(self, script: Callable[[bytes], list[bytes]]) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", free_udp_port()))
+    def __init__(self, script: Callable[[bytes], list[bytes]], host: str = "127.0.0.1") -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
         self.sock.settimeout(0.1)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        port = self.sock.getsockname()[1]
+        self.address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
         self.script = script
-        self.received = 0
+        self.requests: list[bytes] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="scripted-peer")
         self._thread.start()
@@ -84,7 +86,7 @@ class ScriptedPeer:
                 data, source = self.sock.recvfrom(65535)
             except TimeoutError:
                 continue
-            self.received += 1
+            self.requests.append(data)
             for reply in self.script(data):
                 self.sock.sendto(reply, source)
 
@@ -110,13 +112,13 @@ def reply(request: bytes, status: str = "200 OK", **changes: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def probe_scripted_peer(script: Callable[[bytes], list[bytes]]) -> tuple[ProbeOutcome,
-                                                                          OptionsProbe]:
-    """Probe once a peer that answers with `script`; return the outcome and the probe."""
-    peer = ScriptedPeer(script)
+def probe_scripted_peer(script: Callable[[bytes], list[bytes]], host: str = "127.0.0.1"
+                        ) -> tuple[ProbeOutcome, OptionsProbe, ScriptedPeer]:
+    """Probe once a peer that answers with `script`; return the outcome, probe and peer."""
+    peer = ScriptedPeer(script, host)
     probe = OptionsProbe(trunk_for(peer.address))
     try:
-        return probe_once(probe), probe
+        return probe_once(probe), probe, peer
     finally:
         probe.close()
         peer.close()
@@ -142,13 +144,22 @@ def foreign(request: bytes) -> list[bytes]:
 ])
 def test_replies_that_must_not_count_as_alive(script: Callable[[bytes], list[bytes]],
                                               expected: type[Exception]) -> None:
-    outcome, probe = probe_scripted_peer(script)
+    outcome, probe, _ = probe_scripted_peer(script)
     assert isinstance(outcome.error, expected)
     if script is foreign:
         assert probe.ignored >= len(JUNK) + 4
 
 
 def test_a_real_answer_after_junk_is_recognised() -> None:
-    outcome, probe = probe_scripted_peer(lambda r: [*JUNK, reply(r, "405 Method Not Allowed")])
+    outcome, probe, _ = probe_scripted_peer(lambda r: [*JUNK, reply(r, "405 Method Not Allowed")])
     assert outcome.error is None, "any 1xx-4xx final but 408 shows a live SIP stack"
     assert probe.ignored == len(JUNK)
+
+
+def test_ipv6_probe_writes_bracketed_addresses() -> None:
+    outcome, _, peer = probe_scripted_peer(lambda r: [reply(r)], host="::1")
+    assert outcome.error is None and outcome.rtt_s is not None
+    request = peer.requests[0].decode()
+    assert request.startswith(f"OPTIONS sip:{peer.address} SIP/2.0\r\n")
+    assert "\r\nVia: SIP/2.0/UDP [::1]:" in request
+    assert "\r\nFrom: <sip:hotline-monitor@[::1]>;tag=" in request

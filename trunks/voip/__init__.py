@@ -19,7 +19,8 @@ from trunks.voip.message import (
     new_call_id,
     new_tag,
     parse_message,
+    sip_host,
 )
 
 __all__ = ["CSeq", "Message", "SipParseError", "build_request", "new_branch", "new_call_id",
-           "new_tag", "parse_message"]
+           "new_tag", "parse_message", "sip_host"]

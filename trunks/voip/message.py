@@ -164,6 +164,11 @@ def _check_required(message: Message) -> None:
         raise SipParseError(f"SIP message has a bad CSeq: {message.headers['CSeq']}") from exc
 
 
+def sip_host(address: str) -> str:
+    """An address as it appears in SIP: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
 def new_branch() -> str:
     """A Via branch with the RFC 3261 magic cookie."""
     return "z9hG4bK" + secrets.token_hex(10)
@@ -181,10 +186,9 @@ def build_request(method: str, uri: str, *, local: tuple[str, int], call_id: str
                   branch: str, from_uri: str, from_tag: str, to_uri: str,
                   user_agent: str, extra: dict[str, str] | None = None) -> bytes:
     """Build a body-less SIP request over UDP from our socket's address `local`."""
-    host, port = local
     lines = [
         f"{method} {uri} {SIP_VERSION}",
-        f"Via: {SIP_VERSION}/UDP {host}:{port};branch={branch};rport",
+        f"Via: {SIP_VERSION}/UDP {sip_host(local[0])}:{local[1]};branch={branch};rport",
         "Max-Forwards: 70",
         f"From: <{from_uri}>;tag={from_tag}",
         f"To: <{to_uri}>",
