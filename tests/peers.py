@@ -114,9 +114,14 @@ class Carrier(GroupProcess):
 
     def requests(self, method: str, source_port: int | None = None) -> int:
         """How many `method` requests this carrier logged (from `source_port`, if given)."""
+        return len(self.request_times(method, source_port))
+
+    def request_times(self, method: str, source_port: int | None = None) -> list[float]:
+        """Arrival times (Unix seconds) of the `method` requests this carrier logged."""
         text = self.log.read_text(errors="replace")
         source = rf"127\.0\.0\.1:{source_port}\b" if source_port else r"\S+"
-        return len(re.findall(rf"request {method} from {source}", text))
+        return [float(t) for t in re.findall(rf"request {method} from {source} at ([0-9.]+)",
+                                             text)]
 
 
 class RedisServer(GroupProcess):
