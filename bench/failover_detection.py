@@ -14,6 +14,7 @@ it counts the OPTIONS each sends to a healthy carrier over two minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import random
 import re
@@ -126,64 +127,77 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" /
                         "failover-detection.md")
     args = parser.parse_args()
-    rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="bench-failover-"))
 
-    carrier = Carrier(work / "carrier", port=free_udp_port())
-    redis_server = RedisServer(work / "redis")
-    dispatcher = Dispatcher(work / "dispatcher", carrier.address)
-    for peer in (carrier, redis_server, dispatcher):
-        peer.start()
-    client = redis.Redis(unix_socket_path=str(redis_server.socket), decode_responses=True)
-    trunk = TrunkConfig(name="carrier", mode="ip", proxy=carrier.address)
-    monitor = TrunkMonitor([trunk], TrunkStore(client), "bench")
-    monitor.start()
+    with contextlib.ExitStack() as stack:  # stops whatever started, whatever fails
+        carrier = Carrier(work / "carrier", port=free_udp_port())
+        redis_server = RedisServer(work / "redis")
+        dispatcher = Dispatcher(work / "dispatcher", carrier.address)
+        for peer in (carrier, redis_server, dispatcher):
+            stack.callback(peer.stop)
+            peer.start()
+        client = redis.Redis(unix_socket_path=str(redis_server.socket), decode_responses=True)
+        stack.callback(client.close)
+        trunk = TrunkConfig(name="carrier", mode="ip", proxy=carrier.address)
+        monitor = TrunkMonitor([trunk], TrunkStore(client), "bench")
+        stack.callback(monitor.stop)
+        monitor.start()
+        bench = Bench(carrier, dispatcher, monitor)
+        bench.wait_both_up(60)
+        ours_rate, theirs_rate = bench.options_rates()
+        rng = random.Random(args.seed)
+        results = {kind: bench.outages(kind, args.trials, rng)
+                   for kind in ("SIGKILL", "SIGSTOP", "SIGKILL + reported set-up failure",
+                                "SIGSTOP + reported set-up failure")}
+    report(args.out, args.trials, results, ours_rate, theirs_rate)
 
-    def ours(state: TrunkState) -> Callable[[], bool]:
-        return lambda: monitor.snapshots()["carrier"].state is state
 
-    results: dict[str, dict[str, list[float | None]]] = {}
-    try:
-        wait(lambda: ours(TrunkState.UP)() and dispatcher.is_up(), 60)
+class Bench:
+    """The measurements, on peers that are already running."""
 
+    def __init__(self, carrier: Carrier, dispatcher: Dispatcher, monitor: TrunkMonitor) -> None:
+        self.carrier, self.dispatcher, self.monitor = carrier, dispatcher, monitor
+
+    def ours(self, state: TrunkState) -> Callable[[], bool]:
+        return lambda: self.monitor.snapshots()["carrier"].state is state
+
+    def wait_both_up(self, limit: float) -> None:
+        if wait(lambda: self.ours(TrunkState.UP)() and self.dispatcher.is_up(), limit) is None:
+            raise RuntimeError(f"the monitors did not both see the carrier up within {limit} s")
+
+    def options_rates(self) -> tuple[float, float]:
+        """OPTIONS per minute to the healthy carrier: (hotline, dispatcher)."""
         print(f"Counting OPTIONS to a healthy carrier for {RATE_WINDOW_S:.0f} s ...", flush=True)
         start = time.time()
         time.sleep(RATE_WINDOW_S)
-        arrivals = [t for t in carrier.request_times("OPTIONS") if t >= start]
-        theirs_at = [t for t in carrier.request_times("OPTIONS", dispatcher.port) if t >= start]
-        ours_at = sorted(set(arrivals) - set(theirs_at))
-        ours_rate, theirs_rate = per_minute(ours_at), per_minute(theirs_at)
+        arrivals = [t for t in self.carrier.request_times("OPTIONS") if t >= start]
+        theirs = [t for t in self.carrier.request_times("OPTIONS", self.dispatcher.port)
+                  if t >= start]
+        return per_minute(sorted(set(arrivals) - set(theirs))), per_minute(theirs)
 
-        for kind in ("SIGKILL", "SIGSTOP", "SIGKILL + reported set-up failure",
-                     "SIGSTOP + reported set-up failure"):
-            reported = "reported" in kind
-            results[kind] = {"ours": [], "theirs": []}
-            for trial in range(args.trials):
-                time.sleep(rng.uniform(0, INTERVAL_S))
-                if kind.startswith("SIGKILL"):
-                    carrier.kill()
-                else:
-                    carrier.pause()
-                if reported:
-                    monitor.report_failure("carrier", "INVITE: no provisional reply")
-                took = race(ours(TrunkState.DOWN), None if reported else dispatcher.is_down)
-                results[kind]["ours"].append(took[0])
-                results[kind]["theirs"].append(took[1])
-                print(f"{kind} #{trial + 1}: hotline {took[0]} s, dispatcher {took[1]} s",
-                      flush=True)
-                if kind.startswith("SIGKILL"):
-                    carrier.start()
-                else:
-                    carrier.resume()
-                if wait(lambda: ours(TrunkState.UP)() and dispatcher.is_up(), 90) is None:
-                    raise RuntimeError("the monitors did not see the carrier come back")
-    finally:
-        monitor.stop()
-        client.close()
-        for peer in (dispatcher, redis_server, carrier):
-            peer.stop()
-
-    report(args.out, args.trials, results, ours_rate, theirs_rate)
+    def outages(self, kind: str, trials: int, rng: random.Random) -> dict[str, list[float | None]]:
+        """Seconds to detect `trials` outages of `kind`, for each monitor."""
+        reported, killed = "reported" in kind, kind.startswith("SIGKILL")
+        found: dict[str, list[float | None]] = {"ours": [], "theirs": []}
+        for trial in range(trials):
+            time.sleep(rng.uniform(0, INTERVAL_S))
+            if killed:
+                self.carrier.kill()
+            else:
+                self.carrier.pause()
+            if reported:
+                self.monitor.report_failure("carrier", "INVITE: no provisional reply")
+            ours, theirs = race(self.ours(TrunkState.DOWN),
+                                None if reported else self.dispatcher.is_down)
+            found["ours"].append(ours)
+            found["theirs"].append(theirs)
+            print(f"{kind} #{trial + 1}: hotline {ours} s, dispatcher {theirs} s", flush=True)
+            if killed:
+                self.carrier.start()
+            else:
+                self.carrier.resume()
+            self.wait_both_up(90)
+        return found
 
 
 def report(out: Path, trials: int, results: dict[str, dict[str, list[float | None]]],
