@@ -1,0 +1,185 @@
+"""The RTP engine over real UDP sockets on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import wait_for
+from trunks.voip.media import FRAME_BYTES, JITTER_FRAMES, PCMA, PCMU, RtpEngine, RtpStream
+from trunks.voip.rtp import RtpPacket, build_rtp, parse_event, parse_rtp
+
+ULAW_SILENCE = b"\xff" * FRAME_BYTES
+
+
+@pytest.fixture
+def engine() -> Iterator[RtpEngine]:
+    rtp = RtpEngine()
+    rtp.start()
+    yield rtp
+    rtp.stop()
+
+
+@pytest.fixture
+def peer() -> Iterator[socket.socket]:
+    """A raw UDP socket playing the far end."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2.0)
+    yield sock
+    sock.close()
+
+
+def frame(n: int) -> bytes:
+    return bytes([n % 256]) * FRAME_BYTES
+
+
+def read_frames(stream: RtpStream, count: int) -> list[bytes]:
+    frames = []
+    while len(frames) < count:
+        got = stream.read(timeout=2.0)
+        assert got is not None, f"no frame after {len(frames)}"
+        frames.append(got)
+    return frames
+
+
+def test_audio_flows_between_two_streams_in_order(engine: RtpEngine) -> None:
+    a, b = engine.open(PCMU), engine.open(PCMU)
+    a.remote, b.remote = b.local_address, a.local_address
+    a.play(b"".join(frame(n) for n in range(1, 51)))
+    frames = read_frames(b, 120)
+    first = frames.index(frame(1))
+    assert frames[first:first + 50] == [frame(n) for n in range(1, 51)]
+    assert set(frames[:first]) <= {ULAW_SILENCE}, "silence is sent while nothing plays"
+    assert b.stats.lost == 0 and b.stats.ignored == 0
+    a.close()
+    b.close()
+    wait_for(lambda: engine.stream_count == 0)
+    assert a.sock.fileno() == -1
+
+
+def test_packets_are_well_formed_and_paced_by_timestamp(engine: RtpEngine,
+                                                        peer: socket.socket) -> None:
+    stream = engine.open(PCMA, remote=peer.getsockname())
+    stream.play(b"\x01" * 1000)  # 6.25 frames: the last is padded with A-law silence
+    packets = [parse_rtp(peer.recv(2048)) for _ in range(10)]
+    stream.close()
+    assert {p.payload_type for p in packets} == {PCMA}
+    assert len({p.ssrc for p in packets}) == 1
+    assert [(b.sequence - a.sequence) & 0xFFFF for a, b in itertools.pairwise(packets)] == [1] * 9
+    assert [(b.timestamp - a.timestamp) for a, b in itertools.pairwise(packets)] == [160] * 9
+    payloads = [p.payload for p in packets]
+    assert payloads[:6] == [b"\x01" * 160] * 6
+    assert payloads[6] == b"\x01" * 40 + b"\xd5" * 120
+    assert payloads[7:] == [b"\xd5" * 160] * 3
+
+
+def send(peer: socket.socket, stream: RtpStream, seq: int, payload: bytes,
+         pt: int = PCMU, ts: int | None = None) -> None:
+    packet = RtpPacket(pt, seq, seq * 160 if ts is None else ts, 1234, payload)
+    peer.sendto(build_rtp(packet), stream.local_address)
+
+
+def test_jitter_buffer_reorders_and_fills_losses(engine: RtpEngine,
+                                                 peer: socket.socket) -> None:
+    stream = engine.open(PCMU, remote=peer.getsockname())
+    order = [0, 1, 2, 3, 4, 6, 7, 9, 8, 10, 11, 12]  # 5 lost, 8 and 9 swapped
+    for seq in order:
+        send(peer, stream, seq, frame(seq + 1))
+    frames = read_frames(stream, 13)
+    assert frames == [frame(n + 1) if n != 5 else ULAW_SILENCE for n in range(13)]
+    assert stream.stats.lost == 1
+    send(peer, stream, 3, frame(99))  # long past its playout time
+    wait_for(lambda: stream.stats.late == 1)
+    stream.close()
+
+
+def test_garbage_and_foreign_packets_are_ignored(engine: RtpEngine,
+                                                 peer: socket.socket) -> None:
+    stream = engine.open(PCMU, remote=peer.getsockname())
+    junk = [b"", b"\x00" * 5, b"\x40" + bytes(171), b"\x80\xc8" + bytes(30),
+            build_rtp(RtpPacket(PCMA, 1, 160, 1, frame(1))),          # wrong codec
+            build_rtp(RtpPacket(PCMU, 1, 160, 1, b"\x01" * 80)),      # wrong frame size
+            build_rtp(RtpPacket(101, 1, 160, 1, bytes([42, 0, 0, 0])))]  # not a DTMF digit
+    for data in junk:
+        peer.sendto(data, stream.local_address)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.sendto(build_rtp(RtpPacket(PCMU, 1, 160, 1, frame(7))), stream.local_address)
+    wait_for(lambda: stream.stats.ignored == len(junk) + 1, what="every bad packet counted")
+    for seq in range(JITTER_FRAMES + 2):
+        send(peer, stream, 100 + seq, frame(50))
+    assert frame(50) in read_frames(stream, JITTER_FRAMES + 2)
+    assert stream.stats.received == JITTER_FRAMES + 2
+    stream.close()
+
+
+def test_dtmf_round_trip_between_streams(engine: RtpEngine) -> None:
+    heard: list[str] = []
+    a = engine.open(PCMU)
+    b = engine.open(PCMU, on_digit=heard.append)
+    a.remote, b.remote = b.local_address, a.local_address
+    a.send_digits("12#")
+    digits = [b.digits.get(timeout=2.0) for _ in range(3)]
+    assert digits == ["1", "2", "#"]
+    wait_for(lambda: a.stats.sent > 40)
+    assert b.digits.empty(), "each key press is reported once, not per packet"
+    assert heard == ["1", "2", "#"]
+    with pytest.raises(ValueError, match="not DTMF digits"):
+        a.send_digits("1x")
+    a.close()
+    b.close()
+
+
+def test_dtmf_packets_follow_rfc_4733(engine: RtpEngine, peer: socket.socket) -> None:
+    stream = engine.open(PCMU, remote=peer.getsockname())
+    stream.send_digits("5")
+    packets = [parse_rtp(peer.recv(2048)) for _ in range(20)]
+    stream.close()
+    events = [p for p in packets if p.payload_type == 101]
+    assert len(events) == 8 and events[0].marker and not any(p.marker for p in events[1:])
+    assert len({p.timestamp for p in events}) == 1, "one event, one timestamp"
+    parsed = [parse_event(p.payload) for p in events]
+    assert {e.digit for e in parsed} == {"5"}
+    assert [e.end for e in parsed] == [False] * 5 + [True] * 3
+    assert [e.duration for e in parsed] == [160, 320, 480, 640, 800, 800, 800, 800]
+
+
+def test_flush_stops_playback_at_once(engine: RtpEngine, peer: socket.socket) -> None:
+    stream = engine.open(PCMU, remote=peer.getsockname())
+    stream.play(frame(9) * 500)  # 10 s
+    assert parse_rtp(peer.recv(2048)).payload in (frame(9), ULAW_SILENCE)
+    stream.flush()
+    assert not stream.playing
+    peer.settimeout(0.2)
+    while True:  # drain what was sent before the flush
+        try:
+            data = peer.recv(2048)
+        except TimeoutError:
+            break
+        if parse_rtp(data).payload == ULAW_SILENCE:
+            break
+    assert all(parse_rtp(peer.recv(2048)).payload == ULAW_SILENCE for _ in range(5))
+    stream.close()
+
+
+def test_queue_and_port_range_limits(peer: socket.socket) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1] & ~1
+    engine = RtpEngine(ports=range(base + 100, base + 106))
+    engine.start()
+    try:
+        streams = [engine.open(PCMU) for _ in range(3)]
+        assert [s.local_address[1] for s in streams] == [base + 100, base + 102, base + 104]
+        with pytest.raises(OSError, match="no free RTP port"):
+            engine.open(PCMU)
+        with pytest.raises(ValueError, match="more than 300 s of audio"):
+            streams[0].play(ULAW_SILENCE * 15_001)
+        with pytest.raises(ValueError, match=r"payload type 9 is not G\.711"):
+            engine.open(9)
+    finally:
+        engine.stop()
+    assert all(s.sock.fileno() == -1 for s in streams)

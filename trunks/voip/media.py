@@ -1,0 +1,377 @@
+"""The RTP engine: every call's media in one thread, paced by an absolute clock.
+
+Stock pyVoIP runs two threads per call and paces with relative sleeps, and it
+loses pacing near 100 calls. Here one thread runs a selector over every
+stream's socket and a grid of 20 ms ticks: tick n is due at ``t0 + n * 20 ms``,
+whatever the previous tick cost. At each tick every stream sends one frame
+(queued audio, a DTMF event, or silence) and plays out one received frame from
+its jitter buffer, filling gaps with silence. Received audio and digits are
+queued, bounded, for the call's worker thread.
+
+Streams move encoded G.711 payloads; audio conversion belongs to `speech.g711`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import secrets
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from trunks.voip.rtp import (
+    RtpPacket,
+    RtpParseError,
+    TelephoneEvent,
+    build_event,
+    build_rtp,
+    parse_event,
+    parse_rtp,
+    seq_after,
+)
+
+logger = logging.getLogger(__name__)
+
+FRAME_S = 0.020
+"""Packet time: 20 ms of audio per packet."""
+FRAME_BYTES = 160
+"""20 ms of 8 kHz G.711."""
+PCMU, PCMA, TELEPHONE_EVENT = 0, 8, 101
+SILENCE = {PCMU: b"\xff" * FRAME_BYTES, PCMA: b"\xd5" * FRAME_BYTES}
+JITTER_FRAMES = 3
+"""Frames buffered before playout starts (60 ms), absorbing arrival jitter."""
+MAX_JITTER_FRAMES = 50
+"""A packet further ahead than this (1 s) restarts playout instead of being buffered."""
+MAX_RECEIVED_FRAMES = 500
+"""Played-out frames kept for a slow reader (10 s); the oldest are dropped."""
+MAX_QUEUED_FRAMES = 15_000
+"""Audio queued to send (5 minutes); `play` refuses more."""
+MAX_CATCH_UP_TICKS = 5
+"""After a stall, ticks sent late in a burst before the grid is moved on (100 ms)."""
+DTMF_FRAMES = 5
+"""A sent digit lasts 100 ms, then 60 ms of silence (RFC 4733 end packets sent 3 times)."""
+
+
+@dataclass
+class RtpStats:
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    """Frames played out as silence because their packet never came in time."""
+    late: int = 0
+    ignored: int = 0
+    """Malformed packets, or packets from an address other than the remote's."""
+    skipped_ticks: int = 0
+
+
+class RtpStream:
+    """One call's media: a UDP socket, its send queue, jitter buffer and digit queue."""
+
+    def __init__(self, engine: RtpEngine, sock: socket.socket, payload_type: int,
+                 remote: tuple[str, int] | None,
+                 on_digit: Callable[[str], None] | None) -> None:
+        self.engine = engine
+        self.sock = sock
+        self.local_address: tuple[str, int] = sock.getsockname()[:2]
+        self.payload_type = payload_type
+        self.remote = remote
+        self.stats = RtpStats()
+        self.digits: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._on_digit = on_digit
+        self._silence = SILENCE[payload_type]
+        self._outbound: deque[bytes] = deque()
+        self._dtmf: deque[str] = deque()
+        self._event: tuple[str, int, int] | None = None  # digit, start timestamp, frames sent
+        # RFC 3550: random SSRC and initial sequence number and timestamp
+        self._ssrc = secrets.randbits(32)
+        self._seq = secrets.randbits(16)
+        self._timestamp = secrets.randbits(32)
+        self._jitter: dict[int, bytes] = {}
+        self._expected: int | None = None
+        self._prebuffer = 0
+        self._last_event_ts: int | None = None
+        self._received: deque[bytes] = deque(maxlen=MAX_RECEIVED_FRAMES)
+        self._received_ready = threading.Condition()
+        self.closed = False
+
+    # Called from call threads.
+
+    def play(self, payload: bytes) -> None:
+        """Queue encoded audio to send; the last partial frame is padded with silence."""
+        frames = [payload[i:i + FRAME_BYTES] for i in range(0, len(payload), FRAME_BYTES)]
+        if frames and len(frames[-1]) < FRAME_BYTES:
+            frames[-1] += self._silence[len(frames[-1]):]
+        if len(self._outbound) + len(frames) > MAX_QUEUED_FRAMES:
+            raise ValueError(f"more than {MAX_QUEUED_FRAMES * FRAME_S:.0f} s of audio queued")
+        self._outbound.extend(frames)
+
+    def flush(self) -> None:
+        """Drop queued audio at once (barge-in)."""
+        self._outbound.clear()
+
+    @property
+    def playing(self) -> bool:
+        return bool(self._outbound)
+
+    def send_digits(self, digits: str) -> None:
+        """Queue RFC 4733 DTMF events, sent between audio frames."""
+        if any(d not in "0123456789*#ABCD" for d in digits):
+            raise ValueError(f"not DTMF digits: {digits!r}")
+        self._dtmf.extend(digits)
+
+    def read(self, timeout: float | None = None) -> bytes | None:
+        """The next played-out 20 ms frame (silence where packets were lost), or None."""
+        with self._received_ready:
+            if not self._received and not self._received_ready.wait(timeout):
+                return None
+            return self._received.popleft() if self._received else None
+
+    def close(self) -> None:
+        self.engine.remove(self)
+
+    # Called from the engine thread.
+
+    def tick(self) -> None:
+        self._send_next()
+        self._play_out()
+
+    def on_readable(self) -> None:
+        while True:
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an error queued for an earlier send; read again next time
+                return
+            self._on_datagram(data, source[:2])
+
+    def _send_next(self) -> None:
+        if self.remote is None:
+            self._timestamp += FRAME_BYTES
+            return
+        packet = self._next_event_packet()
+        if packet is None:
+            payload = self._outbound.popleft() if self._outbound else self._silence
+            packet = RtpPacket(self.payload_type, self._seq, self._timestamp, self._ssrc, payload)
+        with contextlib.suppress(OSError):
+            self.sock.sendto(build_rtp(packet), self.remote)
+            self.stats.sent += 1
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._timestamp = (self._timestamp + FRAME_BYTES) & 0xFFFFFFFF
+
+    def _next_event_packet(self) -> RtpPacket | None:
+        if self._event is None:
+            if not self._dtmf:
+                return None
+            self._event = (self._dtmf.popleft(), self._timestamp, 0)
+        digit, start, sent = self._event
+        self._event = (digit, start, sent + 1)
+        if sent >= DTMF_FRAMES + 3 + 3:  # 3 end packets, then 3 frames of silence
+            self._event = None
+            return None
+        if sent >= DTMF_FRAMES + 3:
+            return RtpPacket(self.payload_type, self._seq, self._timestamp, self._ssrc,
+                             self._silence)
+        end = sent >= DTMF_FRAMES
+        duration = FRAME_BYTES * min(sent + 1, DTMF_FRAMES)
+        payload = build_event(TelephoneEvent(digit, end, 10, duration))
+        return RtpPacket(TELEPHONE_EVENT, self._seq, start, self._ssrc, payload, sent == 0)
+
+    def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        if self.remote is not None and source != self.remote:
+            self.stats.ignored += 1
+            return
+        try:
+            packet = parse_rtp(data)
+            if packet.payload_type == TELEPHONE_EVENT:
+                self._on_event(packet)
+                return
+        except RtpParseError:
+            self.stats.ignored += 1
+            return
+        if packet.payload_type != self.payload_type or len(packet.payload) != FRAME_BYTES:
+            self.stats.ignored += 1
+            return
+        self.stats.received += 1
+        if self._expected is None or (seq_after(packet.sequence, self._expected) and
+                                      (packet.sequence - self._expected) & 0xFFFF
+                                      > MAX_JITTER_FRAMES):
+            self._jitter.clear()  # first packet, or a jump: start playout again from here
+            self._expected = packet.sequence
+            self._prebuffer = JITTER_FRAMES
+        elif packet.sequence != self._expected and not seq_after(packet.sequence,
+                                                                 self._expected):
+            self.stats.late += 1
+            return
+        self._jitter[packet.sequence] = packet.payload
+
+    def _on_event(self, packet: RtpPacket) -> None:
+        event = parse_event(packet.payload)
+        if packet.timestamp == self._last_event_ts:
+            return  # the same key press, repeated or ending
+        self._last_event_ts = packet.timestamp
+        self.digits.put(event.digit)
+        if self._on_digit is not None:
+            self._on_digit(event.digit)
+
+    def _play_out(self) -> None:
+        if self._expected is None:
+            return
+        if self._prebuffer:
+            self._prebuffer -= 1
+            return
+        frame = self._jitter.pop(self._expected, None)
+        if frame is None:
+            frame = self._silence
+            if self._jitter:
+                self.stats.lost += 1
+        self._expected = (self._expected + 1) & 0xFFFF
+        with self._received_ready:
+            self._received.append(frame)
+            self._received_ready.notify()
+
+
+class RtpEngine:
+    """Runs every `RtpStream`; start it once per process."""
+
+    def __init__(self, host: str = "127.0.0.1", ports: range | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.host = host
+        self._ports = ports
+        self._next_port = ports.start if ports else 0
+        self._clock = clock
+        self._streams: dict[int, RtpStream] = {}  # by id(): a closed socket has no fileno
+        self._changes: queue.SimpleQueue[tuple[bool, RtpStream]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name="rtp-engine", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        pending = []  # opened, but the loop never took them in
+        with contextlib.suppress(queue.Empty):
+            while True:
+                pending.append(self._changes.get_nowait()[1])
+        for stream in [*self._streams.values(), *pending]:
+            stream.closed = True
+            stream.sock.close()
+        self._streams.clear()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def open(self, payload_type: int = PCMU, remote: tuple[str, int] | None = None,
+             on_digit: Callable[[str], None] | None = None) -> RtpStream:
+        """A new stream on a free port; `remote` may be set later (from the SDP answer)."""
+        if payload_type not in SILENCE:
+            raise ValueError(f"payload type {payload_type} is not G.711 (0 or 8)")
+        stream = RtpStream(self, self._bind(), payload_type, remote, on_digit)
+        self._changes.put((True, stream))
+        self._wake()
+        return stream
+
+    def remove(self, stream: RtpStream) -> None:
+        if not stream.closed:
+            stream.closed = True
+            self._changes.put((False, stream))
+            self._wake()
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    def _bind(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+                             socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if self._ports is None:
+                sock.bind((self.host, 0))
+            else:
+                self._bind_in_range(sock, self._ports)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _bind_in_range(self, sock: socket.socket, ports: range) -> None:
+        """Bind to the next free even port of `ports`, cycling (RTP takes even ports)."""
+        with self._lock:
+            for _ in range(0, len(ports), 2):
+                port = self._next_port
+                self._next_port = port + 2 if port + 2 < ports.stop else ports.start
+                try:
+                    sock.bind((self.host, port))
+                    return
+                except OSError:
+                    continue
+        raise OSError(f"no free RTP port in {ports.start}-{ports.stop - 1}")
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            next_tick = self._clock()
+            while not self._stopping.is_set():
+                try:
+                    next_tick = self._step(selector, next_tick)
+                except Exception:  # one bad stream must not stop every call's audio
+                    logger.exception("RTP engine step failed; continuing")
+                    next_tick = self._clock() + FRAME_S
+
+    def _step(self, selector: selectors.BaseSelector, next_tick: float) -> float:
+        for key, _ in selector.select(max(0.0, next_tick - self._clock())):
+            if key.fileobj is self._wake_r:
+                self._apply_changes(selector)
+            else:
+                key.data.on_readable()
+        now = self._clock()
+        ticks = 0
+        while now >= next_tick:
+            if ticks == MAX_CATCH_UP_TICKS:
+                skipped = int((now - next_tick) / FRAME_S) + 1
+                for stream in self._streams.values():
+                    stream.stats.skipped_ticks += skipped
+                next_tick += skipped * FRAME_S
+                break
+            for stream in self._streams.values():
+                stream.tick()
+            next_tick += FRAME_S
+            ticks += 1
+        return next_tick
+
+    def _apply_changes(self, selector: selectors.BaseSelector) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(4096):
+                pass
+        while True:
+            try:
+                add, stream = self._changes.get_nowait()
+            except queue.Empty:
+                return
+            if add and not stream.closed:
+                selector.register(stream.sock, selectors.EVENT_READ, stream)
+                self._streams[id(stream)] = stream
+            elif not add:
+                if self._streams.pop(id(stream), None) is not None:
+                    selector.unregister(stream.sock)
+                stream.sock.close()
