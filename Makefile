@@ -25,6 +25,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/failover_detection.py
+	$(BIN)/python bench/rtp_capacity.py
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo
