@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from trunks.voip import build_request, new_branch, parse_message
+from trunks.voip.message import uri_address, uris
 
 DATA = Path(__file__).parent.parent / "data"
 OK_200 = (DATA / "kamailio-options-200.sip").read_bytes()
@@ -81,3 +82,29 @@ def test_built_request_parses_back() -> None:
     assert message.method == "OPTIONS"
     assert message.branch == branch and branch.startswith("z9hG4bK")
     assert (message.cseq.number, message.headers["Accept"]) == (7, "application/sdp")
+
+
+def test_repeated_route_headers_are_all_kept() -> None:
+    text = OK_200.decode().replace(
+        "Allow:", "Record-Route: <sip:10.0.0.1;lr>\r\nRecord-Route: <sip:10.0.0.2;lr>\r\nAllow:")
+    message = parse_message(text.encode())
+    assert uris(message.headers["Record-Route"]) == ["sip:10.0.0.1;lr", "sip:10.0.0.2;lr"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("<sip:127.0.0.1:5062;lr;ftag=x>, <sip:10.0.0.1;lr>",
+     ["sip:127.0.0.1:5062;lr;ftag=x", "sip:10.0.0.1;lr"]),
+    ('"Bob, Jr" <sip:bob@1.2.3.4:5080;transport=udp>;expires=60, sip:c@d',
+     ["sip:bob@1.2.3.4:5080;transport=udp", "sip:c@d"]),
+    ("sip:alice@h:1234;x=y", ["sip:alice@h:1234"]),
+])
+def test_uris_of_name_addr_lists(value: str, expected: list[str]) -> None:
+    assert uris(value) == expected
+
+
+def test_uri_address() -> None:
+    assert uri_address("sip:127.0.0.1:5062;lr") == ("127.0.0.1", 5062)
+    assert uri_address("sip:bob@[::1]:7000") == ("::1", 7000)
+    assert uri_address("sips:carrier.example") == ("carrier.example", 5060)
+    with pytest.raises(ValueError, match="not a SIP URI"):
+        uri_address("tel:+4930123")

@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from pyVoIP.SIP import SIPMessage, SIPParseError, SIPStatus
+from pyVoIP.SIP import SIPMessage, SIPStatus
 
 MAX_DATAGRAM_BYTES = 65_535
 SIP_VERSION = "SIP/2.0"
@@ -34,6 +34,11 @@ _CANONICAL = {name.lower(): name for name in (
     "Record-Route", "Route", "WWW-Authenticate", "Proxy-Authenticate", "Authorization",
     "Proxy-Authorization", "Retry-After", "Min-Expires", "Event", "Subject",
 )}
+_MERGED = frozenset({"Record-Route", "Route"})
+"""Headers that may repeat and whose every value matters (the route set)."""
+_ANGLE_URI = re.compile(r"<([^>]+)>")
+_BARE_URI = re.compile(r"\s*([^;,\s]+)")
+_HOSTPORT = re.compile(r"^sips?:(?:[^@]+@)?(\[[^\]]+\]|[^:;>]+)(?::(\d+))?")
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2}) ?(.*)$")
 _REQUEST_LINE = re.compile(r"^([A-Z]+) (\S+) SIP/2\.0$")
@@ -116,8 +121,8 @@ def parse_message(data: bytes) -> Message:
         message = Message(raw.encode("utf-8") + b"\r\n\r\n" + body)
     except SipParseError:
         raise
-    except (SIPParseError, ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
-        raise SipParseError(f"pyVoIP could not parse the message: {exc}") from exc
+    except Exception as exc:  # pyVoIP fails with whatever its string splitting hit
+        raise SipParseError(f"pyVoIP could not parse the message: {exc!r}") from exc
     _check_required(message)
     return message
 
@@ -136,6 +141,10 @@ def _normalise_headers(lines: list[str]) -> list[tuple[str, str]]:
         name = _COMPACT.get(name, _CANONICAL.get(name.lower(), name))
         if name == "Via":
             headers.extend((name, part.strip()) for part in value.split(",") if part.strip())
+        elif name in _MERGED and any(n == name for n, _ in headers):
+            # pyVoIP keeps only the first line of a header: fold repeats into one list
+            i = next(i for i, (n, _) in enumerate(headers) if n == name)
+            headers[i] = (name, f"{headers[i][1]}, {value.strip()}")
         else:
             headers.append((name, value.strip()))
     return headers
@@ -162,6 +171,42 @@ def _check_required(message: Message) -> None:
         message.cseq  # noqa: B018 - validates the number
     except ValueError as exc:
         raise SipParseError(f"SIP message has a bad CSeq: {message.headers['CSeq']}") from exc
+
+
+def uris(value: str) -> list[str]:
+    """The URIs of a name-addr list such as a Record-Route or Contact header value."""
+    found = []
+    for part in _split_list(value):
+        match = _ANGLE_URI.search(part) or _BARE_URI.match(part)
+        if match:
+            found.append(match[1])
+    return found
+
+
+def _split_list(value: str) -> list[str]:
+    """Split a header value on the commas outside quotes and angle brackets."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted, depth = False, 0
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "<>":
+            depth += 1 if char == "<" else -1
+        elif char == "," and not quoted and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    return [*parts, "".join(current)]
+
+
+def uri_address(uri: str, default_port: int = 5060) -> tuple[str, int]:
+    """The host and port a SIP URI points at; raise SipParseError if it has none."""
+    match = _HOSTPORT.match(uri)
+    if match is None:
+        raise SipParseError(f"not a SIP URI: {uri[:80]!r}")
+    return match[1].strip("[]"), int(match[2] or default_port)
 
 
 def sip_host(address: str) -> str:

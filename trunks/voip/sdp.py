@@ -1,0 +1,82 @@
+"""SDP offer/answer for G.711 audio calls, on top of pyVoIP's SDP body parser."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from trunks.voip.media import PCMA, PCMU, TELEPHONE_EVENT
+from trunks.voip.message import Message
+
+CODEC_NAMES = {PCMU: "PCMU", PCMA: "PCMA"}
+HOLD_DIRECTIONS = frozenset({"sendonly", "inactive"})
+
+
+class SdpError(ValueError):
+    """An offer we cannot answer; the SIP layer replies 488 Not Acceptable Here."""
+
+
+@dataclass(frozen=True)
+class MediaOffer:
+    """What the far end's SDP asks for, reduced to what this server can do."""
+
+    address: str
+    port: int
+    payload_type: int
+    dtmf_payload_type: int | None
+    direction: str
+
+    @property
+    def on_hold(self) -> bool:
+        return self.direction in HOLD_DIRECTIONS or self.address in ("0.0.0.0", "::")
+
+
+def read_offer(message: Message) -> MediaOffer:
+    """The first G.711 codec in the offer's order, its address and direction."""
+    body: dict[str, Any] = message.body
+    audio = next((m for m in body.get("m", []) if m.get("type") == "audio"), None)
+    if audio is None:
+        raise SdpError("the offer has no audio stream")
+    connections = body.get("c") or []
+    if not connections:
+        raise SdpError("the offer has no connection address (c=)")
+    offered = [int(pt) for pt in audio.get("methods", []) if str(pt).isdigit()]
+    codec = next((pt for pt in offered if pt in CODEC_NAMES), None)
+    if codec is None:
+        raise SdpError(f"no G.711 codec among the offered payload types {offered}")
+    attributes = audio.get("attributes", {})
+    dtmf = next((int(pt) for pt, attrs in attributes.items()
+                 if attrs.get("rtpmap", {}).get("name", "").lower() == "telephone-event"), None)
+    direction = body.get("a", {}).get("transmit_type", "sendrecv")
+    return MediaOffer(connections[0]["address"], int(audio["port"]), codec, dtmf, str(direction))
+
+
+def build_sdp(local: tuple[str, int], payload_types: list[int],
+              dtmf_payload_type: int | None, direction: str = "sendrecv",
+              session_id: int | None = None) -> bytes:
+    """Our SDP: one audio stream with `payload_types` (an answer names one, an offer
+    several) and, when given, telephone-event."""
+    host, port = local
+    family = "IP6" if ":" in host else "IP4"
+    session = session_id if session_id is not None else secrets.randbits(31)
+    formats = payload_types + ([dtmf_payload_type] if dtmf_payload_type is not None else [])
+    lines = [
+        "v=0",
+        f"o=hotline {session} {session} IN {family} {host}",
+        "s=hotline",
+        f"c=IN {family} {host}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {' '.join(map(str, formats))}",
+        *(f"a=rtpmap:{pt} {CODEC_NAMES[pt]}/8000" for pt in payload_types),
+    ]
+    if dtmf_payload_type is not None:
+        lines += [f"a=rtpmap:{dtmf_payload_type} telephone-event/8000",
+                  f"a=fmtp:{dtmf_payload_type} 0-15"]
+    lines += ["a=ptime:20", f"a={direction}"]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def build_offer(local: tuple[str, int]) -> bytes:
+    """Our offer for an outgoing call: PCMU, PCMA and telephone-event."""
+    return build_sdp(local, [PCMU, PCMA], TELEPHONE_EVENT)
