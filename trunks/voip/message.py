@@ -60,6 +60,15 @@ class Message(SIPMessage):
 
     status_code: int = 0
     reason: str = ""
+    header_lines: tuple[tuple[str, str], ...] = ()
+    """Every header as (canonical name, value), in order; pyVoIP's dict loses some."""
+
+    def values(self, name: str) -> list[str]:
+        return [value for n, value in self.header_lines if n == name]
+
+    def value(self, name: str) -> str | None:
+        found = self.values(name)
+        return found[0] if found else None
 
     def parse(self, data: bytes) -> None:
         self.SIPCompatibleMethods = list(METHODS)
@@ -123,6 +132,7 @@ def parse_message(data: bytes) -> Message:
         raise
     except Exception as exc:  # pyVoIP fails with whatever its string splitting hit
         raise SipParseError(f"pyVoIP could not parse the message: {exc!r}") from exc
+    message.header_lines = tuple(headers)
     _check_required(message)
     return message
 
@@ -227,20 +237,29 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
+def format_message(start_line: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
+    """A SIP message from its start line, headers (without Content-Length) and body."""
+    lines = [start_line, *(f"{name}: {value}" for name, value in headers),
+             f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+
+
 def build_request(method: str, uri: str, *, local: tuple[str, int], call_id: str, cseq: int,
                   branch: str, from_uri: str, from_tag: str, to_uri: str,
                   user_agent: str, extra: dict[str, str] | None = None) -> bytes:
     """Build a body-less SIP request over UDP from our socket's address `local`."""
-    lines = [
-        f"{method} {uri} {SIP_VERSION}",
-        f"Via: {SIP_VERSION}/UDP {sip_host(local[0])}:{local[1]};branch={branch};rport",
-        "Max-Forwards: 70",
-        f"From: <{from_uri}>;tag={from_tag}",
-        f"To: <{to_uri}>",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} {method}",
-        f"User-Agent: {user_agent}",
-        *(f"{name}: {value}" for name, value in (extra or {}).items()),
-        "Content-Length: 0",
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+    return format_message(f"{method} {uri} {SIP_VERSION}", [
+        ("Via", via(local, branch)),
+        ("Max-Forwards", "70"),
+        ("From", f"<{from_uri}>;tag={from_tag}"),
+        ("To", f"<{to_uri}>"),
+        ("Call-ID", call_id),
+        ("CSeq", f"{cseq} {method}"),
+        ("User-Agent", user_agent),
+        *(extra or {}).items(),
+    ])
+
+
+def via(local: tuple[str, int], branch: str) -> str:
+    """Our Via header value over UDP, asking for rport."""
+    return f"{SIP_VERSION}/UDP {sip_host(local[0])}:{local[1]};branch={branch};rport"

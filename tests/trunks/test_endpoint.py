@@ -1,0 +1,153 @@
+"""The trunk's SIP endpoint against real sipp callers on loopback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.peers import free_udp_port, require
+from trunks.voip.endpoint import CallState, InboundCall, SipEndpoint
+from trunks.voip.media import RtpEngine
+
+pytestmark = pytest.mark.slow
+SIPP = Path(__file__).resolve().parents[1] / "sipp"
+
+
+class App:
+    """The application side: records calls and runs `behaviour` on each."""
+
+    def __init__(self) -> None:
+        self.calls: list[InboundCall] = []
+        self.behaviour: Callable[[InboundCall], None] = answer_and_wait
+
+    def __call__(self, call: InboundCall) -> None:
+        self.calls.append(call)
+        self.behaviour(call)
+
+
+def answer_and_wait(call: InboundCall) -> None:
+    call.answer()
+    call.wait_ended(30)
+
+
+def ring_and_wait(call: InboundCall) -> None:
+    call.ring()
+    call.wait_ended(30)
+
+
+@pytest.fixture
+def engine() -> Iterator[RtpEngine]:
+    rtp = RtpEngine()
+    rtp.start()
+    yield rtp
+    rtp.stop()
+
+
+@pytest.fixture
+def app() -> App:
+    return App()
+
+
+@pytest.fixture
+def endpoint(engine: RtpEngine, app: App) -> Iterator[SipEndpoint]:
+    sip = SipEndpoint("carrier-a", ("127.0.0.1", 0), engine, app, allowed={"127.0.0.1"})
+    sip.start()
+    yield sip
+    sip.stop()
+
+
+def sipp(scenario: Path, endpoint: SipEndpoint, workdir: Path, local_ip: str = "127.0.0.1",
+         timeout: int = 20) -> subprocess.CompletedProcess[str]:
+    host, port = endpoint.address
+    command = [require("sipp", "sip-tester"), f"{host}:{port}", "-sf", str(scenario), "-m", "1",
+               "-s", "400", "-i", local_ip, "-p", str(free_udp_port()),
+               "-mp", str(free_udp_port()), "-timeout", f"{timeout}s", "-timeout_error",
+               "-nostdin", "-trace_err", "-trace_msg"]
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True,
+                          timeout=timeout + 10)
+    if done.returncode != 0:
+        errors = "".join(p.read_text() for p in workdir.glob("*_errors.log"))
+        pytest.fail(f"sipp {scenario.name} failed ({done.returncode}):\n{errors[-3000:]}")
+    return done
+
+
+def trace(workdir: Path) -> list[tuple[str, str]]:
+    """sipp's message trace as (sent|received, first line) in order."""
+    text = "".join(p.read_text() for p in workdir.glob("*_messages.log"))
+    entries = []
+    for block in text.split("\n-----------------------------------------------")[1:]:
+        direction = "received" if "message received" in block else "sent"
+        lines = [line for line in block.splitlines()[2:] if line.strip()]
+        cseq = next((line for line in lines if line.startswith("CSeq:")), "")
+        entries.append((direction, f"{lines[0]} | {cseq}" if lines else ""))
+    return entries
+
+
+def test_answered_call_retransmits_200_until_ack(endpoint: SipEndpoint, app: App,
+                                                 engine: RtpEngine, tmp_path: Path) -> None:
+    sipp(SIPP / "uac_answered.xml", endpoint, tmp_path)
+    messages = trace(tmp_path)
+    ack = messages.index(("sent", next(m for d, m in messages if m.startswith("ACK "))))
+    ok = ("received", "SIP/2.0 200 OK | CSeq: 1 INVITE")
+    assert messages[:ack].count(ok) >= 2, "200 OK retransmitted while the ACK was missing"
+    assert ok not in messages[ack:], "retransmission stopped by the ACK"
+    [call] = app.calls
+    assert call.wait_ended(5)
+    assert call.end_reason == "caller hung up" and call.answered_at is not None
+    assert call.called == "400" and call.caller == "caller"
+    wait_for(lambda: engine.stream_count == 0, what="the call's RTP stream closed")
+
+
+def test_cancel_gets_200_and_487(endpoint: SipEndpoint, app: App, tmp_path: Path) -> None:
+    app.behaviour = ring_and_wait
+    sipp(SIPP / "uac_cancel.xml", endpoint, tmp_path)
+    [call] = app.calls
+    assert call.wait_ended(5) and call.end_reason == "cancelled by caller"
+    assert call.answered_at is None and call.offer.payload_type == 8
+
+
+def test_options_are_answered(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    sipp(SIPP / "uac_options.xml", endpoint, tmp_path)
+
+
+def refusal(tmp_path: Path, method: str, status: int, to_tag: str = "") -> Path:
+    template = (SIPP / "uac_expect_final.xml").read_text()
+    path = tmp_path / f"{method.lower()}_{status}.xml"
+    path.write_text(template.format(method=method, status=status, to_tag=to_tag))
+    return path
+
+
+def test_invite_from_a_stranger_is_forbidden(endpoint: SipEndpoint, app: App,
+                                             tmp_path: Path) -> None:
+    sipp(refusal(tmp_path, "INVITE", 403), endpoint, tmp_path, local_ip="127.0.0.2")
+    assert app.calls == []
+
+
+def test_bye_in_an_unknown_dialog_gets_481(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    sipp(refusal(tmp_path, "BYE", 481, to_tag=";tag=nosuchdialog"), endpoint, tmp_path)
+
+
+def test_garbage_is_ignored(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for junk in (b"", b"\x00\xff" * 50, b"INVITE sip:x SIP/2.0\r\n\r\n",
+                     b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n"):
+            sock.sendto(junk, endpoint.address)
+    wait_for(lambda: endpoint.ignored == 4, what="junk counted")
+    sipp(SIPP / "uac_options.xml", endpoint, tmp_path)
+
+
+def test_no_ack_hangs_up_with_bye(engine: RtpEngine, app: App, tmp_path: Path) -> None:
+    sip = SipEndpoint("carrier-a", ("127.0.0.1", 0), engine, app, allowed={"127.0.0.1"},
+                      t1_s=0.02)
+    sip.start()
+    try:
+        sipp(SIPP / "uac_no_ack.xml", sip, tmp_path)
+    finally:
+        sip.stop()
+    [call] = app.calls
+    assert call.state is CallState.ENDED and call.end_reason == "no ACK from caller"

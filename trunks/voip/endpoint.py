@@ -1,0 +1,456 @@
+"""A trunk's SIP endpoint: one UDP port that answers calls from the carrier.
+
+Stock pyVoIP's phone answers no OPTIONS, never sends 487 after CANCEL, builds
+ACKs and BYEs with the wrong tags, sends everything to one configured server,
+and accepts INVITEs from anyone. This endpoint keeps pyVoIP for parsing and
+does the UAS side of RFC 3261 itself:
+
+- OPTIONS gets 200 with Allow and Accept, in or out of a dialog;
+- INVITE is accepted only from the trunk's addresses (others get 403), gets
+  100 Trying, then whatever the call's worker decides (180, 200 with SDP,
+  or a failure). A 200 is retransmitted from T1 doubling to T2 until its ACK
+  arrives, and the call is hung up if none comes within 32 s;
+- CANCEL gets 200, and the pending INVITE 487; BYE gets 200; a re-INVITE
+  (hold, unhold) gets 200 with our SDP; requests in unknown dialogs get 481;
+- every response goes back to the address the request came from.
+
+Each call runs the application's `on_call` in a thread of its own; the calls'
+methods (`ring`, `answer`, `reject`, `hangup`) are safe from that thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from trunks.voip.media import RtpEngine, RtpStream
+from trunks.voip.message import (
+    SIP_VERSION,
+    Message,
+    SipParseError,
+    format_message,
+    new_branch,
+    new_tag,
+    parse_message,
+    uri_address,
+    uris,
+    via,
+)
+from trunks.voip.sdp import MediaOffer, SdpError, build_sdp, read_offer
+
+logger = logging.getLogger(__name__)
+
+T1_S = 0.5
+"""RFC 3261 round-trip estimate: first retransmission interval."""
+T2_S = 4.0
+"""RFC 3261 cap on the retransmission interval."""
+TRANSACTION_TIMEOUT_T1 = 64
+"""Give up on an unacknowledged 200 or unanswered BYE after 64 * T1 (Timer H/B)."""
+LINGER_S = 32.0
+"""Ended calls are remembered this long, to answer retransmitted requests."""
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+USER_AGENT = "hotline"
+
+
+class CallState(enum.StrEnum):
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+@dataclass
+class _Retransmit:
+    data: bytes
+    destination: tuple[str, int]
+    next_at: float
+    interval: float
+    give_up_at: float
+    on_give_up: Callable[[], None] | None = None
+
+
+@dataclass
+class InboundCall:
+    """A call from the carrier; its methods are for the call's worker thread."""
+
+    endpoint: SipEndpoint
+    invite: Message
+    source: tuple[str, int]
+    offer: MediaOffer
+    media: RtpStream
+    started_at: float
+    local_tag: str = field(default_factory=new_tag)
+    state: CallState = CallState.RINGING
+    answered_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+    on_hold: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
+    _cseq: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.invite.call_id
+
+    @property
+    def caller(self) -> str:
+        return str(self.invite.headers["From"].get("number") or
+                   self.invite.headers["From"]["address"])
+
+    @property
+    def called(self) -> str:
+        return str(self.invite.headers["To"].get("number") or self.invite.headers["To"]["address"])
+
+    def ring(self) -> None:
+        """Send 180 Ringing."""
+        self.endpoint._respond_invite(self, 180, "Ringing")
+
+    def answer(self) -> None:
+        """Send 200 OK with our SDP; it is retransmitted until the caller's ACK."""
+        self.endpoint._answer(self)
+
+    def reject(self, code: int = 486, reason: str = "Busy Here") -> None:
+        """Refuse a call that is still ringing."""
+        self.endpoint._reject(self, code, reason)
+
+    def hangup(self) -> None:
+        """End the call: BYE if answered, 480 if still ringing, nothing if ended."""
+        self.endpoint._hangup(self)
+
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        return self.ended.wait(timeout)
+
+
+class SipEndpoint:
+    """The SIP side of one trunk, on one UDP port."""
+
+    def __init__(self, name: str, bind: tuple[str, int], engine: RtpEngine,
+                 on_call: Callable[[InboundCall], None], allowed: Iterable[str], *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wallclock: Callable[[], float] = time.time, t1_s: float = T1_S) -> None:
+        self.name = name
+        self.t1_s = t1_s
+        self.t2_s = T2_S * t1_s / T1_S
+        self.transaction_timeout_s = TRANSACTION_TIMEOUT_T1 * t1_s
+        self.engine = engine
+        self.on_call = on_call
+        self.allowed = frozenset(allowed)
+        self.ignored = 0
+        self._clock, self._wallclock = clock, wallclock
+        self._sock = socket.socket(socket.AF_INET6 if ":" in bind[0] else socket.AF_INET,
+                                   socket.SOCK_DGRAM)
+        self._sock.bind(bind)
+        self._sock.setblocking(False)
+        self.address: tuple[str, int] = self._sock.getsockname()[:2]
+        self._calls: dict[str, InboundCall] = {}
+        self._retransmits: dict[tuple[str, str], _Retransmit] = {}
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name=f"sip-{name}", daemon=True)
+
+    @property
+    def calls(self) -> list[InboundCall]:
+        with self._lock:
+            return [c for c in self._calls.values() if c.state is not CallState.ENDED]
+
+    def start(self) -> None:
+        self._thread.start()
+        logger.info("SIP endpoint %s listening on %s:%d", self.name, *self.address)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Hang up every call, then stop."""
+        for call in self.calls:
+            call.hangup()
+        self._stopping.set()
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # The receive loop.
+
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._sock, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                try:
+                    self._step(selector)
+                except Exception:  # one bad message must not stop the trunk's calls
+                    logger.exception("SIP endpoint %s failed a step; continuing", self.name)
+
+    def _step(self, selector: selectors.BaseSelector) -> None:
+        with self._lock:
+            deadline = min((r.next_at for r in self._retransmits.values()), default=None)
+        timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - self._clock()))
+        for key, _ in selector.select(timeout):
+            if key.fileobj is self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    while self._wake_r.recv(4096):
+                        pass
+            else:
+                self._read()
+        self._fire_timers()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data, source = self._sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                message = parse_message(data)
+            except SipParseError as exc:
+                self.ignored += 1
+                logger.debug("SIP endpoint %s ignored a datagram from %s: %s", self.name,
+                             source, exc)
+                continue
+            with self._lock:
+                if message.is_response:
+                    self._on_response(message)
+                else:
+                    self._on_request(message, source[:2])
+
+    def _fire_timers(self) -> None:
+        now = self._clock()
+        give_ups = []
+        with self._lock:
+            for key, retransmit in list(self._retransmits.items()):
+                if now >= retransmit.give_up_at:
+                    del self._retransmits[key]
+                    if retransmit.on_give_up is not None:
+                        give_ups.append(retransmit.on_give_up)
+                elif now >= retransmit.next_at:
+                    self._send(retransmit.data, retransmit.destination)
+                    retransmit.interval = min(retransmit.interval * 2, self.t2_s)
+                    retransmit.next_at = now + retransmit.interval
+            for call_id, call in list(self._calls.items()):
+                if call.ended_at is not None and now - call.ended_at > LINGER_S:
+                    del self._calls[call_id]
+        for give_up in give_ups:
+            give_up()
+
+    # Requests from the carrier.
+
+    def _on_request(self, request: Message, source: tuple[str, int]) -> None:
+        method = request.method
+        call = self._calls.get(request.call_id)
+        if method == "OPTIONS":
+            self._reply(request, source, 200, "OK", [("Allow", ALLOW),
+                                                    ("Accept", "application/sdp")])
+        elif method == "INVITE":
+            self._on_invite(request, source, call)
+        elif method == "ACK":
+            if call is not None:
+                self._retransmits.pop((call.id, "invite"), None)
+        elif method == "CANCEL":
+            self._on_cancel(request, source, call)
+        elif method == "BYE":
+            self._on_bye(request, source, call)
+        elif call is None and request.headers["To"]["tag"]:
+            self._reply(request, source, 481, "Call/Transaction Does Not Exist")
+        else:
+            self._reply(request, source, 501, "Not Implemented", [("Allow", ALLOW)])
+
+    def _on_invite(self, invite: Message, source: tuple[str, int],
+                   call: InboundCall | None) -> None:
+        if call is not None:
+            if invite.branch == call.invite.branch:
+                return  # a retransmission; our last response is being retransmitted anyway
+            self._on_reinvite(invite, source, call)
+            return
+        if invite.headers["To"]["tag"]:
+            self._reply(invite, source, 481, "Call/Transaction Does Not Exist")
+            return
+        if source[0] not in self.allowed:
+            logger.warning("SIP endpoint %s refused an INVITE from %s:%d, not a trunk address",
+                           self.name, *source)
+            self._reply(invite, source, 403, "Forbidden")
+            return
+        try:
+            offer = read_offer(invite)
+        except SdpError as exc:
+            logger.info("SIP endpoint %s: 488 for call %s: %s", self.name, invite.call_id, exc)
+            self._reply(invite, source, 488, "Not Acceptable Here")
+            return
+        self._reply(invite, source, 100, "Trying")
+        media = self.engine.open(offer.payload_type, remote=(offer.address, offer.port))
+        call = InboundCall(self, invite, source, offer, media, self._wallclock())
+        self._calls[call.id] = call
+        logger.info("Call %s from %s to %s on %s", call.id, call.caller, call.called, self.name)
+        threading.Thread(target=self._run_call, args=(call,), name=f"call-{call.id[:8]}",
+                         daemon=True).start()
+
+    def _on_reinvite(self, invite: Message, source: tuple[str, int], call: InboundCall) -> None:
+        try:
+            offer = read_offer(invite)
+        except SdpError:
+            self._reply(invite, source, 488, "Not Acceptable Here", to_tag=call.local_tag)
+            return
+        call.on_hold = offer.on_hold
+        if not offer.on_hold:
+            call.media.remote = (offer.address, offer.port)
+        direction = {"sendonly": "recvonly", "inactive": "inactive"}.get(offer.direction,
+                                                                         "sendrecv")
+        body = build_sdp(call.media.local_address, [call.offer.payload_type],
+                         call.offer.dtmf_payload_type, direction)
+        data = self._reply(invite, source, 200, "OK", self._dialog_headers(call), body,
+                           to_tag=call.local_tag)
+        self._retransmit((call.id, "invite"), data, source)
+
+    def _on_cancel(self, cancel: Message, source: tuple[str, int],
+                   call: InboundCall | None) -> None:
+        if call is None or cancel.branch != call.invite.branch:
+            self._reply(cancel, source, 481, "Call/Transaction Does Not Exist")
+            return
+        self._reply(cancel, source, 200, "OK")
+        if call.state is CallState.RINGING:
+            data = self._reply(call.invite, call.source, 487, "Request Terminated",
+                               to_tag=call.local_tag)
+            self._retransmit((call.id, "invite"), data, call.source)
+            self._end(call, "cancelled by caller")
+
+    def _on_bye(self, bye: Message, source: tuple[str, int], call: InboundCall | None) -> None:
+        if call is None or bye.headers["To"]["tag"] != call.local_tag:
+            self._reply(bye, source, 481, "Call/Transaction Does Not Exist")
+            return
+        self._reply(bye, source, 200, "OK")
+        self._retransmits.pop((call.id, "invite"), None)
+        self._end(call, "caller hung up")
+
+    def _on_response(self, response: Message) -> None:
+        if response.cseq.method == "BYE" and response.status_code >= 200:
+            self._retransmits.pop((response.call_id, "bye"), None)
+
+    # Actions of the call's worker.
+
+    def _run_call(self, call: InboundCall) -> None:
+        try:
+            self.on_call(call)
+        except Exception:
+            logger.exception("Call %s: the flow failed; hanging up", call.id)
+        finally:
+            call.hangup()
+
+    def _respond_invite(self, call: InboundCall, code: int, reason: str,
+                        headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> bytes:
+        with self._lock:
+            if call.state is not CallState.RINGING:
+                return b""
+            return self._reply(call.invite, call.source, code, reason, headers or [], body,
+                               to_tag=call.local_tag)
+
+    def _answer(self, call: InboundCall) -> None:
+        body = build_sdp(call.media.local_address, [call.offer.payload_type],
+                         call.offer.dtmf_payload_type)
+        with self._lock:
+            data = self._respond_invite(call, 200, "OK", self._dialog_headers(call), body)
+            if not data:
+                return
+            call.state, call.answered_at = CallState.ANSWERED, self._wallclock()
+            self._retransmit((call.id, "invite"), data, call.source,
+                             on_give_up=lambda: self._no_ack(call))
+
+    def _reject(self, call: InboundCall, code: int, reason: str) -> None:
+        with self._lock:
+            data = self._respond_invite(call, code, reason)
+            if data:
+                self._retransmit((call.id, "invite"), data, call.source)
+                self._end(call, f"rejected {code} {reason}")
+
+    def _hangup(self, call: InboundCall) -> None:
+        with self._lock:
+            if call.state is CallState.RINGING:
+                self._reject(call, 480, "Temporarily Unavailable")
+            elif call.state is CallState.ANSWERED:
+                data, destination = self._bye(call)
+                self._retransmit((call.id, "bye"), data, destination)
+                self._retransmits.pop((call.id, "invite"), None)
+                self._end(call, "hung up by hotline")
+
+    def _no_ack(self, call: InboundCall) -> None:
+        logger.warning("Call %s: no ACK for our 200 within %g s", call.id,
+                       self.transaction_timeout_s)
+        with self._lock:
+            if call.state is CallState.ANSWERED:
+                data, destination = self._bye(call)
+                self._retransmit((call.id, "bye"), data, destination)
+                self._end(call, "no ACK from caller")
+
+    def _end(self, call: InboundCall, reason: str) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.state, call.end_reason, call.ended_at = CallState.ENDED, reason, self._clock()
+        call.media.close()
+        call.ended.set()
+        logger.info("Call %s ended: %s", call.id, reason)
+
+    # Building and sending messages.
+
+    def _dialog_headers(self, call: InboundCall) -> list[tuple[str, str]]:
+        host, port = self.address
+        return [*(("Record-Route", rr) for rr in call.invite.values("Record-Route")),
+                ("Contact", f"<sip:hotline@{host}:{port}>"), ("Allow", ALLOW),
+                ("Content-Type", "application/sdp")]
+
+    def _reply(self, request: Message, source: tuple[str, int], code: int, reason: str,
+               headers: list[tuple[str, str]] | None = None, body: bytes = b"",
+               to_tag: str | None = None) -> bytes:
+        to = request.value("To") or ""
+        if to_tag and code > 100 and ";tag=" not in to:
+            to = f"{to};tag={to_tag}"
+        lines = [*(("Via", v) for v in request.values("Via")), ("From", request.value("From")
+                 or ""), ("To", to), ("Call-ID", request.call_id),
+                 ("CSeq", request.value("CSeq") or ""), ("Server", USER_AGENT), *(headers or [])]
+        if code < 200 or code >= 300:
+            lines = [line for line in lines if line[0] not in ("Content-Type", "Record-Route")]
+        data = format_message(f"{SIP_VERSION} {code} {reason}", lines, body)
+        self._send(data, source)
+        return data
+
+    def _bye(self, call: InboundCall) -> tuple[bytes, tuple[str, int]]:
+        call._cseq += 1
+        route = uris(", ".join(call.invite.values("Record-Route")))
+        contact = uris(call.invite.value("Contact") or "")
+        target = contact[0] if contact else f"sip:{call.source[0]}:{call.source[1]}"
+        next_hop = route[0] if route else target
+        to = call.invite.value("To") or ""
+        data = format_message(f"BYE {target} {SIP_VERSION}", [
+            ("Via", via(self.address, new_branch())), ("Max-Forwards", "70"),
+            *([("Route", ", ".join(f"<{r}>" for r in route))] if route else []),
+            ("From", f"{to};tag={call.local_tag}" if ";tag=" not in to else to),
+            ("To", call.invite.value("From") or ""), ("Call-ID", call.id),
+            ("CSeq", f"{call._cseq} BYE"), ("User-Agent", USER_AGENT)])
+        try:
+            destination = uri_address(next_hop)
+        except SipParseError:
+            destination = call.source
+        return data, destination
+
+    def _retransmit(self, key: tuple[str, str], data: bytes, destination: tuple[str, int],
+                    on_give_up: Callable[[], None] | None = None) -> None:
+        now = self._clock()
+        self._retransmits[key] = _Retransmit(data, destination, now + self.t1_s, self.t1_s,
+                                             now + self.transaction_timeout_s, on_give_up)
+        self._wake()
+
+    def _send(self, data: bytes, destination: tuple[str, int]) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.sendto(data, destination)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
