@@ -103,6 +103,14 @@ def test_answered_call_retransmits_200_until_ack(endpoint: SipEndpoint, app: App
     wait_for(lambda: engine.stream_count == 0, what="the call's RTP stream closed")
 
 
+def test_reinvite_puts_the_call_on_hold(endpoint: SipEndpoint, app: App,
+                                        tmp_path: Path) -> None:
+    sipp(SIPP / "uac_hold.xml", endpoint, tmp_path)
+    [call] = app.calls
+    assert call.wait_ended(5) and call.on_hold
+    assert call.end_reason == "caller hung up"
+
+
 def test_cancel_gets_200_and_487(endpoint: SipEndpoint, app: App, tmp_path: Path) -> None:
     app.behaviour = ring_and_wait
     sipp(SIPP / "uac_cancel.xml", endpoint, tmp_path)
