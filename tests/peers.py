@@ -91,23 +91,27 @@ class Carrier(GroupProcess):
     """A Kamailio instance acting as a carrier's SIP proxy on 127.0.0.1:`port`."""
 
     def __init__(self, workdir: Path, port: int | None = None, cfg: Path = CARRIER_CFG,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, host: str = "127.0.0.1",
+                 hotline: tuple[str, int] | None = None) -> None:
+        self.host = host
         self.port = port or free_udp_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+        if hotline is not None:
+            extra_args = [*(extra_args or []), "-A", f'HOTLINE="sip:{hotline[0]}:{hotline[1]}"']
         command = [require("kamailio", "kamailio"), "-f", str(cfg), "-l",
-                   f"udp:127.0.0.1:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
+                   f"udp:{host}:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
                    "-Y", str(workdir), "-w", str(workdir), *(extra_args or [])]
         super().__init__(command, workdir / "kamailio.log")
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> None:
         super().start()
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not sip_ping(self.port):
+        while not sip_ping(self.port, self.host):
             if not self.running or time.monotonic() > deadline:
                 raise RuntimeError(f"Kamailio did not start on {self.address}: "
                                    f"{self.log.read_text(errors='replace')[-2000:]}")
@@ -151,20 +155,20 @@ class RedisServer(GroupProcess):
             time.sleep(0.02)
 
 
-def sip_ping(port: int, timeout: float = 0.3) -> bool:
-    """Whether something on 127.0.0.1:`port` answers a minimal OPTIONS with 200."""
+def sip_ping(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
+    """Whether something on `host`:`port` answers a minimal OPTIONS with 200."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.bind(("127.0.0.1", 0))
         local = sock.getsockname()[1]
         call_id = secrets.token_hex(8)
-        request = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+        request = (f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
                    f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{call_id}\r\n"
                    f"From: <sip:ping@127.0.0.1>;tag={call_id}\r\nTo: <sip:127.0.0.1>\r\n"
                    f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
                    "Content-Length: 0\r\n\r\n")
         try:
-            sock.sendto(request.encode(), ("127.0.0.1", port))
+            sock.sendto(request.encode(), (host, port))
             return sock.recv(65535).startswith(b"SIP/2.0 200")
         except OSError:
             time.sleep(timeout)

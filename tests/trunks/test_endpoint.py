@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.peers import free_udp_port, require
+from tests.peers import Carrier, free_udp_port, require
 from trunks.voip.endpoint import CallState, InboundCall, SipEndpoint
 from trunks.voip.media import RtpEngine
 
@@ -61,10 +61,13 @@ def endpoint(engine: RtpEngine, app: App) -> Iterator[SipEndpoint]:
     sip.stop()
 
 
-def sipp(scenario: Path, endpoint: SipEndpoint, workdir: Path, local_ip: str = "127.0.0.1",
-         timeout: int = 20) -> subprocess.CompletedProcess[str]:
-    host, port = endpoint.address
-    command = [require("sipp", "sip-tester"), f"{host}:{port}", "-sf", str(scenario), "-m", "1",
+def sipp(scenario: Path, endpoint: SipEndpoint | Carrier, workdir: Path,
+         local_ip: str = "127.0.0.1", timeout: int = 20) -> subprocess.CompletedProcess[str]:
+    if isinstance(endpoint, Carrier):
+        target = endpoint.address
+    else:
+        target = f"{endpoint.address[0]}:{endpoint.address[1]}"
+    command = [require("sipp", "sip-tester"), target, "-sf", str(scenario), "-m", "1",
                "-s", "400", "-i", local_ip, "-p", str(free_udp_port()),
                "-mp", str(free_udp_port()), "-timeout", f"{timeout}s", "-timeout_error",
                "-nostdin", "-trace_err", "-trace_msg"]
@@ -159,3 +162,26 @@ def test_no_ack_hangs_up_with_bye(engine: RtpEngine, app: App, tmp_path: Path) -
         sip.stop()
     [call] = app.calls
     assert call.state is CallState.ENDED and call.end_reason == "no ACK from caller"
+
+
+def test_call_through_a_carrier_follows_the_route_set(engine: RtpEngine, app: App,
+                                                      tmp_path: Path) -> None:
+    def answer_then_hang_up(call: InboundCall) -> None:
+        call.answer()
+        call.ended.wait(1.0)
+        call.hangup()
+
+    app.behaviour = answer_then_hang_up
+    sip = SipEndpoint("carrier-a", ("127.0.0.1", 0), engine, app, allowed={"127.0.0.3"})
+    sip.start()
+    carrier = Carrier(tmp_path / "carrier", host="127.0.0.3", hotline=sip.address)
+    try:
+        carrier.start()
+        sipp(SIPP / "uac_via_carrier.xml", carrier, tmp_path)
+        sipp(refusal(tmp_path, "INVITE", 403), sip, tmp_path)  # the caller, not via the carrier
+    finally:
+        carrier.stop()
+        sip.stop()
+    [call] = app.calls
+    assert call.end_reason == "hung up by hotline"
+    assert carrier.requests("BYE") == 1 and carrier.requests("ACK") == 1
