@@ -92,13 +92,19 @@ class Carrier(GroupProcess):
 
     def __init__(self, workdir: Path, port: int | None = None, cfg: Path = CARRIER_CFG,
                  extra_args: list[str] | None = None, host: str = "127.0.0.1",
-                 hotline: tuple[str, int] | None = None) -> None:
+                 hotline: tuple[str, int] | None = None,
+                 staff: tuple[str, int] | None = None, auth_password: str | None = None
+                 ) -> None:
         self.host = host
         self.port = port or free_udp_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        if hotline is not None:
-            extra_args = [*(extra_args or []), "-A", f'HOTLINE="sip:{hotline[0]}:{hotline[1]}"']
+        defines = {"HOTLINE": hotline and f"sip:{hotline[0]}:{hotline[1]}",
+                   "STAFF": staff and f"sip:{staff[0]}:{staff[1]}",
+                   "AUTH_PASSWORD": auth_password}
+        for name, value in defines.items():
+            if value:
+                extra_args = [*(extra_args or []), "-A", f'{name}="{value}"']
         command = [require("kamailio", "kamailio"), "-f", str(cfg), "-l",
                    f"udp:{host}:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
                    "-Y", str(workdir), "-w", str(workdir), *(extra_args or [])]
@@ -153,6 +159,17 @@ class RedisServer(GroupProcess):
             if not self.running or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.02)
+
+
+def sipp_trace(workdir: Path) -> list[tuple[str, str]]:
+    """sipp's -trace_msg log in `workdir` as (sent|received, message text), in order."""
+    text = "".join(p.read_text() for p in sorted(workdir.glob("*_messages.log")))
+    entries = []
+    for block in re.split(r"^-{47} ", text, flags=re.M)[1:]:
+        lines = block.splitlines()
+        direction = "received" if "message received" in lines[1] else "sent"
+        entries.append((direction, "\n".join(lines[3:]).strip()))
+    return entries
 
 
 def sip_ping(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.peers import Carrier, free_udp_port, require
+from tests.peers import Carrier, free_udp_port, require, sipp_trace
 from trunks.voip.endpoint import CallState, InboundCall, SipEndpoint
 from trunks.voip.media import RtpEngine
 
@@ -80,12 +80,10 @@ def sipp(scenario: Path, endpoint: SipEndpoint | Carrier, workdir: Path,
 
 
 def trace(workdir: Path) -> list[tuple[str, str]]:
-    """sipp's message trace as (sent|received, first line) in order."""
-    text = "".join(p.read_text() for p in workdir.glob("*_messages.log"))
+    """sipp's trace as (sent|received, first line | CSeq line)."""
     entries = []
-    for block in text.split("\n-----------------------------------------------")[1:]:
-        direction = "received" if "message received" in block else "sent"
-        lines = [line for line in block.splitlines()[2:] if line.strip()]
+    for direction, text in sipp_trace(workdir):
+        lines = text.splitlines()
         cseq = next((line for line in lines if line.startswith("CSeq:")), "")
         entries.append((direction, f"{lines[0]} | {cseq}" if lines else ""))
     return entries

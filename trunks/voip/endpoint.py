@@ -43,6 +43,18 @@ from trunks.voip.message import (
     uris,
     via,
 )
+from trunks.voip.outbound import (
+    PROVISIONAL_TIMEOUT_S,
+    TRUNK_FAILURE_STATUSES,
+    OutboundCall,
+    Outcome,
+    build_invite,
+    digest_authorization,
+    in_dialog_request,
+    in_transaction_request,
+    learn_dialog,
+    take_media,
+)
 from trunks.voip.sdp import MediaOffer, SdpError, build_sdp, read_offer
 
 logger = logging.getLogger(__name__)
@@ -132,9 +144,19 @@ class SipEndpoint:
 
     def __init__(self, name: str, bind: tuple[str, int], engine: RtpEngine,
                  on_call: Callable[[InboundCall], None], allowed: Iterable[str], *,
+                 proxy: tuple[str, int] | None = None, domain: str | None = None,
+                 credentials: tuple[str, str] | None = None, caller_id: str = "hotline",
+                 on_trunk_failure: Callable[[str], None] | None = None,
+                 provisional_timeout_s: float = PROVISIONAL_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time, t1_s: float = T1_S) -> None:
         self.name = name
+        self.proxy = proxy
+        self.domain = domain or (proxy[0] if proxy else None)
+        self.credentials = credentials
+        self.caller_id = caller_id
+        self.on_trunk_failure = on_trunk_failure
+        self.provisional_timeout_s = provisional_timeout_s
         self.t1_s = t1_s
         self.t2_s = T2_S * t1_s / T1_S
         self.transaction_timeout_s = TRANSACTION_TIMEOUT_T1 * t1_s
@@ -149,7 +171,9 @@ class SipEndpoint:
         self._sock.setblocking(False)
         self.address: tuple[str, int] = self._sock.getsockname()[:2]
         self._calls: dict[str, InboundCall] = {}
+        self._outbound: dict[str, OutboundCall] = {}
         self._retransmits: dict[tuple[str, str], _Retransmit] = {}
+        self._timers: dict[tuple[str, str], tuple[float, Callable[[], None]]] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -170,6 +194,10 @@ class SipEndpoint:
         """Hang up every call, then stop."""
         for call in self.calls:
             call.hangup()
+        with self._lock:
+            outbound = list(self._outbound.values())
+        for out in outbound:
+            out.hangup()
         self._stopping.set()
         self._wake()
         if self._thread.is_alive():
@@ -192,7 +220,8 @@ class SipEndpoint:
 
     def _step(self, selector: selectors.BaseSelector) -> None:
         with self._lock:
-            deadline = min((r.next_at for r in self._retransmits.values()), default=None)
+            deadline = min([r.next_at for r in self._retransmits.values()] +
+                           [at for at, _ in self._timers.values()], default=None)
         timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - self._clock()))
         for key, _ in selector.select(timeout):
             if key.fileobj is self._wake_r:
@@ -237,6 +266,10 @@ class SipEndpoint:
                     self._send(retransmit.data, retransmit.destination)
                     retransmit.interval = min(retransmit.interval * 2, self.t2_s)
                     retransmit.next_at = now + retransmit.interval
+            for key, (at, callback) in list(self._timers.items()):
+                if now >= at:
+                    del self._timers[key]
+                    give_ups.append(callback)
             for call_id, call in list(self._calls.items()):
                 if call.ended_at is not None and now - call.ended_at > LINGER_S:
                     del self._calls[call_id]
@@ -324,6 +357,11 @@ class SipEndpoint:
             self._end(call, "cancelled by caller")
 
     def _on_bye(self, bye: Message, source: tuple[str, int], call: InboundCall | None) -> None:
+        outbound = self._outbound.get(bye.call_id)
+        if outbound is not None and bye.headers["To"]["tag"] == outbound.local_tag:
+            self._reply(bye, source, 200, "OK")
+            self._end_outbound(outbound, Outcome.ENDED, None, "callee hung up")
+            return
         if call is None or bye.headers["To"]["tag"] != call.local_tag:
             self._reply(bye, source, 481, "Call/Transaction Does Not Exist")
             return
@@ -332,8 +370,129 @@ class SipEndpoint:
         self._end(call, "caller hung up")
 
     def _on_response(self, response: Message) -> None:
-        if response.cseq.method == "BYE" and response.status_code >= 200:
-            self._retransmits.pop((response.call_id, "bye"), None)
+        method = response.cseq.method
+        if method in ("BYE", "CANCEL") and response.status_code >= 200:
+            self._retransmits.pop((response.call_id, method.lower()), None)
+        outbound = self._outbound.get(response.call_id)
+        if outbound is None or method != "INVITE":
+            return
+        if response.cseq.number == outbound.cseq:
+            self._on_invite_response(outbound, response)
+        elif response.status_code >= 300 and self.proxy is not None:
+            # a retransmitted challenge of an earlier attempt: ACK it again in its transaction
+            ack = in_transaction_request(outbound, "ACK", response.value("To") or "",
+                                         (response.branch or "", response.cseq.number))
+            self._send(ack, self.proxy)
+
+    # Outgoing calls.
+
+    def place_call(self, number: str, ring_timeout_s: float = 30.0) -> OutboundCall:
+        """Call `number` through this trunk; returns at once, see `OutboundCall.wait`."""
+        if self.proxy is None or self.domain is None:
+            raise ValueError(f"trunk {self.name} has no proxy for outgoing calls")
+        call = OutboundCall(self, number, f"sip:{number}@{self.domain}", self.engine.open())
+        with self._lock:
+            self._outbound[call.call_id] = call
+            self._send_invite(call, None)
+            self._schedule((call.call_id, "ring"), ring_timeout_s,
+                           lambda: self._ring_timeout(call, ring_timeout_s))
+        logger.info("Calling %s through %s (call %s)", number, self.name, call.call_id)
+        return call
+
+    def _send_invite(self, call: OutboundCall, authorization: tuple[str, str] | None) -> None:
+        assert self.proxy is not None
+        call.invite = build_invite(call, self.caller_id, authorization)
+        self._send(call.invite, self.proxy)
+        self._retransmit((call.call_id, "out-invite"), call.invite, self.proxy)
+        self._schedule((call.call_id, "provisional"), self.provisional_timeout_s,
+                       lambda: self._no_provisional(call))
+
+    def _on_invite_response(self, call: OutboundCall, response: Message) -> None:
+        code = response.status_code
+        self._retransmits.pop((call.call_id, "out-invite"), None)
+        self._timers.pop((call.call_id, "provisional"), None)
+        if code < 200:
+            call.provisional = code
+            if take_media(call, response):
+                call.early_media = True
+            return
+        self._timers.pop((call.call_id, "ring"), None)
+        if code < 300:
+            learn_dialog(call, response)
+            take_media(call, response)
+            ack, destination = in_dialog_request(call, "ACK", call.cseq)
+            self._send(ack, destination)  # every copy of the 2xx gets its ACK
+            if call.outcome is Outcome.PENDING:
+                call.outcome, call.status, call.reason = Outcome.ANSWERED, code, response.reason
+                call.answered.set()
+                call.finished.set()
+                logger.info("Call %s to %s answered", call.call_id, call.number)
+            elif call.outcome is not Outcome.ANSWERED:  # answered after we gave up
+                self._bye_outbound(call)
+            return
+        assert self.proxy is not None
+        self._send(in_transaction_request(call, "ACK", response.value("To") or ""), self.proxy)
+        if code in (401, 407) and not call.authenticated and self.credentials:
+            authorization = digest_authorization(response, "INVITE", call.uri,
+                                                 *self.credentials)
+            if authorization is not None:
+                call.authenticated, call.cseq, call.branch = True, call.cseq + 1, new_branch()
+                self._send_invite(call, authorization)
+                return
+        outcome = Outcome.TRUNK_FAILED if code in TRUNK_FAILURE_STATUSES else Outcome.REFUSED
+        self._end_outbound(call, outcome, code, f"{code} {response.reason}".strip())
+
+    def _no_provisional(self, call: OutboundCall) -> None:
+        with self._lock:
+            if call.provisional is None and call.outcome is Outcome.PENDING:
+                self._retransmits.pop((call.call_id, "out-invite"), None)
+                self._end_outbound(call, Outcome.TRUNK_FAILED, None,
+                                   f"no provisional reply within {self.provisional_timeout_s:g} s")
+
+    def _ring_timeout(self, call: OutboundCall, seconds: float) -> None:
+        with self._lock:
+            if call.outcome is Outcome.PENDING:
+                self._cancel_outbound(call, f"no answer within {seconds:g} s")
+
+    def _cancel_outbound(self, call: OutboundCall, reason: str = "cancelled") -> None:
+        with self._lock:
+            if call.outcome is not Outcome.PENDING:
+                return
+            self._retransmits.pop((call.call_id, "out-invite"), None)
+            for kind in ("provisional", "ring"):
+                self._timers.pop((call.call_id, kind), None)
+            if call.provisional is not None and self.proxy is not None:
+                cancel = in_transaction_request(call, "CANCEL", f"<{call.uri}>")
+                self._send(cancel, self.proxy)
+                self._retransmit((call.call_id, "cancel"), cancel, self.proxy)
+            self._end_outbound(call, Outcome.CANCELLED, None, reason)
+
+    def _hangup_outbound(self, call: OutboundCall) -> None:
+        with self._lock:
+            if call.outcome is Outcome.ANSWERED:
+                self._bye_outbound(call)
+                self._end_outbound(call, Outcome.ENDED, None, "hung up by hotline")
+            else:
+                self._cancel_outbound(call)
+
+    def _bye_outbound(self, call: OutboundCall) -> None:
+        bye, destination = in_dialog_request(call, "BYE", call.cseq + 1)
+        self._send(bye, destination)
+        self._retransmit((call.call_id, "bye"), bye, destination)
+
+    def _end_outbound(self, call: OutboundCall, outcome: Outcome, status: int | None,
+                      reason: str) -> None:
+        first_outcome = call.outcome is Outcome.PENDING
+        if first_outcome or outcome is Outcome.ENDED:
+            call.outcome, call.reason = outcome, reason
+            call.status = status if status is not None else call.status
+        if outcome is not Outcome.ANSWERED and not call.ended.is_set():
+            call.media.close()
+            call.ended.set()
+            logger.info("Call %s to %s: %s (%s)", call.call_id, call.number, outcome, reason)
+        call.finished.set()  # last: whoever waits on it sees the call's final state
+        if outcome is Outcome.TRUNK_FAILED and first_outcome and self.on_trunk_failure:
+            self.on_trunk_failure(f"INVITE to {call.number}: {reason}")
 
     # Actions of the call's worker.
 
@@ -445,6 +604,10 @@ class SipEndpoint:
         now = self._clock()
         self._retransmits[key] = _Retransmit(data, destination, now + self.t1_s, self.t1_s,
                                              now + self.transaction_timeout_s, on_give_up)
+        self._wake()
+
+    def _schedule(self, key: tuple[str, str], delay: float, callback: Callable[[], None]) -> None:
+        self._timers[key] = (self._clock() + delay, callback)
         self._wake()
 
     def _send(self, data: bytes, destination: tuple[str, int]) -> None:

@@ -1,0 +1,190 @@
+"""Outgoing calls (forwarding to staff) against sipp phones on loopback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers import Carrier, free_udp_port, require, sipp_trace
+from trunks.voip.endpoint import InboundCall, SipEndpoint
+from trunks.voip.media import RtpEngine
+from trunks.voip.outbound import Outcome
+
+pytestmark = pytest.mark.slow
+SIPP = Path(__file__).resolve().parents[1] / "sipp"
+
+
+class Phone:
+    """A sipp UAS playing the on-call engineer's phone (or a carrier) on its own port."""
+
+    def __init__(self, scenario: str, workdir: Path) -> None:
+        self.port = free_udp_port()
+        self.workdir = workdir
+        self.process = subprocess.Popen(
+            [require("sipp", "sip-tester"), "-sf", str(SIPP / scenario), "-i", "127.0.0.1",
+             "-p", str(self.port), "-mp", str(free_udp_port()), "-m", "1", "-timeout", "20s",
+             "-timeout_error", "-nostdin", "-trace_err", "-trace_msg"],
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # let sipp bind its port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def finish(self) -> None:
+        """Wait for sipp to complete its scenario; fail with its error log if it did not."""
+        try:
+            code = self.process.wait(25)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            code = -1
+        if code != 0:
+            errors = "".join(p.read_text() for p in self.workdir.glob("*_errors.log"))
+            pytest.fail(f"sipp phone failed ({code}):\n{errors[-3000:]}")
+
+    def received(self, start: str) -> list[str]:
+        """Messages sipp received whose first line starts with `start`."""
+        return [text for direction, text in sipp_trace(self.workdir)
+                if direction == "received" and text.startswith(start)]
+
+
+@pytest.fixture
+def engine() -> Iterator[RtpEngine]:
+    rtp = RtpEngine()
+    rtp.start()
+    yield rtp
+    rtp.stop()
+
+
+def no_calls(call: InboundCall) -> None:
+    raise AssertionError("no inbound call expected")
+
+
+@pytest.fixture
+def trunk(engine: RtpEngine) -> Iterator[Callable[..., SipEndpoint]]:
+    endpoints: list[SipEndpoint] = []
+
+    def make(proxy: tuple[str, int], **options: object) -> SipEndpoint:
+        sip = SipEndpoint("carrier-a", ("127.0.0.1", 0), engine, no_calls, allowed=set(),
+                          proxy=proxy, **options)  # type: ignore[arg-type]
+        sip.start()
+        endpoints.append(sip)
+        return sip
+
+    yield make
+    for sip in endpoints:
+        sip.stop()
+
+
+def test_answered_call_is_acked_and_hung_up(trunk: Callable[..., SipEndpoint],
+                                            tmp_path: Path) -> None:
+    phone = Phone("uas_answer.xml", tmp_path)
+    call = trunk(phone.address).place_call("13800000001")
+    assert call.wait(5) is Outcome.ANSWERED
+    assert call.provisional == 180 and call.status == 200
+    assert call.media.remote is not None, "media pointed at the phone's SDP"
+    assert call.remote_target.startswith("sip:staff@127.0.0.1:")
+    call.hangup()
+    phone.finish()
+    [invite] = phone.received("INVITE")
+    assert "INVITE sip:13800000001@127.0.0.1 SIP/2.0" in invite
+    assert "m=audio" in invite and "a=rtpmap:101 telephone-event/8000" in invite
+    [ack] = phone.received("ACK")
+    assert f"ACK {call.remote_target} SIP/2.0" in ack and ";tag=" in ack.split("To:")[1]
+    assert len(phone.received("BYE")) == 1
+
+
+@pytest.mark.parametrize(("scenario", "outcome", "status"), [
+    ("uas_busy.xml", Outcome.REFUSED, 486),
+    ("uas_unavailable.xml", Outcome.TRUNK_FAILED, 503),
+])
+def test_failures_are_acked_and_classified(trunk: Callable[..., SipEndpoint], tmp_path: Path,
+                                           scenario: str, outcome: Outcome,
+                                           status: int) -> None:
+    failures: list[str] = []
+    phone = Phone(scenario, tmp_path)
+    call = trunk(phone.address, on_trunk_failure=failures.append).place_call("1001")
+    assert call.wait(5) is outcome and call.status == status
+    assert call.ended.is_set()
+    phone.finish()  # the phone got its ACK
+    assert failures == ([f"INVITE to 1001: {status} Service Unavailable"]
+                        if outcome is Outcome.TRUNK_FAILED else [])
+
+
+def test_carrier_authentication_is_answered_once(trunk: Callable[..., SipEndpoint],
+                                                  tmp_path: Path) -> None:
+    phone = Phone("uas_answer.xml", tmp_path)
+    carrier = Carrier(tmp_path / "carrier", staff=phone.address, auth_password="s3cret")
+    carrier.start()
+    try:
+        host, port = carrier.address.split(":")
+        call = trunk((host, int(port)), credentials=("hotline", "s3cret")).place_call("1002")
+        assert call.wait(5) is Outcome.ANSWERED, call.reason
+        assert call.route, "the carrier record-routed; ACK and BYE go through it"
+        call.hangup()
+        phone.finish()
+    finally:
+        carrier.stop()
+    assert carrier.requests("INVITE") == 2, "challenged once, then accepted"
+    # Kamailio's tm absorbs the hop-by-hop ACK of its own 407 before its script logs it;
+    # the one logged is the 2xx ACK, which the route set sent through the carrier.
+    assert carrier.requests("ACK") == 1 and carrier.requests("BYE") == 1
+
+
+def test_wrong_credentials_end_as_a_refusal(trunk: Callable[..., SipEndpoint],
+                                            tmp_path: Path) -> None:
+    carrier = Carrier(tmp_path / "carrier", staff=("127.0.0.1", 9), auth_password="s3cret")
+    carrier.start()
+    try:
+        host, port = carrier.address.split(":")
+        call = trunk((host, int(port)), credentials=("hotline", "wrong")).place_call("1002")
+        assert call.wait(5) is Outcome.REFUSED and call.status == 407
+    finally:
+        carrier.stop()
+    assert carrier.requests("INVITE") == 2, "one retry with credentials, no more"
+
+
+def test_early_media_then_answer(trunk: Callable[..., SipEndpoint], tmp_path: Path) -> None:
+    phone = Phone("uas_early_media.xml", tmp_path)
+    call = trunk(phone.address).place_call("1003")
+    assert call.wait(5) is Outcome.ANSWERED
+    assert call.provisional == 183 and call.early_media
+    call.hangup()
+    phone.finish()
+
+
+def test_ring_timeout_cancels(trunk: Callable[..., SipEndpoint], tmp_path: Path) -> None:
+    phone = Phone("uas_ring_forever.xml", tmp_path)
+    call = trunk(phone.address).place_call("1004", ring_timeout_s=1.0)
+    assert call.wait(5) is Outcome.CANCELLED and call.reason == "no answer within 1 s"
+    phone.finish()  # CANCEL answered, 487 ACKed
+
+
+def test_silent_trunk_fails_fast_and_tells_the_monitor(
+        trunk: Callable[..., SipEndpoint]) -> None:
+    failures: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        sip = trunk(silent.getsockname(), on_trunk_failure=failures.append,
+                    provisional_timeout_s=0.3)
+        started = time.monotonic()
+        call = sip.place_call("1005")
+        assert call.wait(3) is Outcome.TRUNK_FAILED
+        took = time.monotonic() - started
+    assert call.reason == "no provisional reply within 0.3 s" and took < 2.0
+    assert failures == ["INVITE to 1005: no provisional reply within 0.3 s"]
+
+
+def test_place_call_needs_a_proxy(engine: RtpEngine) -> None:
+    sip = SipEndpoint("carrier-a", ("127.0.0.1", 0), engine, no_calls, allowed=set())
+    try:
+        with pytest.raises(ValueError, match="trunk carrier-a has no proxy"):
+            sip.place_call("1")
+    finally:
+        sip.stop()
