@@ -93,8 +93,8 @@ class Carrier(GroupProcess):
     def __init__(self, workdir: Path, port: int | None = None, cfg: Path = CARRIER_CFG,
                  extra_args: list[str] | None = None, host: str = "127.0.0.1",
                  hotline: tuple[str, int] | None = None,
-                 staff: tuple[str, int] | None = None, auth_password: str | None = None
-                 ) -> None:
+                 staff: tuple[str, int] | None = None, auth_password: str | None = None,
+                 min_expires: int | None = None) -> None:
         self.host = host
         self.port = port or free_udp_port()
         self.workdir = workdir
@@ -105,6 +105,8 @@ class Carrier(GroupProcess):
         for name, value in defines.items():
             if value:
                 extra_args = [*(extra_args or []), "-A", f'{name}="{value}"']
+        if min_expires is not None:
+            extra_args = [*(extra_args or []), "-A", f"MIN_EXPIRES={min_expires}"]
         command = [require("kamailio", "kamailio"), "-f", str(cfg), "-l",
                    f"udp:{host}:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
                    "-Y", str(workdir), "-w", str(workdir), *(extra_args or [])]

@@ -55,6 +55,15 @@ from trunks.voip.outbound import (
     learn_dialog,
     take_media,
 )
+from trunks.voip.registration import (
+    REFRESH_FRACTION,
+    REGISTER_EXPIRES_S,
+    RETRY_S,
+    Registration,
+    RegistrationState,
+    granted_expires,
+    min_expires,
+)
 from trunks.voip.sdp import MediaOffer, SdpError, build_sdp, read_offer
 
 logger = logging.getLogger(__name__)
@@ -174,6 +183,7 @@ class SipEndpoint:
         self._outbound: dict[str, OutboundCall] = {}
         self._retransmits: dict[tuple[str, str], _Retransmit] = {}
         self._timers: dict[tuple[str, str], tuple[float, Callable[[], None]]] = {}
+        self.registration: Registration | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -198,6 +208,7 @@ class SipEndpoint:
             outbound = list(self._outbound.values())
         for out in outbound:
             out.hangup()
+        self.unregister()
         self._stopping.set()
         self._wake()
         if self._thread.is_alive():
@@ -373,6 +384,12 @@ class SipEndpoint:
         method = response.cseq.method
         if method in ("BYE", "CANCEL") and response.status_code >= 200:
             self._retransmits.pop((response.call_id, method.lower()), None)
+        registration = self.registration
+        if registration is not None and method == "REGISTER" and \
+                response.call_id == registration.call_id and \
+                response.cseq.number == registration.cseq:
+            self._on_register_response(registration, response)
+            return
         outbound = self._outbound.get(response.call_id)
         if outbound is None or method != "INVITE":
             return
@@ -383,6 +400,77 @@ class SipEndpoint:
             ack = in_transaction_request(outbound, "ACK", response.value("To") or "",
                                          (response.branch or "", response.cseq.number))
             self._send(ack, self.proxy)
+
+    # Registration.
+
+    def register(self, expires_s: int = REGISTER_EXPIRES_S) -> Registration:
+        """Register this trunk with the carrier, and keep it registered until `stop`."""
+        if self.proxy is None or self.credentials is None:
+            raise ValueError(f"trunk {self.name} needs a proxy and credentials to register")
+        with self._lock:
+            self.registration = Registration(self, *self.credentials, expires_s=expires_s)
+            self._send_register(self.registration, expires_s)
+        return self.registration
+
+    def unregister(self) -> None:
+        """Remove our binding at the registrar (Expires: 0), without waiting for the answer."""
+        with self._lock:
+            registration, self.registration = self.registration, None
+            self._timers.pop(("register", "refresh"), None)
+            self._retransmits.pop(("register", "request"), None)
+            if registration is not None and registration.state is RegistrationState.REGISTERED:
+                assert self.proxy is not None
+                self._send(registration.request(0), self.proxy)
+
+    def _send_register(self, registration: Registration, expires: int,
+                       authorization: tuple[str, str] | None = None) -> None:
+        assert self.proxy is not None
+        if authorization is None:
+            registration.authenticated = False
+        data = registration.request(expires, authorization)
+        self._send(data, self.proxy)
+        self._retransmit(("register", "request"), data, self.proxy,
+                         on_give_up=lambda: self._register_failed(registration, "no response"))
+
+    def _on_register_response(self, registration: Registration, response: Message) -> None:
+        code = response.status_code
+        if code < 200:
+            return
+        self._retransmits.pop(("register", "request"), None)
+        asked = registration.expires_s
+        if code < 300:
+            registration.granted_s = granted_expires(response, asked)
+            registration.state, registration.last_error = RegistrationState.REGISTERED, None
+            registration.retry_s = RETRY_S[0]
+            self._schedule(("register", "refresh"), registration.granted_s * REFRESH_FRACTION,
+                           lambda: self._refresh(registration))
+            logger.info("Trunk %s registered as %s for %d s", self.name, registration.aor,
+                        registration.granted_s)
+        elif code in (401, 407) and (answer := registration.challenge_answer(response)):
+            self._send_register(registration, asked, answer)
+        elif code == 423 and (minimum := min_expires(response)) and minimum > asked:
+            registration.expires_s = minimum
+            self._send_register(registration, minimum)
+        else:
+            self._register_failed(registration, f"{code} {response.reason}".strip())
+
+    def _refresh(self, registration: Registration) -> None:
+        with self._lock:
+            if self.registration is registration:
+                self._send_register(registration, registration.expires_s)
+
+    def _register_failed(self, registration: Registration, reason: str) -> None:
+        with self._lock:
+            if self.registration is not registration:
+                return
+            registration.state, registration.last_error = RegistrationState.FAILED, reason
+            delay, registration.retry_s = registration.retry_s, min(registration.retry_s * 2,
+                                                                    RETRY_S[1])
+            self._schedule(("register", "refresh"), delay, lambda: self._refresh(registration))
+        logger.warning("Trunk %s: registration failed (%s); retrying in %g s", self.name,
+                       reason, delay)
+        if self.on_trunk_failure is not None:
+            self.on_trunk_failure(f"REGISTER: {reason}")
 
     # Outgoing calls.
 
