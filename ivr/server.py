@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from types import FrameType
 
+from ivr.flow import load_flow
+from ivr.records import CallStore
 from ivr.redis_server import EmbeddedRedis, connect
+from ivr.session import CallHandler, FlowRunner
 from ivr.settings import Settings
+from speech.prompts import PromptCache
+from speech.synthesizer import create_synthesizer
+from trunks.config import TrunkConfig, split_hostport
 from trunks.monitor import TrunkMonitor
 from trunks.store import TrunkStore
+from trunks.voip.endpoint import SipEndpoint
+from trunks.voip.media import RtpEngine
 
 logger = logging.getLogger(__name__)
 
 
 class Server:
-    """Owns the embedded Redis (if any) and the trunk monitor, in start-up order."""
+    """Owns everything `serve` runs, started in dependency order, stopped in reverse."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.flow = load_flow(settings.flow)  # a bad flow fails before anything starts
         self.stopped = threading.Event()
         self.monitor: TrunkMonitor | None = None
+        self.engine: RtpEngine | None = None
+        self.endpoints: dict[str, SipEndpoint] = {}
         self._embedded = None if settings.redis.url else EmbeddedRedis(settings)
 
     def start(self) -> None:
@@ -29,15 +41,24 @@ class Server:
         try:
             if self._embedded is not None:
                 self._embedded.start()
-            store = TrunkStore(connect(self.settings), self.settings.redis.prefix)
-            self.monitor = TrunkMonitor(self.settings.trunks, store, self.settings.node)
+            client = connect(self.settings)
+            self.monitor = TrunkMonitor(self.settings.trunks,
+                                        TrunkStore(client, self.settings.redis.prefix),
+                                        self.settings.node)
             self.monitor.start()
+            self._start_calls(CallStore(client, self.settings.redis.prefix))
         except BaseException:
             self.stop()
             raise
         logger.info("Hotline server running as node %s", self.settings.node)
 
     def stop(self) -> None:
+        for endpoint in self.endpoints.values():
+            endpoint.stop()
+        self.endpoints.clear()
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
@@ -61,3 +82,44 @@ class Server:
             self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _start_calls(self, calls: CallStore) -> None:
+        trunks = [t for t in self.settings.trunks if t.listen]
+        if not trunks:
+            logger.info("No trunk has a listen address: monitoring only, taking no calls")
+            return
+        media = self.settings.media
+        self.engine = RtpEngine(media.address, media.port_range)
+        self.engine.start()
+        prompts = PromptCache(self.settings.data_dir / "prompts",
+                              create_synthesizer(self.flow.voice.engine,
+                                                 **self.flow.voice.options))
+        prompts.warm(*self.flow.prompts())
+        runner = FlowRunner(self.flow, prompts)
+        for trunk in trunks:
+            self.endpoints[trunk.name] = self._endpoint(trunk, CallHandler(runner, calls,
+                                                                           trunk.name))
+
+    def _endpoint(self, trunk: TrunkConfig, handler: CallHandler) -> SipEndpoint:
+        assert self.engine is not None and self.monitor is not None and trunk.listen
+        monitor = self.monitor
+        password = trunk.password.get_secret_value() if trunk.password else None
+        endpoint = SipEndpoint(
+            trunk.name, split_hostport(trunk.listen), self.engine, handler,
+            allowed={*_addresses(trunk.address[0]), *trunk.addresses}, proxy=trunk.address,
+            domain=trunk.sip_domain,
+            credentials=(trunk.username, password) if trunk.username and password else None,
+            on_trunk_failure=lambda reason: monitor.report_failure(trunk.name, reason))
+        endpoint.start()
+        if trunk.mode == "register":
+            endpoint.register()
+        return endpoint
+
+
+def _addresses(host: str) -> set[str]:
+    """Every IP address `host` resolves to (the host itself if it is an address)."""
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        logger.warning("Cannot resolve trunk proxy %s; no calls accepted from it", host)
+        return set()

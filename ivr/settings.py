@@ -13,7 +13,7 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trunks.config import TrunkConfig
 
 DEFAULT_CONFIG = Path("config/hotline.yaml")
+M = TypeVar("M", bound=BaseModel)
 CONFIG_ENV = "HOTLINE_CONFIG"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -58,6 +59,26 @@ class RedisSettings(BaseModel):
         return value
 
 
+class MediaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str = Field("127.0.0.1", description="IP that RTP binds and SDP announces")
+    ports: str = Field("20000-29999", description="even ports for RTP, low-high")
+
+    @field_validator("ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        low, _, high = value.partition("-")
+        if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) < 65536):
+            raise ValueError("expected a range such as 20000-29999 within 1024-65535")
+        return value
+
+    @property
+    def port_range(self) -> range:
+        low, high = (int(p) for p in self.ports.split("-"))
+        return range(low + low % 2, high + 1)
+
+
 class Settings(BaseModel):
     """The whole of ``hotline.yaml``."""
 
@@ -66,7 +87,9 @@ class Settings(BaseModel):
     node: str = Field(default_factory=socket.gethostname)
     data_dir: Path = Path("var")
     log_level: str = "INFO"
+    flow: Path = Field(Path("ivr.yaml"), description="call flow, relative to this file")
     redis: RedisSettings = RedisSettings()
+    media: MediaSettings = MediaSettings()
     trunks: list[TrunkConfig] = Field(min_length=1)
 
     @field_validator("log_level")
@@ -96,6 +119,15 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, interpolate and validate `path`; raise ConfigError on any problem."""
+    settings = load_yaml(path, Settings, environ)
+    return settings.model_copy(update={"data_dir": Path.cwd() / settings.data_dir,
+                                       "flow": path.parent / settings.flow})
+
+
+def load_yaml(path: Path, model: type[M], environ: Mapping[str, str] | None = None,
+              context: dict[str, Any] | None = None) -> M:
+    """Read YAML, interpolate ${VAR}s and validate it as `model` (with validation
+    `context`); raise ConfigError naming the file, line and key of every problem."""
     environ = os.environ if environ is None else environ
     try:
         text = path.read_text(encoding="utf-8")
@@ -116,12 +148,9 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     if problems:
         raise ConfigError(path, problems)
     try:
-        settings = Settings.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(path, [_describe(error, root) for error in exc.errors()]) from None
-    if not settings.data_dir.is_absolute():
-        settings = settings.model_copy(update={"data_dir": Path.cwd() / settings.data_dir})
-    return settings
 
 
 def _to_data(node: yaml.Node, where: tuple[str | int, ...], environ: Mapping[str, str],

@@ -60,6 +60,10 @@ class TrunkConfig(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     domain: str | None = None
+    listen: str | None = Field(None, description="our SIP address for this trunk, host:port; "
+                               "unset: the trunk is monitored but takes no calls")
+    addresses: list[str] = Field([], description="source IPs besides the proxy's that may "
+                                 "send calls in")
     probe: ProbeSettings = ProbeSettings()
 
     @field_validator("name")
@@ -74,6 +78,13 @@ class TrunkConfig(BaseModel):
     @classmethod
     def _check_proxy(cls, value: str) -> str:
         split_hostport(value)
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_hostport(value)
         return value
 
     @model_validator(mode="after")

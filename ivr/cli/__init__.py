@@ -14,9 +14,11 @@ import click
 
 from ivr.cli.common import BadUsage, CliError, config_option, load
 from ivr.cli.trunks import trunks
+from ivr.flow import load_flow
 from ivr.redis_server import RedisUnavailable
 from ivr.server import Server
 from ivr.settings import ConfigError, load_settings
+from speech.synthesizer import SpeechError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -34,9 +36,15 @@ def serve(config: str | None) -> None:
     settings = load(config)
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, stream=sys.stderr)
     try:
-        Server(settings).run_until_signalled()
-    except RedisUnavailable as exc:
+        server = Server(settings)
+    except ConfigError as exc:
+        raise BadUsage(str(exc)) from exc
+    try:
+        server.run_until_signalled()
+    except (RedisUnavailable, SpeechError) as exc:
         raise CliError(str(exc)) from exc
+    except OSError as exc:  # a SIP or RTP port that cannot be bound
+        raise CliError(f"cannot start: {exc}") from exc
 
 
 @cli.group("config")
@@ -50,10 +58,12 @@ def config_check(file: Path) -> None:
     """Validate FILE without starting anything."""
     try:
         settings = load_settings(file)
+        flow = load_flow(settings.flow)
     except ConfigError as exc:
         raise BadUsage(str(exc)) from exc
     names = ", ".join(t.name for t in settings.trunks)
     click.echo(f"{file}: OK ({len(settings.trunks)} trunks: {names})")
+    click.echo(f"{settings.flow}: OK ({len(flow.nodes)} nodes, starting at {flow.start})")
 
 
 cli.add_command(trunks)

@@ -10,6 +10,8 @@ import yaml
 
 from tests.conftest import FAST_PROBES
 
+EXAMPLE_FLOW = Path(__file__).resolve().parents[2] / "config" / "ivr.yaml"
+
 WriteConfig = Callable[..., Path]
 
 
@@ -22,8 +24,8 @@ def write_config(tmp_path: Path) -> WriteConfig:
         trunks = [{"name": name, "mode": "ip", "proxy": address, "priority": i + 1,
                    "probe": FAST_PROBES.model_dump()}
                   for i, (name, address) in enumerate(addresses.items())]
-        data = {"node": node, "data_dir": str(tmp_path / "var"), "trunks": trunks,
-                "redis": {"url": redis_url}, **extra}
+        data = {"node": node, "data_dir": str(tmp_path / "var"), "flow": str(EXAMPLE_FLOW),
+                "trunks": trunks, "redis": {"url": redis_url}, **extra}
         path = tmp_path / "hotline.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from ivr.cli import cli
 from ivr.settings import load_settings
 from tests.conftest import wait_for
-from tests.ivr.conftest import WriteConfig
+from tests.ivr.conftest import EXAMPLE_FLOW, WriteConfig
 from tests.peers import Carrier, RedisServer
 from trunks.health import TrunkState
 from trunks.monitor import TrunkMonitor
@@ -150,7 +150,8 @@ def test_real_subprocess_exit_codes(running: Path, tmp_path: Path) -> None:
     assert done.returncode == 2 and "No such command 'frobnicate'" in done.stderr
     done = hotline("config", "check", str(running))
     assert done.returncode == 0
-    assert done.stdout == f"{running}: OK (2 trunks: carrier-a, carrier-b)\n"
+    assert done.stdout.splitlines() == [f"{running}: OK (2 trunks: carrier-a, carrier-b)",
+                                        f"{EXAMPLE_FLOW}: OK (7 nodes, starting at welcome)"]
     done = hotline("trunks", "drain", "carrier-a", "--config", str(tmp_path / "none.yaml"),
                    "--reason", "x")
     assert done.returncode == 2 and "cannot read: No such file or directory" in done.stderr

@@ -1,0 +1,85 @@
+"""Call records: one JSON document per call in Redis, indexed by start time.
+
+    {p}:call:{id}   string, JSON CallRecord; expires after RECORD_RETENTION_S
+    {p}:calls       sorted set of call ids, scored by start time
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+RECORD_RETENTION_S = 90 * 86400
+"""How long a call record is kept."""
+
+
+@dataclass
+class CallRecord:
+    id: str
+    trunk: str
+    caller: str
+    called: str
+    started_at: float
+    answered_at: float | None = None
+    ended_at: float | None = None
+    path: list[str] = field(default_factory=list)
+    """The flow's nodes, in the order the call visited them."""
+    digits: str = ""
+    forwarded_to: str | None = None
+    outcome: str | None = None
+    end_reason: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CallRecord:
+        data: dict[str, Any] = json.loads(text)
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+class CallStore:
+    """Call records in Redis."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "hotline",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.clock = clock
+
+    def save(self, record: CallRecord) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._key(record.id), record.to_json(), ex=RECORD_RETENTION_S)
+        pipe.zadd(f"{self.prefix}:calls", {record.id: record.started_at})
+        pipe.zremrangebyscore(f"{self.prefix}:calls", 0, self.clock() - RECORD_RETENTION_S)
+        pipe.execute()
+
+    def save_quietly(self, record: CallRecord) -> None:
+        """Save, logging instead of failing: a Redis outage must not drop the call itself."""
+        try:
+            self.save(record)
+        except redis.RedisError as exc:
+            logger.error("Call %s: record not saved, Redis unreachable: %s", record.id, exc)
+
+    def get(self, call_id: str) -> CallRecord | None:
+        text = cast(str | None, self.redis.get(self._key(call_id)))
+        return None if text is None else CallRecord.from_json(text)
+
+    def recent(self, limit: int) -> list[CallRecord]:
+        ids = cast(list[str], self.redis.zrevrange(f"{self.prefix}:calls", 0, limit - 1))
+        if not ids:
+            return []
+        texts = cast(list[str | None], self.redis.mget([self._key(i) for i in ids]))
+        return [CallRecord.from_json(t) for t in texts if t is not None]
+
+    def _key(self, call_id: str) -> str:
+        return f"{self.prefix}:call:{call_id}"
