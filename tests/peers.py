@@ -163,6 +163,19 @@ class RedisServer(GroupProcess):
             time.sleep(0.02)
 
 
+def wait_udp_bound(port: int, host: str = "127.0.0.1", timeout: float = START_TIMEOUT_S) -> None:
+    """Wait until some process has bound UDP `host`:`port` (binding it ourselves fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing bound udp {host}:{port} within {timeout} s")
+
+
 def sipp_trace(workdir: Path) -> list[tuple[str, str]]:
     """sipp's -trace_msg log in `workdir` as (sent|received, message text), in order."""
     text = "".join(p.read_text() for p in sorted(workdir.glob("*_messages.log")))

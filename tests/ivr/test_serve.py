@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -132,12 +131,10 @@ def test_an_outage_shows_in_status_and_history(setup: tuple[Path, list[Serve]],
     config, servers = setup
     servers.append(server := Serve(config, tmp_path / "serve.log"))
     wait_for(lambda: server.states().get("carrier-a") == "up", timeout=20)
-    # carrier_factory started carrier-a first; find it by the port in the config
-    start = time.monotonic()
     os.killpg(_carrier_pid(config, "carrier-a"), signal.SIGSTOP)
     try:
+        # detection time is measured in bench/; here only the outcome matters
         wait_for(lambda: server.states().get("carrier-a") == "down", timeout=10)
-        assert time.monotonic() - start < 1.0 + 0.3 + 0.5 + 2.0  # interval, probes, CLI runs
         history = json.loads(hotline("trunks", "history", "--json", "--trunk", "carrier-a",
                                      "--config", str(config)).stdout)
         assert history[0]["what"] == "suspect -> down"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.peers import Carrier, free_udp_port, require, sipp_trace
+from tests.peers import Carrier, free_udp_port, require, sipp_trace, wait_udp_bound
 from trunks.voip.endpoint import InboundCall, SipEndpoint
 from trunks.voip.media import RtpEngine
 from trunks.voip.outbound import Outcome
@@ -30,7 +29,7 @@ class Phone:
              "-p", str(self.port), "-mp", str(free_udp_port()), "-m", "1", "-timeout", "20s",
              "-timeout_error", "-nostdin", "-trace_err", "-trace_msg"],
             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.3)  # let sipp bind its port
+        wait_udp_bound(self.port)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -173,11 +172,9 @@ def test_silent_trunk_fails_fast_and_tells_the_monitor(
         silent.bind(("127.0.0.1", 0))
         sip = trunk(silent.getsockname(), on_trunk_failure=failures.append,
                     provisional_timeout_s=0.3)
-        started = time.monotonic()
         call = sip.place_call("1005")
         assert call.wait(3) is Outcome.TRUNK_FAILED
-        took = time.monotonic() - started
-    assert call.reason == "no provisional reply within 0.3 s" and took < 2.0
+    assert call.reason == "no provisional reply within 0.3 s"
     assert failures == ["INVITE to 1005: no provisional reply within 0.3 s"]
 
 
