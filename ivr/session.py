@@ -60,8 +60,12 @@ class SipChannel(Channel):
         media.play(encode(samples, media.payload_type))
         deadline = self._clock() + len(samples) / TELEPHONE_RATE + PLAYOUT_SLACK_S
         while (remaining := deadline - self._clock()) > 0:
+            if not barge_in:  # keys pressed now stay queued for the next menu (type-ahead)
+                if self.call.ended.wait(remaining):
+                    raise CallEnded
+                continue
             digit = self._digit(min(remaining, 0.1))
-            if digit is not None and barge_in:
+            if digit is not None:
                 media.flush()
                 return digit
         return None

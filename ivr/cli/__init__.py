@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from ivr.cli.calls import calls
 from ivr.cli.common import BadUsage, CliError, config_option, load
 from ivr.cli.trunks import trunks
 from ivr.flow import load_flow
@@ -67,6 +68,7 @@ def config_check(file: Path) -> None:
 
 
 cli.add_command(trunks)
+cli.add_command(calls)
 
 
 def main() -> None:

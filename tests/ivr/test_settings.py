@@ -31,7 +31,9 @@ def test_environment_overrides_and_missing_secret() -> None:
     assert (settings.node, settings.redis.url) == ("edge-2", "redis://10.1.1.1:6379/2")
     with pytest.raises(ConfigError) as caught:
         load_settings(EXAMPLE, environ={})
-    assert str(caught.value) == (f"{EXAMPLE}: line 35: trunks[1].password: environment "
+    line = next(n for n, text in enumerate(EXAMPLE.read_text().splitlines(), 1)
+                if "${CARRIER_B_PASSWORD}" in text)
+    assert str(caught.value) == (f"{EXAMPLE}: line {line}: trunks[1].password: environment "
                                  "variable CARRIER_B_PASSWORD is not set")
 
 

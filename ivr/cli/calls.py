@@ -1,0 +1,96 @@
+"""`hotline calls ...`: what happened on recent calls."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+import redis
+
+from ivr.cli.common import (
+    BadUsage,
+    CliError,
+    config_option,
+    iso,
+    json_option,
+    load,
+    local_time,
+    print_json,
+    print_table,
+)
+from ivr.records import CallRecord, CallStore
+from ivr.redis_server import RedisUnavailable, connect
+
+LIST_LIMIT = 20
+
+
+@click.group()
+def calls() -> None:
+    """See call records."""
+
+
+@calls.command("list")
+@click.option("--limit", default=LIST_LIMIT, show_default=True, type=click.IntRange(1))
+@config_option
+@json_option
+def list_calls(limit: int, config: str | None, as_json: bool) -> None:
+    """Show the most recent calls, newest first."""
+    records = _store(config, lambda store: store.recent(limit))
+    if as_json:
+        print_json([_as_json(r) for r in records])
+        return
+    print_table(["ID", "STARTED", "TRUNK", "CALLER", "SECONDS", "OUTCOME", "PATH"],
+                [[r.id[:12], local_time(r.started_at), r.trunk, r.caller, _seconds(r),
+                  r.outcome or ("in progress" if r.ended_at is None else "-"),
+                  " > ".join(r.path)] for r in records])
+
+
+@calls.command("show")
+@click.argument("call_id")
+@config_option
+@json_option
+def show_call(call_id: str, config: str | None, as_json: bool) -> None:
+    """Show one call in full; CALL_ID may be the first characters shown by `calls list`."""
+    record = _store(config, lambda store: _find(store, call_id))
+    if as_json:
+        print_json(_as_json(record))
+        return
+    for key, value in _as_json(record).items():
+        shown = " > ".join(value) if isinstance(value, list) else value
+        click.echo(f"{key + ':':<14}{'-' if shown in (None, '') else shown}")
+
+
+def _store(config: str | None, read: Any) -> Any:
+    settings = load(config)
+    try:
+        return read(CallStore(connect(settings), settings.redis.prefix))
+    except RedisUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    except redis.RedisError as exc:
+        raise CliError(f"Redis failed while reading calls: {exc}") from exc
+
+
+def _find(store: CallStore, call_id: str) -> CallRecord:
+    record = store.get(call_id)
+    if record is not None:
+        return record
+    matches = [r for r in store.recent(1000) if r.id.startswith(call_id)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise BadUsage(f"{call_id!r} matches {len(matches)} calls; give more characters")
+    raise BadUsage(f"no call {call_id!r} among the last 1000")
+
+
+def _as_json(record: CallRecord) -> dict[str, Any]:
+    data = dataclasses.asdict(record)
+    for key in ("started_at", "answered_at", "ended_at"):
+        data[key] = iso(data[key])
+    return data
+
+
+def _seconds(record: CallRecord) -> str:
+    if record.answered_at is None or record.ended_at is None:
+        return "-"
+    return f"{record.ended_at - record.answered_at:.0f}"
