@@ -183,3 +183,18 @@ def test_queue_and_port_range_limits(peer: socket.socket) -> None:
     finally:
         engine.stop()
     assert all(s.sock.fileno() == -1 for s in streams)
+
+
+def test_dtmf_uses_the_negotiated_payload_type(engine: RtpEngine) -> None:
+    a = engine.open(PCMU, dtmf_payload_type=96)
+    b = engine.open(PCMU, dtmf_payload_type=96)
+    other = engine.open(PCMU)  # still expects 101: the same packets are not digits to it
+    a.remote, b.remote, other.remote = b.local_address, a.local_address, a.local_address
+    a.send_digits("7")
+    assert b.digits.get(timeout=2.0) == "7"
+    a.remote = other.local_address
+    a.send_digits("8")
+    wait_for(lambda: other.stats.ignored >= 1, what="payload type 96 ignored by a 101 stream")
+    assert other.digits.empty()
+    for stream in (a, b, other):
+        stream.close()

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from trunks.voip.media import RtpEngine, RtpStream
+from trunks.voip.media import TELEPHONE_EVENT, RtpEngine, RtpStream
 from trunks.voip.message import (
     SIP_VERSION,
     Message,
@@ -331,7 +331,8 @@ class SipEndpoint:
             self._reply(invite, source, 488, "Not Acceptable Here")
             return
         self._reply(invite, source, 100, "Trying")
-        media = self.engine.open(offer.payload_type, remote=(offer.address, offer.port))
+        media = self.engine.open(offer.payload_type, remote=(offer.address, offer.port),
+                                 dtmf_payload_type=offer.dtmf_payload_type or TELEPHONE_EVENT)
         call = InboundCall(self, invite, source, offer, media, self._wallclock())
         self._calls[call.id] = call
         logger.info("Call %s from %s to %s on %s", call.id, call.caller, call.called, self.name)

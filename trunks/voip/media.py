@@ -74,9 +74,11 @@ class RtpStream:
     """One call's media: a UDP socket, its send queue, jitter buffer and digit queue."""
 
     def __init__(self, engine: RtpEngine, sock: socket.socket, payload_type: int,
-                 remote: tuple[str, int] | None,
-                 on_digit: Callable[[str], None] | None) -> None:
+                 remote: tuple[str, int] | None, on_digit: Callable[[str], None] | None,
+                 dtmf_payload_type: int = TELEPHONE_EVENT) -> None:
         self.engine = engine
+        self.dtmf_payload_type = dtmf_payload_type
+        """Telephone-event payload type, as negotiated in the SDP."""
         self.sock = sock
         self.local_address: tuple[str, int] = sock.getsockname()[:2]
         self.payload_type = payload_type
@@ -181,7 +183,8 @@ class RtpStream:
         end = sent >= DTMF_FRAMES
         duration = FRAME_BYTES * min(sent + 1, DTMF_FRAMES)
         payload = build_event(TelephoneEvent(digit, end, 10, duration))
-        return RtpPacket(TELEPHONE_EVENT, self._seq, start, self._ssrc, payload, sent == 0)
+        return RtpPacket(self.dtmf_payload_type, self._seq, start, self._ssrc, payload,
+                         sent == 0)
 
     def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
         if self.remote is not None and source != self.remote:
@@ -189,7 +192,7 @@ class RtpStream:
             return
         try:
             packet = parse_rtp(data)
-            if packet.payload_type == TELEPHONE_EVENT:
+            if packet.payload_type == self.dtmf_payload_type:
                 self._on_event(packet)
                 return
         except RtpParseError:
@@ -277,11 +280,13 @@ class RtpEngine:
         self._wake_w.close()
 
     def open(self, payload_type: int = PCMU, remote: tuple[str, int] | None = None,
-             on_digit: Callable[[str], None] | None = None) -> RtpStream:
+             on_digit: Callable[[str], None] | None = None,
+             dtmf_payload_type: int = TELEPHONE_EVENT) -> RtpStream:
         """A new stream on a free port; `remote` may be set later (from the SDP answer)."""
         if payload_type not in SILENCE:
             raise ValueError(f"payload type {payload_type} is not G.711 (0 or 8)")
-        stream = RtpStream(self, self._bind(), payload_type, remote, on_digit)
+        stream = RtpStream(self, self._bind(), payload_type, remote, on_digit,
+                           dtmf_payload_type)
         self._changes.put((True, stream))
         self._wake()
         return stream
