@@ -41,14 +41,6 @@ def ring_and_wait(call: InboundCall) -> None:
 
 
 @pytest.fixture
-def engine() -> Iterator[RtpEngine]:
-    rtp = RtpEngine()
-    rtp.start()
-    yield rtp
-    rtp.stop()
-
-
-@pytest.fixture
 def app() -> App:
     return App()
 

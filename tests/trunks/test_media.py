@@ -16,14 +16,6 @@ ULAW_SILENCE = b"\xff" * FRAME_BYTES
 
 
 @pytest.fixture
-def engine() -> Iterator[RtpEngine]:
-    rtp = RtpEngine()
-    rtp.start()
-    yield rtp
-    rtp.stop()
-
-
-@pytest.fixture
 def peer() -> Iterator[socket.socket]:
     """A raw UDP socket playing the far end."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

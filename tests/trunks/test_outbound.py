@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.peers import Carrier, free_udp_port, require, sipp_trace, wait_udp_bound
-from trunks.voip.endpoint import InboundCall, SipEndpoint
+from tests.trunks.conftest import no_calls
+from trunks.voip.endpoint import SipEndpoint
 from trunks.voip.media import RtpEngine
 from trunks.voip.outbound import Outcome
 
@@ -52,18 +53,6 @@ class Phone:
         """Messages sipp received whose first line starts with `start`."""
         return [text for direction, text in sipp_trace(self.workdir)
                 if direction == "received" and text.startswith(start)]
-
-
-@pytest.fixture
-def engine() -> Iterator[RtpEngine]:
-    rtp = RtpEngine()
-    rtp.start()
-    yield rtp
-    rtp.stop()
-
-
-def no_calls(call: InboundCall) -> None:
-    raise AssertionError("no inbound call expected")
 
 
 @pytest.fixture

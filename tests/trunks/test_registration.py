@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.peers import Carrier
-from trunks.voip.endpoint import InboundCall, SipEndpoint
+from tests.trunks.conftest import no_calls
+from trunks.voip.endpoint import SipEndpoint
 from trunks.voip.media import RtpEngine
 from trunks.voip.registration import RegistrationState
 
@@ -22,18 +23,6 @@ def registrar(tmp_path: Path) -> Iterator[Carrier]:
     carrier.start()
     yield carrier
     carrier.stop()
-
-
-@pytest.fixture
-def engine() -> Iterator[RtpEngine]:
-    rtp = RtpEngine()
-    rtp.start()
-    yield rtp
-    rtp.stop()
-
-
-def no_calls(call: InboundCall) -> None:
-    raise AssertionError("no inbound call expected")
 
 
 def endpoint(engine: RtpEngine, registrar: Carrier, password: str,
