@@ -10,11 +10,9 @@ and loses nothing: transitions queue up until Redis is back.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import selectors
-import socket
 import threading
 import time
 from collections import deque
@@ -29,6 +27,7 @@ from trunks.health import HealthSnapshot, Transition, TrunkHealth
 from trunks.probe import OptionsProbe, Probe, ProbeOutcome
 from trunks.selection import CallNeeds, select_trunks
 from trunks.store import TrunkStore
+from trunks.waker import Waker
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +72,7 @@ class TrunkMonitor:
         self._signals: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)  # a full buffer already means "wake up"
+        self._waker = Waker()
         self._thread = threading.Thread(target=self._run, name="trunk-monitor", daemon=True)
 
     @property
@@ -93,14 +90,13 @@ class TrunkMonitor:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        self._wake()
+        self._waker.wake()
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._publisher.stop(timeout)
         for watch in self._watches.values():
             watch.probe.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
     def report_failure(self, trunk: str, reason: str) -> None:
         """Report a passive sign of trouble on `trunk` (a call set-up that failed, an
@@ -108,7 +104,7 @@ class TrunkMonitor:
         if trunk not in self._watches:
             raise UnknownTrunk(trunk, list(self._watches))
         self._signals.put((trunk, reason))
-        self._wake()
+        self._waker.wake()
 
     def snapshots(self) -> dict[str, HealthSnapshot]:
         with self._lock:
@@ -124,14 +120,9 @@ class TrunkMonitor:
             overrides = {}
         return select_trunks(self.trunks, states, overrides, needs or CallNeeds())
 
-    def _wake(self) -> None:
-        # BlockingIOError: wake-ups are already pending. Other OSError: stopped, socket closed.
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-
     def _run(self) -> None:
         with selectors.DefaultSelector() as selector:
-            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.register(self._waker.reader, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 try:
                     self._step(selector)
@@ -143,7 +134,7 @@ class TrunkMonitor:
         self._send_due_probes(selector)
         timeout = max(0.0, self._next_deadline() - self._clock())
         for key, _ in selector.select(timeout):
-            if key.fileobj is self._wake_r:
+            if key.fileobj is self._waker.reader:
                 self._drain_signals()
             else:
                 watch: _Watch = key.data
@@ -172,11 +163,7 @@ class TrunkMonitor:
         return min(deadlines, default=self._clock() + HEARTBEAT_S)
 
     def _drain_signals(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._waker.drain()
         while True:
             try:
                 trunk, reason = self._signals.get_nowait()

@@ -65,6 +65,7 @@ from trunks.voip.registration import (
     min_expires,
 )
 from trunks.voip.sdp import MediaOffer, SdpError, build_sdp, read_offer
+from trunks.waker import Waker
 
 logger = logging.getLogger(__name__)
 
@@ -186,9 +187,7 @@ class SipEndpoint:
         self.registration: Registration | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._waker = Waker()
         self._thread = threading.Thread(target=self._run, name=f"sip-{name}", daemon=True)
 
     @property
@@ -210,19 +209,18 @@ class SipEndpoint:
             out.hangup()
         self.unregister()
         self._stopping.set()
-        self._wake()
+        self._waker.wake()
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._sock.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
     # The receive loop.
 
     def _run(self) -> None:
         with selectors.DefaultSelector() as selector:
             selector.register(self._sock, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.register(self._waker.reader, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 try:
                     self._step(selector)
@@ -235,10 +233,8 @@ class SipEndpoint:
                            [at for at, _ in self._timers.values()], default=None)
         timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - self._clock()))
         for key, _ in selector.select(timeout):
-            if key.fileobj is self._wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    while self._wake_r.recv(4096):
-                        pass
+            if key.fileobj is self._waker.reader:
+                self._waker.drain()
             else:
                 self._read()
         self._fire_timers()
@@ -693,16 +689,13 @@ class SipEndpoint:
         now = self._clock()
         self._retransmits[key] = _Retransmit(data, destination, now + self.t1_s, self.t1_s,
                                              now + self.transaction_timeout_s, on_give_up)
-        self._wake()
+        self._waker.wake()
 
     def _schedule(self, key: tuple[str, str], delay: float, callback: Callable[[], None]) -> None:
         self._timers[key] = (self._clock() + delay, callback)
-        self._wake()
+        self._waker.wake()
 
     def _send(self, data: bytes, destination: tuple[str, int]) -> None:
         with contextlib.suppress(OSError):
             self._sock.sendto(data, destination)
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")

@@ -35,6 +35,7 @@ from trunks.voip.rtp import (
     parse_rtp,
     seq_after,
 )
+from trunks.waker import Waker
 
 logger = logging.getLogger(__name__)
 
@@ -253,9 +254,7 @@ class RtpEngine:
         self._changes: queue.SimpleQueue[tuple[bool, RtpStream]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._waker = Waker()
         self._thread = threading.Thread(target=self._run, name="rtp-engine", daemon=True)
 
     def start(self) -> None:
@@ -265,7 +264,7 @@ class RtpEngine:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        self._wake()
+        self._waker.wake()
         if self._thread.is_alive():
             self._thread.join(timeout)
         pending = []  # opened, but the loop never took them in
@@ -276,8 +275,7 @@ class RtpEngine:
             stream.closed = True
             stream.sock.close()
         self._streams.clear()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
     def open(self, payload_type: int = PCMU, remote: tuple[str, int] | None = None,
              on_digit: Callable[[str], None] | None = None,
@@ -288,14 +286,14 @@ class RtpEngine:
         stream = RtpStream(self, self._bind(), payload_type, remote, on_digit,
                            dtmf_payload_type)
         self._changes.put((True, stream))
-        self._wake()
+        self._waker.wake()
         return stream
 
     def remove(self, stream: RtpStream) -> None:
         if not stream.closed:
             stream.closed = True
             self._changes.put((False, stream))
-            self._wake()
+            self._waker.wake()
 
     @property
     def stream_count(self) -> int:
@@ -328,13 +326,9 @@ class RtpEngine:
                     continue
         raise OSError(f"no free RTP port in {ports.start}-{ports.stop - 1}")
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-
     def _run(self) -> None:
         with selectors.DefaultSelector() as selector:
-            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.register(self._waker.reader, selectors.EVENT_READ)
             next_tick = self._clock()
             while not self._stopping.is_set():
                 try:
@@ -345,7 +339,7 @@ class RtpEngine:
 
     def _step(self, selector: selectors.BaseSelector, next_tick: float) -> float:
         for key, _ in selector.select(max(0.0, next_tick - self._clock())):
-            if key.fileobj is self._wake_r:
+            if key.fileobj is self._waker.reader:
                 self._apply_changes(selector)
             else:
                 key.data.on_readable()
@@ -365,9 +359,7 @@ class RtpEngine:
         return next_tick
 
     def _apply_changes(self, selector: selectors.BaseSelector) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while self._wake_r.recv(4096):
-                pass
+        self._waker.drain()
         while True:
             try:
                 add, stream = self._changes.get_nowait()
