@@ -13,6 +13,8 @@ from tests.conftest import wait_for
 from tests.peers import Carrier, free_udp_port, require, sipp_trace
 from trunks.voip.endpoint import CallState, InboundCall, SipEndpoint
 from trunks.voip.media import RtpEngine
+from trunks.voip.message import format_message, new_branch, parse_message, via
+from trunks.voip.sdp import build_sdp
 
 pytestmark = pytest.mark.slow
 SIPP = Path(__file__).resolve().parents[1] / "sipp"
@@ -175,3 +177,38 @@ def test_call_through_a_carrier_follows_the_route_set(engine: RtpEngine, app: Ap
     [call] = app.calls
     assert call.end_reason == "hung up by hotline"
     assert carrier.requests("BYE") == 1 and carrier.requests("ACK") == 1
+
+
+def test_bye_goes_out_at_once_not_after_t1(engine: RtpEngine, app: App) -> None:
+    def answer_then_hang_up(call: InboundCall) -> None:
+        call.answer()
+        call.ended.wait(0.3)
+        call.hangup()
+
+    app.behaviour = answer_then_hang_up
+    sip = SipEndpoint("carrier-a", ("127.0.0.1", 0), engine, app, allowed={"127.0.0.1"},
+                      t1_s=2.0)  # a BYE held back until the first retransmission misses 1 s
+    sip.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+            caller.bind(("127.0.0.1", 0))
+            caller.settimeout(1.0)
+            host, port = caller.getsockname()
+            sdp = build_sdp((host, 40000), [0], None)
+            invite_headers = [("Via", via((host, port), new_branch())),
+                              ("From", f"<sip:caller@{host}>;tag=c1"), ("To", "<sip:400@hotline>"),
+                              ("Call-ID", "bye-at-once"), ("CSeq", "1 INVITE"),
+                              ("Contact", f"<sip:caller@{host}:{port}>"),
+                              ("Content-Type", "application/sdp")]
+            caller.sendto(format_message("INVITE sip:400@hotline SIP/2.0", invite_headers, sdp),
+                          sip.address)
+            responses = [parse_message(caller.recv(65535)) for _ in range(2)]
+            assert [r.status_code for r in responses] == [100, 200]
+            to = responses[1].value("To") or ""
+            caller.sendto(format_message("ACK sip:400@hotline SIP/2.0", [
+                ("Via", via((host, port), new_branch())), ("From", f"<sip:caller@{host}>;tag=c1"),
+                ("To", to), ("Call-ID", "bye-at-once"), ("CSeq", "1 ACK")]), sip.address)
+            bye = parse_message(caller.recv(65535))
+    finally:
+        sip.stop()
+    assert bye.method == "BYE" and bye.call_id == "bye-at-once"

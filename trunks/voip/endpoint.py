@@ -424,10 +424,9 @@ class SipEndpoint:
         assert self.proxy is not None
         if authorization is None:
             registration.authenticated = False
-        data = registration.request(expires, authorization)
-        self._send(data, self.proxy)
-        self._retransmit(("register", "request"), data, self.proxy,
-                         on_give_up=lambda: self._register_failed(registration, "no response"))
+        self._transmit(("register", "request"), registration.request(expires, authorization),
+                       self.proxy,
+                       on_give_up=lambda: self._register_failed(registration, "no response"))
 
     def _on_register_response(self, registration: Registration, response: Message) -> None:
         code = response.status_code
@@ -487,8 +486,7 @@ class SipEndpoint:
     def _send_invite(self, call: OutboundCall, authorization: tuple[str, str] | None) -> None:
         assert self.proxy is not None
         call.invite = build_invite(call, self.caller_id, authorization)
-        self._send(call.invite, self.proxy)
-        self._retransmit((call.call_id, "out-invite"), call.invite, self.proxy)
+        self._transmit((call.call_id, "out-invite"), call.invite, self.proxy)
         self._schedule((call.call_id, "provisional"), self.provisional_timeout_s,
                        lambda: self._no_provisional(call))
 
@@ -548,8 +546,7 @@ class SipEndpoint:
                 self._timers.pop((call.call_id, kind), None)
             if call.provisional is not None and self.proxy is not None:
                 cancel = in_transaction_request(call, "CANCEL", f"<{call.uri}>")
-                self._send(cancel, self.proxy)
-                self._retransmit((call.call_id, "cancel"), cancel, self.proxy)
+                self._transmit((call.call_id, "cancel"), cancel, self.proxy)
             self._end_outbound(call, Outcome.CANCELLED, None, reason)
 
     def _hangup_outbound(self, call: OutboundCall) -> None:
@@ -562,8 +559,7 @@ class SipEndpoint:
 
     def _bye_outbound(self, call: OutboundCall) -> None:
         bye, destination = in_dialog_request(call, "BYE", call.cseq + 1)
-        self._send(bye, destination)
-        self._retransmit((call.call_id, "bye"), bye, destination)
+        self._transmit((call.call_id, "bye"), bye, destination)
 
     def _end_outbound(self, call: OutboundCall, outcome: Outcome, status: int | None,
                       reason: str) -> None:
@@ -621,7 +617,7 @@ class SipEndpoint:
                 self._reject(call, 480, "Temporarily Unavailable")
             elif call.state is CallState.ANSWERED:
                 data, destination = self._bye(call)
-                self._retransmit((call.id, "bye"), data, destination)
+                self._transmit((call.id, "bye"), data, destination)
                 self._retransmits.pop((call.id, "invite"), None)
                 self._end(call, "hung up by hotline")
 
@@ -631,7 +627,7 @@ class SipEndpoint:
         with self._lock:
             if call.state is CallState.ANSWERED:
                 data, destination = self._bye(call)
-                self._retransmit((call.id, "bye"), data, destination)
+                self._transmit((call.id, "bye"), data, destination)
                 self._end(call, "no ACK from caller")
 
     def _end(self, call: InboundCall, reason: str) -> None:
@@ -684,8 +680,15 @@ class SipEndpoint:
             destination = call.source
         return data, destination
 
+    def _transmit(self, key: tuple[str, str], data: bytes, destination: tuple[str, int],
+                  on_give_up: Callable[[], None] | None = None) -> None:
+        """Send a request now and retransmit it from T1 until `_retransmits[key]` is popped."""
+        self._send(data, destination)
+        self._retransmit(key, data, destination, on_give_up)
+
     def _retransmit(self, key: tuple[str, str], data: bytes, destination: tuple[str, int],
                     on_give_up: Callable[[], None] | None = None) -> None:
+        """Retransmit `data`, already sent, from T1 until `_retransmits[key]` is popped."""
         now = self._clock()
         self._retransmits[key] = _Retransmit(data, destination, now + self.t1_s, self.t1_s,
                                              now + self.transaction_timeout_s, on_give_up)
