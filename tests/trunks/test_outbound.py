@@ -6,6 +6,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -23,6 +24,8 @@ SIPP = Path(__file__).resolve().parents[1] / "sipp"
 class Phone:
     """A sipp UAS playing the on-call engineer's phone (or a carrier) on its own port."""
 
+    started: ClassVar[list[Phone]] = []
+
     def __init__(self, scenario: str, workdir: Path) -> None:
         self.port = free_udp_port()
         self.workdir = workdir
@@ -31,6 +34,7 @@ class Phone:
              "-p", str(self.port), "-mp", str(free_udp_port()), "-m", "1", "-timeout", "20s",
              "-timeout_error", "-nostdin", "-trace_err", "-trace_msg"],
             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        Phone.started.append(self)
         wait_udp_bound(self.port)
 
     @property
@@ -53,6 +57,17 @@ class Phone:
         """Messages sipp received whose first line starts with `start`."""
         return [text for direction, text in sipp_trace(self.workdir)
                 if direction == "received" and text.startswith(start)]
+
+
+@pytest.fixture(autouse=True)
+def _stop_phones() -> Iterator[None]:
+    """Kill phones a failing test left waiting for messages."""
+    yield
+    while Phone.started:
+        process = Phone.started.pop().process
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture
@@ -178,3 +193,14 @@ def test_place_call_needs_a_proxy(engine: RtpEngine) -> None:
             sip.place_call("1")
     finally:
         sip.stop()
+
+
+def test_ended_calls_are_forgotten_after_the_linger(trunk: Callable[..., SipEndpoint],
+                                                    tmp_path: Path) -> None:
+    phone = Phone("uas_busy.xml", tmp_path)
+    sip = trunk(phone.address, linger_s=0.5)
+    call = sip.place_call("1006")
+    assert call.wait(5) is Outcome.REFUSED
+    phone.finish()
+    assert call.call_id in sip._outbound, "kept a while, to ACK a retransmitted final"
+    wait_for(lambda: call.call_id not in sip._outbound, timeout=5, what="the call forgotten")

@@ -76,7 +76,7 @@ T2_S = 4.0
 TRANSACTION_TIMEOUT_T1 = 64
 """Give up on an unacknowledged 200 or unanswered BYE after 64 * T1 (Timer H/B)."""
 LINGER_S = 32.0
-"""Ended calls are remembered this long, to answer retransmitted requests."""
+"""Ended calls are remembered this long, to answer retransmitted requests and responses."""
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 USER_AGENT = "hotline"
 
@@ -159,8 +159,10 @@ class SipEndpoint:
                  on_trunk_failure: Callable[[str], None] | None = None,
                  provisional_timeout_s: float = PROVISIONAL_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic,
-                 wallclock: Callable[[], float] = time.time, t1_s: float = T1_S) -> None:
+                 wallclock: Callable[[], float] = time.time, t1_s: float = T1_S,
+                 linger_s: float = LINGER_S) -> None:
         self.name = name
+        self.linger_s = linger_s
         self.proxy = proxy
         self.domain = domain or (proxy[0] if proxy else None)
         self.credentials = credentials
@@ -277,9 +279,10 @@ class SipEndpoint:
                 if now >= at:
                     del self._timers[key]
                     give_ups.append(callback)
-            for call_id, call in list(self._calls.items()):
-                if call.ended_at is not None and now - call.ended_at > LINGER_S:
-                    del self._calls[call_id]
+            for calls in (self._calls, self._outbound):
+                for call_id, ended in [(i, c.ended_at) for i, c in calls.items()]:
+                    if ended is not None and now - ended > self.linger_s:
+                        del calls[call_id]
         for give_up in give_ups:
             give_up()
 
@@ -569,6 +572,7 @@ class SipEndpoint:
             call.status = status if status is not None else call.status
         if outcome is not Outcome.ANSWERED and not call.ended.is_set():
             call.media.close()
+            call.ended_at = self._clock()
             call.ended.set()
             logger.info("Call %s to %s: %s (%s)", call.call_id, call.number, outcome, reason)
         call.finished.set()  # last: whoever waits on it sees the call's final state

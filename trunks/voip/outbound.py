@@ -85,6 +85,8 @@ class OutboundCall:
     remote_target: str = ""
     invite: bytes = b""
     authenticated: bool = False
+    ended_at: float | None = None
+    """Monotonic time the call ended; the endpoint forgets it some time after."""
     answered: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     """Set once the set-up has an outcome (answered or failed)."""
