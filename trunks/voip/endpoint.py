@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from trunks.voip.media import TELEPHONE_EVENT, RtpEngine, RtpStream
 from trunks.voip.message import (
+    ALLOW,
     SIP_VERSION,
     Message,
     SipParseError,
@@ -77,7 +78,6 @@ TRANSACTION_TIMEOUT_T1 = 64
 """Give up on an unacknowledged 200 or unanswered BYE after 64 * T1 (Timer H/B)."""
 LINGER_S = 32.0
 """Ended calls are remembered this long, to answer retransmitted requests and responses."""
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 USER_AGENT = "hotline"
 
 
@@ -245,9 +245,7 @@ class SipEndpoint:
         while True:
             try:
                 data, source = self._sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # nothing more to read now, or an error queued for a send
                 return
             try:
                 message = parse_message(data)
@@ -477,7 +475,8 @@ class SipEndpoint:
         """Call `number` through this trunk; returns at once, see `OutboundCall.wait`."""
         if self.proxy is None or self.domain is None:
             raise ValueError(f"trunk {self.name} has no proxy for outgoing calls")
-        call = OutboundCall(self, number, f"sip:{number}@{self.domain}", self.engine.open())
+        call = OutboundCall(self, number, f"sip:{number}@{self.domain}", self.engine.open(),
+                            self.caller_id)
         with self._lock:
             self._outbound[call.call_id] = call
             self._send_invite(call, None)
@@ -488,7 +487,7 @@ class SipEndpoint:
 
     def _send_invite(self, call: OutboundCall, authorization: tuple[str, str] | None) -> None:
         assert self.proxy is not None
-        call.invite = build_invite(call, self.caller_id, authorization)
+        call.invite = build_invite(call, authorization)
         self._transmit((call.call_id, "out-invite"), call.invite, self.proxy)
         self._schedule((call.call_id, "provisional"), self.provisional_timeout_s,
                        lambda: self._no_provisional(call))

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trunks.voip.rtp import (
+    DTMF_DIGITS,
     RtpPacket,
     RtpParseError,
     TelephoneEvent,
@@ -124,7 +125,7 @@ class RtpStream:
 
     def send_digits(self, digits: str) -> None:
         """Queue RFC 4733 DTMF events, sent between audio frames."""
-        if any(d not in "0123456789*#ABCD" for d in digits):
+        if any(d not in DTMF_DIGITS for d in digits):
             raise ValueError(f"not DTMF digits: {digits!r}")
         self._dtmf.extend(digits)
 
@@ -148,9 +149,7 @@ class RtpStream:
         while True:
             try:
                 data, source = self.sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # an error queued for an earlier send; read again next time
+            except OSError:  # nothing more to read now, or an error queued for a send
                 return
             self._on_datagram(data, source[:2])
 

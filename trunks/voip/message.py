@@ -20,6 +20,8 @@ from pyVoIP.SIP import SIPMessage, SIPStatus
 
 MAX_DATAGRAM_BYTES = 65_535
 SIP_VERSION = "SIP/2.0"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+"""The methods this server's endpoints handle, for Allow headers."""
 METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE",
            "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE")
 REQUIRED_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")

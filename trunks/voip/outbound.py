@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from trunks.voip.media import RtpStream
 from trunks.voip.message import (
+    ALLOW,
     SIP_VERSION,
     Message,
     SipParseError,
@@ -36,6 +37,7 @@ from trunks.voip.message import (
     new_branch,
     new_call_id,
     new_tag,
+    sip_host,
     uri_address,
     uris,
     via,
@@ -70,6 +72,8 @@ class OutboundCall:
     number: str
     uri: str
     media: RtpStream
+    caller_id: str
+    """The user part of our From address."""
     call_id: str = ""
     local_tag: str = field(default_factory=new_tag)
     branch: str = field(default_factory=new_branch)
@@ -97,6 +101,12 @@ class OutboundCall:
             self.call_id = new_call_id(self.endpoint.address[0])
 
     @property
+    def from_header(self) -> str:
+        """Our From header value, the same in every request of the call."""
+        host = sip_host(self.endpoint.address[0])
+        return f"<sip:{self.caller_id}@{host}>;tag={self.local_tag}"
+
+    @property
     def trunk_failed(self) -> bool:
         return self.outcome is Outcome.TRUNK_FAILED
 
@@ -114,17 +124,13 @@ class OutboundCall:
         self.endpoint._hangup_outbound(self)
 
 
-def build_invite(call: OutboundCall, caller_id: str,
-                 authorization: tuple[str, str] | None = None) -> bytes:
+def build_invite(call: OutboundCall, authorization: tuple[str, str] | None = None) -> bytes:
     """The INVITE (or its authenticated retry) for `call`; it goes to the trunk's proxy."""
     local = call.endpoint.address
-    host = f"[{local[0]}]" if ":" in local[0] else local[0]
     headers = [("Via", via(local, call.branch)), ("Max-Forwards", "70"),
-               ("From", f"<sip:{caller_id}@{host}>;tag={call.local_tag}"),
-               ("To", f"<{call.uri}>"), ("Call-ID", call.call_id),
+               ("From", call.from_header), ("To", f"<{call.uri}>"), ("Call-ID", call.call_id),
                ("CSeq", f"{call.cseq} INVITE"),
-               ("Contact", f"<sip:hotline@{host}:{local[1]}>"),
-               ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"),
+               ("Contact", f"<sip:hotline@{sip_host(local[0])}:{local[1]}>"), ("Allow", ALLOW),
                ("Content-Type", "application/sdp"), ("User-Agent", "hotline")]
     if authorization is not None:
         headers.append(authorization)
@@ -137,22 +143,19 @@ def in_transaction_request(call: OutboundCall, method: str, to: str,
     """ACK for a non-2xx final, or CANCEL: same branch and CSeq number as the INVITE
     (the current one, or the earlier `transaction` given as (branch, CSeq number))."""
     branch, cseq = transaction or (call.branch, call.cseq)
-    sent_from = re.search(r"^From: (.*)$", call.invite.decode(), re.M)
     return format_message(f"{method} {call.uri} {SIP_VERSION}", [
         ("Via", via(call.endpoint.address, branch)), ("Max-Forwards", "70"),
-        ("From", sent_from[1].strip() if sent_from else ""), ("To", to),
+        ("From", call.from_header), ("To", to),
         ("Call-ID", call.call_id), ("CSeq", f"{cseq} {method}")])
 
 
 def in_dialog_request(call: OutboundCall, method: str, cseq: int) -> tuple[bytes,
                                                                            tuple[str, int]]:
     """ACK for a 2xx or BYE: new branch, along the route set to the remote target."""
-    invite = call.invite.decode()
-    sent_from = re.search(r"^From: (.*)$", invite, re.M)
     headers = [("Via", via(call.endpoint.address, new_branch())), ("Max-Forwards", "70")]
     if call.route:
         headers.append(("Route", ", ".join(f"<{r}>" for r in call.route)))
-    headers += [("From", sent_from[1].strip() if sent_from else ""),
+    headers += [("From", call.from_header),
                 ("To", f"<{call.uri}>;tag={call.remote_tag}"), ("Call-ID", call.call_id),
                 ("CSeq", f"{cseq} {method}")]
     target = call.remote_target or call.uri
