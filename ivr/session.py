@@ -58,17 +58,15 @@ class SipChannel(Channel):
     def play(self, samples: Samples, barge_in: bool) -> str | None:
         media = self.call.media
         media.play(encode(samples, media.payload_type))
-        deadline = self._clock() + len(samples) / TELEPHONE_RATE + PLAYOUT_SLACK_S
-        while (remaining := deadline - self._clock()) > 0:
-            if not barge_in:  # keys pressed now stay queued for the next menu (type-ahead)
-                if self.call.ended.wait(remaining):
-                    raise CallEnded
-                continue
-            digit = self._digit(min(remaining, 0.1))
-            if digit is not None:
-                media.flush()
-                return digit
-        return None
+        seconds = len(samples) / TELEPHONE_RATE + PLAYOUT_SLACK_S
+        if not barge_in:  # keys pressed now stay queued for the next menu (type-ahead)
+            if self.call.ended.wait(seconds):
+                raise CallEnded
+            return None
+        digit = self.wait_digit(seconds)
+        if digit is not None:
+            media.flush()
+        return digit
 
     def wait_digit(self, timeout: float) -> str | None:
         deadline = self._clock() + timeout
@@ -118,7 +116,7 @@ class FlowRunner:
 
     def _step(self, node: object, channel: Channel, record: CallRecord) -> str | None:
         if isinstance(node, SayNode):
-            self._say(node, channel, record, barge_in=False)
+            self._say(node, channel, barge_in=False)
             return node.next
         if isinstance(node, MenuNode):
             return self._menu(node, channel, record)
@@ -127,7 +125,7 @@ class FlowRunner:
         if isinstance(node, GotoNode):
             return node.next
         if isinstance(node, HangupNode):
-            self._say(node, channel, record, barge_in=False)
+            self._say(node, channel, barge_in=False)
             record.outcome = record.outcome or "completed"
             channel.hangup()
             return None
@@ -135,7 +133,7 @@ class FlowRunner:
 
     def _menu(self, node: MenuNode, channel: Channel, record: CallRecord) -> str:
         for attempt in range(node.retries):
-            digit = self._say(node, channel, record, barge_in=True)
+            digit = self._say(node, channel, barge_in=True)
             if digit is None:
                 digit = channel.wait_digit(node.timeout_s)
             if digit is not None:
@@ -147,16 +145,12 @@ class FlowRunner:
                              barge_in=False)
         return node.failure
 
-    def _say(self, node: _Spoken, channel: Channel, record: CallRecord,
-             barge_in: bool) -> str | None:
+    def _say(self, node: _Spoken, channel: Channel, barge_in: bool) -> str | None:
         samples = (self.prompts.file(node.file) if node.file is not None else
                    self.prompts.text(node.text) if node.text else None)
         if samples is None:
             return None
         return channel.play(samples, barge_in)
-
-
-__all__ = ["CallEnded", "CallHandler", "Channel", "FlowRunner", "SipChannel"]
 
 
 class CallHandler:
@@ -181,3 +175,6 @@ class CallHandler:
             self.store.save_quietly(record)
             logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
                         " > ".join(record.path))
+
+
+__all__ = ["CallEnded", "CallHandler", "Channel", "FlowRunner", "SipChannel"]

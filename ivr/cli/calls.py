@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import redis
@@ -18,11 +19,12 @@ from ivr.cli.common import (
     local_time,
     print_json,
     print_table,
+    redis_client,
 )
 from ivr.records import CallRecord, CallStore
-from ivr.redis_server import RedisUnavailable, connect
 
 LIST_LIMIT = 20
+T = TypeVar("T")
 
 
 @click.group()
@@ -61,12 +63,11 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
         click.echo(f"{key + ':':<14}{'-' if shown in (None, '') else shown}")
 
 
-def _store(config: str | None, read: Any) -> Any:
+def _store(config: str | None, read: Callable[[CallStore], T]) -> T:
     settings = load(config)
+    store = CallStore(redis_client(settings), settings.redis.prefix)
     try:
-        return read(CallStore(connect(settings), settings.redis.prefix))
-    except RedisUnavailable as exc:
-        raise CliError(str(exc)) from exc
+        return read(store)
     except redis.RedisError as exc:
         raise CliError(f"Redis failed while reading calls: {exc}") from exc
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import redis
 
 from ivr.redis_server import RedisUnavailable, connect
 from ivr.settings import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
@@ -47,11 +48,16 @@ def load(config: str | None) -> Settings:
         raise BadUsage(str(exc)) from exc
 
 
-def open_store(settings: Settings) -> TrunkStore:
+def redis_client(settings: Settings) -> redis.Redis:
+    """The server's Redis, or a one-sentence CliError saying why it cannot be reached."""
     try:
-        return TrunkStore(connect(settings), settings.redis.prefix)
+        return connect(settings)
     except RedisUnavailable as exc:
         raise CliError(str(exc)) from exc
+
+
+def open_store(settings: Settings) -> TrunkStore:
+    return TrunkStore(redis_client(settings), settings.redis.prefix)
 
 
 def check_trunk(settings: Settings, name: str) -> None:

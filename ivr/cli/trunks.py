@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import redis
@@ -13,6 +12,7 @@ import redis
 from ivr.cli.common import (
     BadUsage,
     CliError,
+    F,
     check_trunk,
     config_option,
     iso,
@@ -28,9 +28,6 @@ from trunks.overrides import Override, OverrideAction, parse_duration
 from trunks.store import TrunkStore
 
 HISTORY_LIMIT = 50
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 def override_options(function: F) -> F:
     """The arguments shared by `drain` and `force`."""
     for decorate in reversed([
