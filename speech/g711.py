@@ -92,3 +92,9 @@ def alaw_encode(pcm: bytes | Int16Array) -> bytes:
 def alaw_decode(data: bytes) -> Int16Array:
     """A-law bytes to 16-bit samples."""
     return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+
+
+ULAW_TO_ALAW = alaw_encode(ulaw_decode(bytes(range(256))))
+"""A `bytes.translate` table from mu-law to A-law (through 16-bit linear)."""
+ALAW_TO_ULAW = ulaw_encode(alaw_decode(bytes(range(256))))
+"""A `bytes.translate` table from A-law to mu-law."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.g711 import alaw_encode, ulaw_encode
+from speech.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW, alaw_encode, ulaw_encode
 from speech.synthesizer import Samples, Synthesizer, read_wav, resample
 
 logger = logging.getLogger(__name__)
@@ -78,3 +78,14 @@ def encode(samples: Samples, payload_type: int) -> bytes:
     if payload_type == PCMA:
         return alaw_encode(samples)
     raise ValueError(f"payload type {payload_type} is not G.711")
+
+
+def translation(source: int, target: int) -> bytes | None:
+    """The `bytes.translate` table from one G.711 payload type to another; None if
+    they are the same."""
+    if source == target:
+        return None
+    tables = {(PCMU, PCMA): ULAW_TO_ALAW, (PCMA, PCMU): ALAW_TO_ULAW}
+    if (source, target) not in tables:
+        raise ValueError(f"cannot translate payload type {source} to {target}")
+    return tables[source, target]

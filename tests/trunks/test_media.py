@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from speech.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
 from tests.conftest import wait_for
 from trunks.voip.media import FRAME_BYTES, JITTER_FRAMES, PCMA, PCMU, RtpEngine, RtpStream
 from trunks.voip.rtp import RtpPacket, build_rtp, parse_event, parse_rtp
@@ -189,4 +190,27 @@ def test_dtmf_uses_the_negotiated_payload_type(engine: RtpEngine) -> None:
     wait_for(lambda: other.stats.ignored >= 1, what="payload type 96 ignored by a 101 stream")
     assert other.digits.empty()
     for stream in (a, b, other):
+        stream.close()
+
+
+def test_bridge_relays_frames_both_ways_translating_the_codec(engine: RtpEngine) -> None:
+    # caller phone <-> caller leg (mu-law) == bridge == staff leg (A-law) <-> staff phone
+    caller_phone, caller_leg = engine.open(PCMU), engine.open(PCMU)
+    staff_leg, staff_phone = engine.open(PCMA), engine.open(PCMA)
+    caller_phone.remote, caller_leg.remote = caller_leg.local_address, caller_phone.local_address
+    staff_phone.remote, staff_leg.remote = staff_leg.local_address, staff_phone.local_address
+    caller_leg.bridge(staff_leg, ULAW_TO_ALAW)
+    staff_leg.bridge(caller_leg, ALAW_TO_ULAW)
+    spoken = bytes(range(0, 256, 2))[:FRAME_BYTES // 2] * 2  # one distinctive frame
+    caller_phone.play(spoken * 10)
+    staff_phone.play(spoken[::-1] * 10)
+    heard_by_staff = read_frames(staff_phone, 40)
+    heard_by_caller = read_frames(caller_phone, 40)
+    assert heard_by_staff.count(spoken.translate(ULAW_TO_ALAW)) == 10
+    assert heard_by_caller.count(spoken[::-1].translate(ALAW_TO_ULAW)) == 10
+    assert caller_leg.read(timeout=0.1) is None, "a bridged leg keeps nothing for read()"
+    caller_leg.bridge(None)
+    caller_phone.play(spoken)
+    assert spoken in read_frames(caller_leg, 20), "unbridged, the leg's audio is read again"
+    for stream in (caller_phone, caller_leg, staff_leg, staff_phone):
         stream.close()

@@ -56,6 +56,8 @@ MAX_QUEUED_FRAMES = 15_000
 """Audio queued to send (5 minutes); `play` refuses more."""
 MAX_CATCH_UP_TICKS = 5
 """After a stall, ticks sent late in a burst before the grid is moved on (100 ms)."""
+MAX_BRIDGED_FRAMES = 5
+"""Frames from a bridged peer waiting to be sent; older ones are dropped (100 ms)."""
 DTMF_FRAMES = 5
 """A sent digit lasts 100 ms, then 60 ms of silence (RFC 4733 end packets sent 3 times)."""
 
@@ -102,6 +104,7 @@ class RtpStream:
         self._last_event_ts: int | None = None
         self._received: deque[bytes] = deque(maxlen=MAX_RECEIVED_FRAMES)
         self._received_ready = threading.Condition()
+        self._peer: tuple[RtpStream, bytes | None] | None = None
         self.closed = False
 
     # Called from call threads.
@@ -128,6 +131,19 @@ class RtpStream:
         if any(d not in DTMF_DIGITS for d in digits):
             raise ValueError(f"not DTMF digits: {digits!r}")
         self._dtmf.extend(digits)
+
+    def use_codec(self, payload_type: int, dtmf_payload_type: int | None) -> None:
+        """Switch to the codec the far end's SDP answer chose."""
+        self._silence = SILENCE[payload_type]
+        self.payload_type = payload_type
+        if dtmf_payload_type is not None:
+            self.dtmf_payload_type = dtmf_payload_type
+
+    def bridge(self, peer: RtpStream | None, translate: bytes | None = None) -> None:
+        """Send each frame this stream plays out on to `peer` (None: stop), through the
+        `bytes.translate` table `translate` when the two use different codecs. Bridge
+        both ways for a conversation; while bridged, `read` gets nothing."""
+        self._peer = None if peer is None else (peer, translate)
 
     def read(self, timeout: float | None = None) -> bytes | None:
         """The next played-out 20 ms frame (silence where packets were lost), or None."""
@@ -214,6 +230,11 @@ class RtpStream:
             return
         self._jitter[packet.sequence] = packet.payload
 
+    def _relay(self, frame: bytes) -> None:
+        if len(self._outbound) >= MAX_BRIDGED_FRAMES:
+            self._outbound.popleft()  # keep the conversation's delay short
+        self._outbound.append(frame)
+
     def _on_event(self, packet: RtpPacket) -> None:
         event = parse_event(packet.payload)
         if packet.timestamp == self._last_event_ts:
@@ -235,6 +256,11 @@ class RtpStream:
             if self._jitter:
                 self.stats.lost += 1
         self._expected = (self._expected + 1) & 0xFFFF
+        bridged = self._peer
+        if bridged is not None:
+            peer, translate = bridged
+            peer._relay(frame if translate is None else frame.translate(translate))
+            return
         with self._received_ready:
             self._received.append(frame)
             self._received_ready.notify()

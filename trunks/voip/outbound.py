@@ -187,6 +187,7 @@ def take_media(call: OutboundCall, response: Message) -> bool:
     except SdpError:
         return False
     call.media.remote = (offer.address, offer.port)
+    call.media.use_codec(offer.payload_type, offer.dtmf_payload_type)
     return True
 
 
