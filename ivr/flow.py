@@ -8,6 +8,11 @@ A flow is a set of named nodes and a `start`. Node types:
   prompts; after the last failed try, go to `failure`;
 - `hours`: go to `open_next` or `closed_next` by weekly `open` hours and
   `holidays`, in a `timezone`;
+- `forward`: say `text` (optional), then ring the on-call roster of
+  `oncall.yaml` (each person for `ring_s`, through the best trunk, the next
+  trunk if one fails) while the caller hears ringback; bridge the caller to
+  whoever answers, and go to `next` when they hang up (no `next`: end the
+  call); nobody answers: go to `failure`;
 - `goto`: go to `next`;
 - `hangup`: optionally say something, then end the call.
 
@@ -25,7 +30,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ivr.settings import load_yaml
+from ivr.settings import check_timezone, load_yaml
 
 DEFAULT_FLOW = Path("config/ivr.yaml")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -109,14 +114,7 @@ class HoursNode(_Node):
     open_next: str
     closed_next: str
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai)") from exc
-        return value
+    _zone = field_validator("timezone")(check_timezone)
 
     @field_validator("open")
     @classmethod
@@ -142,6 +140,16 @@ class HoursNode(_Node):
         return False
 
 
+class ForwardNode(_Spoken):
+    type: Literal["forward"]
+    ring_s: float = Field(20.0, gt=0, le=120)
+    """How long each person's phone rings."""
+    people: int | None = Field(None, ge=1)
+    """How many people of the roster to try, in order; unset: everyone."""
+    next: str | None = None
+    failure: str
+
+
 class GotoNode(_Node):
     type: Literal["goto"]
     next: str
@@ -151,7 +159,7 @@ class HangupNode(_Spoken):
     type: Literal["hangup"]
 
 
-Node = Annotated[SayNode | MenuNode | HoursNode | GotoNode | HangupNode,
+Node = Annotated[SayNode | MenuNode | HoursNode | ForwardNode | GotoNode | HangupNode,
                  Field(discriminator="type")]
 
 
@@ -196,6 +204,11 @@ class Flow(BaseModel):
                         texts.append(prompt)
         return texts, files
 
+    @property
+    def forwards(self) -> bool:
+        """Whether any node forwards calls (and so needs the on-call roster)."""
+        return any(isinstance(node, ForwardNode) for node in self.nodes.values())
+
 
 def load_flow(path: Path, environ: Mapping[str, str] | None = None) -> Flow:
     """Load and check a flow; prompt files are relative to the flow file."""
@@ -221,5 +234,5 @@ def _span(text: str) -> tuple[datetime.time, datetime.time]:
     return datetime.time(h1, m1), end
 
 
-__all__ = ["Flow", "GotoNode", "HangupNode", "HoursNode", "MenuNode", "Node", "SayNode",
-           "load_flow"]
+__all__ = ["Flow", "ForwardNode", "GotoNode", "HangupNode", "HoursNode", "MenuNode", "Node",
+           "SayNode", "load_flow"]

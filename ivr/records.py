@@ -35,6 +35,9 @@ class CallRecord:
     """The flow's nodes, in the order the call visited them."""
     digits: str = ""
     forwarded_to: str | None = None
+    """The on-call person (their key in oncall.yaml) who took the call."""
+    forward_attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Each call placed to a person: person, trunk, outcome, status, reason."""
     outcome: str | None = None
     end_reason: str | None = None
 

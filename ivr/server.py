@@ -9,6 +9,8 @@ import threading
 from types import FrameType
 
 from ivr.flow import load_flow
+from ivr.forward import TrunkDialer
+from ivr.oncall import load_oncall
 from ivr.records import CallStore
 from ivr.redis_server import EmbeddedRedis, connect
 from ivr.session import CallHandler, FlowRunner
@@ -30,6 +32,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.flow = load_flow(settings.flow)  # a bad flow fails before anything starts
+        self.oncall = load_oncall(settings.oncall) if self.flow.forwards else None
         self.stopped = threading.Event()
         self.monitor: TrunkMonitor | None = None
         self.engine: RtpEngine | None = None
@@ -53,6 +56,8 @@ class Server:
         logger.info("Hotline server running as node %s", self.settings.node)
 
     def stop(self) -> None:
+        for endpoint in self.endpoints.values():  # every call first: a flow may use any trunk
+            endpoint.end_calls()
         for endpoint in self.endpoints.values():
             endpoint.stop()
         self.endpoints.clear()
@@ -95,7 +100,10 @@ class Server:
                               create_synthesizer(self.flow.voice.engine,
                                                  **self.flow.voice.options))
         prompts.warm(*self.flow.prompts())
-        runner = FlowRunner(self.flow, prompts)
+        monitor = self.monitor
+        assert monitor is not None
+        runner = FlowRunner(self.flow, prompts, oncall=self.oncall,
+                            dialer=TrunkDialer(monitor.select, self.endpoints))
         for trunk in trunks:
             self.endpoints[trunk.name] = self._endpoint(trunk, CallHandler(runner, calls,
                                                                            trunk.name))

@@ -14,11 +14,15 @@ import queue
 import time
 from collections.abc import Callable
 
-from ivr.flow import Flow, GotoNode, HangupNode, HoursNode, MenuNode, SayNode, _Spoken
+from ivr.flow import Flow, ForwardNode, GotoNode, HangupNode, HoursNode, MenuNode, SayNode, _Spoken
+from ivr.forward import Dialer
+from ivr.oncall import OnCall
 from ivr.records import CallRecord, CallStore
-from speech.prompts import TELEPHONE_RATE, PromptCache, encode
+from speech.prompts import TELEPHONE_RATE, PromptCache, encode, translation
 from speech.synthesizer import Samples
+from speech.tones import ringback
 from trunks.voip.endpoint import InboundCall
+from trunks.voip.outbound import OutboundCall, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +33,8 @@ PLAYOUT_SLACK_S = 0.1
 
 
 class CallEnded(Exception):
-    """The caller hung up; the flow stops."""
+    """The call ended (the caller hung up, say); the flow stops. The argument, if any,
+    says why."""
 
 
 class Channel(abc.ABC):
@@ -42,6 +47,15 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     def wait_digit(self, timeout: float) -> str | None:
         """The next DTMF digit within `timeout` seconds, or None."""
+
+    @abc.abstractmethod
+    def ring(self, leg: OutboundCall, seconds: float) -> Outcome:
+        """Let the caller hear ringback (or the callee's early media) until `leg` is
+        answered or fails; return its outcome."""
+
+    @abc.abstractmethod
+    def bridge(self, leg: OutboundCall) -> None:
+        """Connect the caller and the answered `leg` both ways until `leg` hangs up."""
 
     @abc.abstractmethod
     def hangup(self) -> None:
@@ -61,7 +75,7 @@ class SipChannel(Channel):
         seconds = len(samples) / TELEPHONE_RATE + PLAYOUT_SLACK_S
         if not barge_in:  # keys pressed now stay queued for the next menu (type-ahead)
             if self.call.ended.wait(seconds):
-                raise CallEnded
+                raise CallEnded(self.call.end_reason)
             return None
         digit = self.wait_digit(seconds)
         if digit is not None:
@@ -76,12 +90,47 @@ class SipChannel(Channel):
                 return digit
         return None
 
+    def ring(self, leg: OutboundCall, seconds: float) -> Outcome:
+        media = self.call.media
+        media.flush()
+        media.play(encode(ringback(seconds), media.payload_type))
+        early = False
+        try:
+            while (outcome := leg.wait(0.05)) is Outcome.PENDING:
+                if self.call.ended.is_set():
+                    leg.cancel()
+                    raise CallEnded(self.call.end_reason)
+                if leg.early_media and not early:  # the callee's network plays its own tones
+                    early = True
+                    media.flush()
+                    leg.media.bridge(media, translation(leg.media.payload_type,
+                                                        media.payload_type))
+        finally:
+            leg.media.bridge(None)
+            media.flush()
+        if self.call.ended.is_set():  # the leg was cancelled because the call is ending
+            raise CallEnded(self.call.end_reason)
+        return outcome
+
+    def bridge(self, leg: OutboundCall) -> None:
+        caller, callee = self.call.media, leg.media
+        caller.bridge(callee, translation(caller.payload_type, callee.payload_type))
+        callee.bridge(caller, translation(callee.payload_type, caller.payload_type))
+        try:
+            while not leg.ended.is_set():
+                if self.call.ended.wait(0.05):
+                    leg.hangup()
+                    raise CallEnded(self.call.end_reason)
+        finally:
+            caller.bridge(None)
+            callee.bridge(None)
+
     def hangup(self) -> None:
         self.call.hangup()
 
     def _digit(self, timeout: float) -> str | None:
         if self.call.ended.is_set():
-            raise CallEnded
+            raise CallEnded(self.call.end_reason)
         try:
             return self.call.media.digits.get(timeout=timeout)
         except queue.Empty:
@@ -93,10 +142,15 @@ class FlowRunner:
 
     def __init__(self, flow: Flow, prompts: PromptCache,
                  now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
-                     datetime.UTC)) -> None:
+                     datetime.UTC), oncall: OnCall | None = None,
+                 dialer: Dialer | None = None) -> None:
+        if flow.forwards and (oncall is None or dialer is None):
+            raise ValueError("the flow forwards calls: it needs an on-call roster and a dialer")
         self.flow = flow
         self.prompts = prompts
         self.now = now
+        self.oncall = oncall
+        self.dialer = dialer
 
     def run(self, channel: Channel, record: CallRecord) -> None:
         """Walk the flow from its start until it hangs up, the caller does, or it loops."""
@@ -109,8 +163,9 @@ class FlowRunner:
                 name = self._step(self.flow.nodes[name], channel, record)
             logger.error("Call %s: flow exceeded %d steps; hanging up", record.id, MAX_STEPS)
             record.outcome = "flow loop"
-        except CallEnded:
-            record.outcome = record.outcome or "caller hung up"
+        except CallEnded as ended:
+            record.outcome = record.outcome or (ended.args[0] if ended.args and ended.args[0]
+                                                else "caller hung up")
             return
         channel.hangup()
 
@@ -122,6 +177,8 @@ class FlowRunner:
             return self._menu(node, channel, record)
         if isinstance(node, HoursNode):
             return node.open_next if node.is_open(self.now()) else node.closed_next
+        if isinstance(node, ForwardNode):
+            return self._forward(node, channel, record)
         if isinstance(node, GotoNode):
             return node.next
         if isinstance(node, HangupNode):
@@ -143,6 +200,33 @@ class FlowRunner:
             if attempt + 1 < node.retries:
                 channel.play(self.prompts.text(node.no_input if digit is None else node.invalid),
                              barge_in=False)
+        return node.failure
+
+    def _forward(self, node: ForwardNode, channel: Channel, record: CallRecord) -> str | None:
+        """Ring each person in turn, each through the best trunk and then the next ones
+        while set-ups fail on the trunk; a refusal or no answer moves to the next person."""
+        assert self.oncall is not None and self.dialer is not None
+        self._say(node, channel, barge_in=False)
+        for key in self.oncall.roster(self.now())[:node.people]:
+            person = self.oncall.people[key]
+            tried: set[str] = set()
+            while (placed := self.dialer.dial(person.phone, node.ring_s,
+                                              frozenset(tried))) is not None:
+                trunk, leg = placed
+                tried.add(trunk)
+                outcome = channel.ring(leg, node.ring_s)
+                record.forward_attempts.append({
+                    "person": key, "trunk": trunk, "outcome": str(outcome),
+                    "status": leg.status, "reason": leg.reason})
+                if outcome is Outcome.ANSWERED:
+                    record.forwarded_to = key
+                    record.outcome = "forwarded"
+                    logger.info("Call %s forwarded to %s through %s", record.id,
+                                self.oncall.name(key), trunk)
+                    channel.bridge(leg)
+                    return node.next
+                if outcome is not Outcome.TRUNK_FAILED:
+                    break
         return node.failure
 
     def _say(self, node: _Spoken, channel: Channel, barge_in: bool) -> str | None:

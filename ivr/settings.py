@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,6 +89,8 @@ class Settings(BaseModel):
     data_dir: Path = Path("var")
     log_level: str = "INFO"
     flow: Path = Field(Path("ivr.yaml"), description="call flow, relative to this file")
+    oncall: Path = Field(Path("oncall.yaml"),
+                         description="on-call roster for forward nodes, relative to this file")
     redis: RedisSettings = RedisSettings()
     media: MediaSettings = MediaSettings()
     trunks: list[TrunkConfig] = Field(min_length=1)
@@ -112,6 +115,15 @@ class Settings(BaseModel):
         return next((t for t in self.trunks if t.name == name), None)
 
 
+def check_timezone(value: str) -> str:
+    """A validator body: `value` must name an IANA time zone."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai)") from exc
+    return value
+
+
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The file to load: `explicit`, else $HOTLINE_CONFIG, else config/hotline.yaml."""
     return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
@@ -121,7 +133,8 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     """Read, interpolate and validate `path`; raise ConfigError on any problem."""
     settings = load_yaml(path, Settings, environ)
     return settings.model_copy(update={"data_dir": Path.cwd() / settings.data_dir,
-                                       "flow": path.parent / settings.flow})
+                                       "flow": path.parent / settings.flow,
+                                       "oncall": path.parent / settings.oncall})
 
 
 def load_yaml(path: Path, model: type[M], environ: Mapping[str, str] | None = None,

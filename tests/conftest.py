@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.peers import Carrier, RedisServer
+from tests.peers import Carrier, Phone, RedisServer
 from trunks.config import ProbeSettings
 
 FAST_PROBES = ProbeSettings(interval_s=1.0, fast_interval_s=0.1, down_interval_s=0.5,
@@ -39,6 +39,13 @@ def _no_leftovers() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not left, f"test left running: {left}"
+
+
+@pytest.fixture(autouse=True)
+def _stop_phones(_no_leftovers: None) -> Iterator[None]:
+    """Kill sipp phones a failing test left waiting (before the leftovers check)."""
+    yield
+    Phone.stop_all()
 
 
 def _children() -> set[int]:

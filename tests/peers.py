@@ -16,9 +16,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import ClassVar
 
 TESTS = Path(__file__).resolve().parent
 CARRIER_CFG = TESTS / "kamailio" / "carrier.cfg"
+SIPP_SCENARIOS = TESTS / "sipp"
 START_TIMEOUT_S = 15.0
 
 
@@ -94,7 +96,7 @@ class Carrier(GroupProcess):
                  extra_args: list[str] | None = None, host: str = "127.0.0.1",
                  hotline: tuple[str, int] | None = None,
                  staff: tuple[str, int] | None = None, auth_password: str | None = None,
-                 min_expires: int | None = None) -> None:
+                 min_expires: int | None = None, fail_invites: bool = False) -> None:
         self.host = host
         self.port = port or free_udp_port()
         self.workdir = workdir
@@ -105,6 +107,10 @@ class Carrier(GroupProcess):
         for name, value in defines.items():
             if value:
                 extra_args = [*(extra_args or []), "-A", f'{name}="{value}"']
+        if fail_invites:
+            extra_args = [*(extra_args or []), "-A", "FAIL_INVITES"]
+        if hotline and staff:  # calls from the hotline go to the staff phone
+            extra_args = [*(extra_args or []), "-A", f"HOTLINE_PORT={hotline[1]}"]
         if min_expires is not None:
             extra_args = [*(extra_args or []), "-A", f"MIN_EXPIRES={min_expires}"]
         command = [require("kamailio", "kamailio"), "-f", str(cfg), "-l",
@@ -134,6 +140,58 @@ class Carrier(GroupProcess):
         source = rf"127\.0\.0\.1:{source_port}\b" if source_port else r"\S+"
         return [float(t) for t in re.findall(rf"request {method} from {source} at ([0-9.]+)",
                                              text)]
+
+
+class Phone:
+    """A sipp UAS playing the on-call engineer's phone (or a carrier) on its own port,
+    for `calls` calls; `keys` become sipp's -key values ([name] in the scenario)."""
+
+    started: ClassVar[list[Phone]] = []
+
+    def __init__(self, scenario: str, workdir: Path, calls: int = 1,
+                 keys: dict[str, str] | None = None) -> None:
+        self.port = free_udp_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        extra = [arg for name, value in (keys or {}).items() for arg in ("-key", name, value)]
+        self.process = subprocess.Popen(
+            [require("sipp", "sip-tester"), "-sf", str(SIPP_SCENARIOS / scenario),
+             "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_udp_port()),
+             "-m", str(calls), "-timeout", "20s", "-timeout_error", "-nostdin", "-trace_err",
+             "-trace_msg", *extra],
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        Phone.started.append(self)
+        wait_udp_bound(self.port)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def finish(self) -> None:
+        """Wait for sipp to complete its scenario; fail with its error log if it did not."""
+        try:
+            code = self.process.wait(25)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            code = -1
+        if code != 0:
+            errors = "".join(p.read_text() for p in self.workdir.glob("*_errors.log"))
+            raise AssertionError(f"sipp phone failed ({code}):\n{errors[-3000:]}")
+
+    def received(self, start: str) -> list[str]:
+        """Messages sipp received whose first line starts with `start`."""
+        return [text for direction, text in sipp_trace(self.workdir)
+                if direction == "received" and text.startswith(start)]
+
+    @classmethod
+    def stop_all(cls) -> None:
+        """Kill phones a failing test left waiting for messages."""
+        while cls.started:
+            process = cls.started.pop().process
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 class RedisServer(GroupProcess):

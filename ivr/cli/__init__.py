@@ -6,6 +6,7 @@ running), 2 bad usage or bad configuration.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from ivr.cli.calls import calls
 from ivr.cli.common import BadUsage, CliError, config_option, load
 from ivr.cli.trunks import trunks
 from ivr.flow import load_flow
+from ivr.oncall import load_oncall
 from ivr.redis_server import RedisUnavailable
 from ivr.server import Server
 from ivr.settings import ConfigError, load_settings
@@ -60,11 +62,16 @@ def config_check(file: Path) -> None:
     try:
         settings = load_settings(file)
         flow = load_flow(settings.flow)
+        oncall = load_oncall(settings.oncall) if flow.forwards else None
     except ConfigError as exc:
         raise BadUsage(str(exc)) from exc
     names = ", ".join(t.name for t in settings.trunks)
     click.echo(f"{file}: OK ({len(settings.trunks)} trunks: {names})")
     click.echo(f"{settings.flow}: OK ({len(flow.nodes)} nodes, starting at {flow.start})")
+    if oncall is not None:
+        click.echo(f"{settings.oncall}: OK ({len(oncall.people)} people, "
+                   f"{oncall.name(oncall.on_duty(datetime.datetime.now(datetime.UTC)))} "
+                   "on duty now)")
 
 
 cli.add_command(trunks)

@@ -58,9 +58,15 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
     if as_json:
         print_json(_as_json(record))
         return
-    for key, value in _as_json(record).items():
+    data = _as_json(record)
+    attempts = data.pop("forward_attempts")
+    for key, value in data.items():
         shown = " > ".join(value) if isinstance(value, list) else value
         click.echo(f"{key + ':':<14}{'-' if shown in (None, '') else shown}")
+    click.echo("forwarding:" + ("   -" if not attempts else ""))
+    for attempt in attempts:
+        reason = f" ({attempt['reason']})" if attempt["reason"] else ""
+        click.echo(f"  {attempt['person']} via {attempt['trunk']}: {attempt['outcome']}{reason}")
 
 
 def _store(config: str | None, read: Callable[[CallStore], T]) -> T:

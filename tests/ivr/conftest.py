@@ -11,6 +11,7 @@ import yaml
 from tests.conftest import FAST_PROBES
 
 EXAMPLE_FLOW = Path(__file__).resolve().parents[2] / "config" / "ivr.yaml"
+EXAMPLE_ONCALL = EXAMPLE_FLOW.parent / "oncall.yaml"
 
 WriteConfig = Callable[..., Path]
 
@@ -25,6 +26,7 @@ def write_config(tmp_path: Path) -> WriteConfig:
                    "probe": FAST_PROBES.model_dump()}
                   for i, (name, address) in enumerate(addresses.items())]
         data = {"node": node, "data_dir": str(tmp_path / "var"), "flow": str(EXAMPLE_FLOW),
+                "oncall": str(EXAMPLE_ONCALL),
                 "trunks": trunks, "redis": {"url": redis_url}, **extra}
         path = tmp_path / "hotline.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -13,9 +14,10 @@ import redis
 from click.testing import CliRunner, Result
 
 from ivr.cli import cli
+from ivr.oncall import load_oncall
 from ivr.settings import load_settings
 from tests.conftest import wait_for
-from tests.ivr.conftest import EXAMPLE_FLOW, WriteConfig
+from tests.ivr.conftest import EXAMPLE_FLOW, EXAMPLE_ONCALL, WriteConfig
 from tests.peers import Carrier, RedisServer
 from trunks.health import TrunkState
 from trunks.monitor import TrunkMonitor
@@ -150,8 +152,11 @@ def test_real_subprocess_exit_codes(running: Path, tmp_path: Path) -> None:
     assert done.returncode == 2 and "No such command 'frobnicate'" in done.stderr
     done = hotline("config", "check", str(running))
     assert done.returncode == 0
+    oncall = load_oncall(EXAMPLE_ONCALL)
+    on_duty = oncall.name(oncall.on_duty(datetime.datetime.now(datetime.UTC)))
     assert done.stdout.splitlines() == [f"{running}: OK (2 trunks: carrier-a, carrier-b)",
-                                        f"{EXAMPLE_FLOW}: OK (7 nodes, starting at welcome)"]
+                                        f"{EXAMPLE_FLOW}: OK (8 nodes, starting at welcome)",
+                                        f"{EXAMPLE_ONCALL}: OK (3 people, {on_duty} on duty now)"]
     done = hotline("trunks", "drain", "carrier-a", "--config", str(tmp_path / "none.yaml"),
                    "--reason", "x")
     assert done.returncode == 2 and "cannot read: No such file or directory" in done.stderr

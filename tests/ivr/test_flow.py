@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import datetime
 import zoneinfo
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from ivr.flow import HoursNode, load_flow
+from ivr.oncall import load_oncall
 from ivr.records import CallRecord
 from ivr.session import CallEnded, Channel, FlowRunner
 from ivr.settings import ConfigError
 from speech.prompts import PromptCache
 from speech.synthesizer import EspeakSynthesizer, Samples
-from tests.ivr.conftest import EXAMPLE_FLOW
+from tests.ivr.conftest import EXAMPLE_FLOW, EXAMPLE_ONCALL
+from trunks.voip.outbound import OutboundCall, Outcome
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 
@@ -28,7 +32,8 @@ def flow_file(tmp_path: Path, text: str) -> Path:
 def test_example_flow_loads() -> None:
     flow = load_flow(EXAMPLE_FLOW)
     texts, files = flow.prompts()
-    assert flow.start == "welcome" and len(texts) == 10 and files == []
+    assert flow.start == "welcome" and len(texts) == 11 and files == []
+    assert flow.forwards
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -47,6 +52,9 @@ def test_example_flow_loads() -> None:
     ("start: a\nnodes:\n  a: {type: hours, timezone: UTC, open: {mon-fri: '9-17'}, open_next: a,"
      " closed_next: a}\n", "expected opening hours such as 09:00-18:00, got '9-17'"),
     ("start: a\nnodes:\n  a: {type: dance, next: a}\n", "nodes.a: Input tag 'dance'"),
+    ("start: a\nnodes:\n  a: {type: forward, ring_s: 500, failure: a}\n",
+     "nodes.a.forward.ring_s: Input should be less than or equal to 120"),
+    ("start: a\nnodes:\n  a: {type: forward, failure: b}\n", "nodes.a.failure: no node named 'b'"),
 ])
 def test_bad_flows_are_rejected_at_start_up(tmp_path: Path, text: str, expected: str) -> None:
     path = flow_file(tmp_path, text)
@@ -85,6 +93,7 @@ class ScriptedChannel(Channel):
         self.during_prompt = during_prompt
         self.played: list[int] = []
         self.hung_up = False
+        self.bridged: OutboundCall | None = None
 
     def play(self, samples: Samples, barge_in: bool) -> str | None:
         self.played.append(len(samples))
@@ -97,15 +106,59 @@ class ScriptedChannel(Channel):
             raise CallEnded
         return self.keys.pop(0)
 
+    def ring(self, leg: OutboundCall, seconds: float) -> Outcome:
+        return leg.outcome
+
+    def bridge(self, leg: OutboundCall) -> None:
+        self.bridged = leg
+
     def hangup(self) -> None:
         self.hung_up = True
 
 
+@dataclass
+class FakeLeg:
+    outcome: Outcome
+    status: int | None = None
+    reason: str = ""
+
+
+class ScriptedDialer:
+    """Trunks in order of preference; the outcome of calling a number through a trunk
+    (refused unless scripted)."""
+
+    def __init__(self, trunks: list[str],
+                 outcomes: dict[tuple[str, str], Outcome] | None = None) -> None:
+        self.trunks, self.outcomes = trunks, outcomes or {}
+        self.dialled: list[tuple[str, str]] = []
+
+    def dial(self, number: str, ring_s: float,
+             exclude: frozenset[str]) -> tuple[str, OutboundCall] | None:
+        trunk = next((t for t in self.trunks if t not in exclude), None)
+        if trunk is None:
+            return None
+        self.dialled.append((number, trunk))
+        leg = FakeLeg(self.outcomes.get((number, trunk), Outcome.REFUSED), 486)
+        return trunk, cast(OutboundCall, leg)
+
+
+OPEN_TIME = datetime.datetime(2026, 11, 23, 10, tzinfo=SHANGHAI)
+"""A Monday morning: the office is open; bob's turn on call, carol's next."""
+
+
+def make_runner(prompts: PromptCache, dialer: ScriptedDialer) -> FlowRunner:
+    return FlowRunner(load_flow(EXAMPLE_FLOW), prompts, now=lambda: OPEN_TIME,
+                      oncall=load_oncall(EXAMPLE_ONCALL), dialer=dialer)
+
+
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> FlowRunner:
-    prompts = PromptCache(tmp_path_factory.mktemp("prompts"), EspeakSynthesizer())
-    open_time = datetime.datetime(2026, 11, 23, 10, tzinfo=SHANGHAI)
-    return FlowRunner(load_flow(EXAMPLE_FLOW), prompts, now=lambda: open_time)
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> PromptCache:
+    return PromptCache(tmp_path_factory.mktemp("prompts"), EspeakSynthesizer())
+
+
+@pytest.fixture
+def runner(prompts: PromptCache) -> FlowRunner:
+    return make_runner(prompts, ScriptedDialer([]))  # no trunk usable: nobody to forward to
 
 
 def record() -> CallRecord:
@@ -116,14 +169,15 @@ def test_menu_choice_leads_through_the_flow(runner: FlowRunner) -> None:
     channel, rec = ScriptedChannel(["2", "1"]), record()
     runner.run(channel, rec)
     assert rec.path == ["welcome", "office_hours", "main_menu", "hours_info", "main_menu",
-                        "support", "goodbye"]
+                        "support", "nobody_free", "goodbye"]
     assert rec.digits == "21" and rec.outcome == "completed" and channel.hung_up
 
 
 def test_barge_in_skips_the_rest_of_the_prompt(runner: FlowRunner) -> None:
     channel, rec = ScriptedChannel(["1"], during_prompt=True), record()
     runner.run(channel, rec)
-    assert rec.path[2:] == ["main_menu", "support", "goodbye"] and rec.digits == "1"
+    assert rec.path[2:] == ["main_menu", "support", "nobody_free", "goodbye"]
+    assert rec.digits == "1"
 
 
 def test_invalid_and_missing_input_retry_then_fail(runner: FlowRunner) -> None:
@@ -147,3 +201,31 @@ def test_a_flow_that_loops_forever_is_stopped(tmp_path: Path) -> None:
     channel, rec = ScriptedChannel([]), record()
     FlowRunner(flow, PromptCache(tmp_path / "p", EspeakSynthesizer())).run(channel, rec)
     assert rec.outcome == "flow loop" and len(rec.path) == 200 and channel.hung_up
+
+
+def test_forward_tries_next_trunk_then_next_person(prompts: PromptCache) -> None:
+    bob, carol = "13800000002", "13800000003"
+    dialer = ScriptedDialer(["carrier-a", "carrier-b"], {
+        (carol, "carrier-a"): Outcome.TRUNK_FAILED, (carol, "carrier-b"): Outcome.ANSWERED})
+    channel, rec = ScriptedChannel(["1"]), record()
+    make_runner(prompts, dialer).run(channel, rec)
+    # bob (on duty) refuses: not retried on carrier-b; carol: trunk fails, next trunk answers
+    assert dialer.dialled == [(bob, "carrier-a"), (carol, "carrier-a"), (carol, "carrier-b")]
+    assert rec.forwarded_to == "carol" and rec.outcome == "forwarded"
+    assert [(a["person"], a["trunk"], a["outcome"]) for a in rec.forward_attempts] == [
+        ("bob", "carrier-a", "refused"), ("carol", "carrier-a", "trunk failed"),
+        ("carol", "carrier-b", "answered")]
+    assert rec.path[-2:] == ["support", "goodbye"] and channel.bridged is not None
+
+
+def test_forward_stops_after_its_number_of_people(prompts: PromptCache) -> None:
+    dialer = ScriptedDialer(["carrier-a"])  # everyone refuses
+    make_runner(prompts, dialer).run(ScriptedChannel(["1"]), rec := record())
+    assert [number for number, _ in dialer.dialled] == ["13800000002", "13800000003"], \
+        "people: 2 - alice, third in the roster, is not rung"
+    assert rec.forwarded_to is None and rec.path[-2:] == ["nobody_free", "goodbye"]
+
+
+def test_a_flow_that_forwards_needs_a_roster(prompts: PromptCache) -> None:
+    with pytest.raises(ValueError, match="needs an on-call roster"):
+        FlowRunner(load_flow(EXAMPLE_FLOW), prompts)

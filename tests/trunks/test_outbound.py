@@ -3,71 +3,19 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
 from tests.conftest import wait_for
-from tests.peers import Carrier, free_udp_port, require, sipp_trace, wait_udp_bound
+from tests.peers import Carrier, Phone
 from tests.trunks.conftest import no_calls
 from trunks.voip.endpoint import SipEndpoint
 from trunks.voip.media import RtpEngine
 from trunks.voip.outbound import Outcome
 
 pytestmark = pytest.mark.slow
-SIPP = Path(__file__).resolve().parents[1] / "sipp"
-
-
-class Phone:
-    """A sipp UAS playing the on-call engineer's phone (or a carrier) on its own port."""
-
-    started: ClassVar[list[Phone]] = []
-
-    def __init__(self, scenario: str, workdir: Path) -> None:
-        self.port = free_udp_port()
-        self.workdir = workdir
-        self.process = subprocess.Popen(
-            [require("sipp", "sip-tester"), "-sf", str(SIPP / scenario), "-i", "127.0.0.1",
-             "-p", str(self.port), "-mp", str(free_udp_port()), "-m", "1", "-timeout", "20s",
-             "-timeout_error", "-nostdin", "-trace_err", "-trace_msg"],
-            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        Phone.started.append(self)
-        wait_udp_bound(self.port)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
-
-    def finish(self) -> None:
-        """Wait for sipp to complete its scenario; fail with its error log if it did not."""
-        try:
-            code = self.process.wait(25)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            code = -1
-        if code != 0:
-            errors = "".join(p.read_text() for p in self.workdir.glob("*_errors.log"))
-            pytest.fail(f"sipp phone failed ({code}):\n{errors[-3000:]}")
-
-    def received(self, start: str) -> list[str]:
-        """Messages sipp received whose first line starts with `start`."""
-        return [text for direction, text in sipp_trace(self.workdir)
-                if direction == "received" and text.startswith(start)]
-
-
-@pytest.fixture(autouse=True)
-def _stop_phones() -> Iterator[None]:
-    """Kill phones a failing test left waiting for messages."""
-    yield
-    while Phone.started:
-        process = Phone.started.pop().process
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

@@ -184,6 +184,7 @@ class SipEndpoint:
         self.address: tuple[str, int] = self._sock.getsockname()[:2]
         self._calls: dict[str, InboundCall] = {}
         self._outbound: dict[str, OutboundCall] = {}
+        self._workers: set[threading.Thread] = set()
         self._retransmits: dict[tuple[str, str], _Retransmit] = {}
         self._timers: dict[tuple[str, str], tuple[float, Callable[[], None]]] = {}
         self.registration: Registration | None = None
@@ -201,10 +202,18 @@ class SipEndpoint:
         self._thread.start()
         logger.info("SIP endpoint %s listening on %s:%d", self.name, *self.address)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Hang up every call, then stop."""
+    def end_calls(self, timeout: float = 5.0) -> None:
+        """Hang up every incoming call and wait (up to `timeout`) for its worker to finish,
+        so the call's record is complete."""
         for call in self.calls:
             call.hangup()
+        deadline = self._clock() + timeout
+        for worker in list(self._workers):
+            worker.join(max(0.0, deadline - self._clock()))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Hang up every call, then stop."""
+        self.end_calls(timeout)
         with self._lock:
             outbound = list(self._outbound.values())
         for out in outbound:
@@ -333,8 +342,10 @@ class SipEndpoint:
         call = InboundCall(self, invite, source, offer, media, self._wallclock())
         self._calls[call.id] = call
         logger.info("Call %s from %s to %s on %s", call.id, call.caller, call.called, self.name)
-        threading.Thread(target=self._run_call, args=(call,), name=f"call-{call.id[:8]}",
-                         daemon=True).start()
+        worker = threading.Thread(target=self._run_call, args=(call,),
+                                  name=f"call-{call.id[:8]}", daemon=True)
+        self._workers.add(worker)
+        worker.start()
 
     def _on_reinvite(self, invite: Message, source: tuple[str, int], call: InboundCall) -> None:
         try:
@@ -587,6 +598,7 @@ class SipEndpoint:
             logger.exception("Call %s: the flow failed; hanging up", call.id)
         finally:
             call.hangup()
+            self._workers.discard(threading.current_thread())
 
     def _respond_invite(self, call: InboundCall, code: int, reason: str,
                         headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> bytes:
