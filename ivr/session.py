@@ -108,7 +108,8 @@ class SipChannel(Channel):
         finally:
             leg.media.bridge(None)
             media.flush()
-        if self.call.ended.is_set():  # the leg was cancelled because the call is ending
+        if self.call.ended.is_set():  # the call is ending: the leg goes too, even if answered
+            leg.hangup()
             raise CallEnded(self.call.end_reason)
         return outcome
 
