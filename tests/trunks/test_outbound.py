@@ -152,3 +152,42 @@ def test_ended_calls_are_forgotten_after_the_linger(trunk: Callable[..., SipEndp
     phone.finish()
     assert call.call_id in sip._outbound, "kept a while, to ACK a retransmitted final"
     wait_for(lambda: call.call_id not in sip._outbound, timeout=5, what="the call forgotten")
+
+
+def _reply(request: bytes, status: str, *extra: str) -> bytes:
+    """A response to `request` (raw SIP), copying its transaction headers."""
+    lines = request.decode().split("\r\n")
+    copied = [line for line in lines
+              if line.split(":")[0].lower() in ("via", "from", "call-id", "cseq")]
+    to = next(line for line in lines if line.lower().startswith("to:"))
+    return "\r\n".join([f"SIP/2.0 {status}", *copied, f"{to};tag=carrier1", *extra,
+                        "Content-Length: 0", "", ""]).encode()
+
+
+def test_a_retransmitted_challenge_is_acked_again(trunk: Callable[..., SipEndpoint]) -> None:
+    # A carrier whose 407 crossed our authenticated retry retransmits it: the old
+    # transaction (CSeq 1, first branch) must be ACKed again, the retry left alone.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as carrier:
+        carrier.bind(("127.0.0.1", 0))
+        carrier.settimeout(3)
+        sip = trunk(carrier.getsockname(), credentials=("hotline", "secret"))
+        call = sip.place_call("1007")
+        first, source = carrier.recvfrom(65535)
+        challenge = _reply(first, "407 Proxy Authentication Required",
+                           'Proxy-Authenticate: Digest realm="carrier", nonce="abc"')
+        carrier.sendto(challenge, source)
+        ack, _ = carrier.recvfrom(65535)
+        retry, _ = carrier.recvfrom(65535)
+        assert ack.startswith(b"ACK ") and b"CSeq: 1 ACK" in ack
+        assert retry.startswith(b"INVITE ") and b"CSeq: 2 INVITE" in retry
+        assert b"Proxy-Authorization: Digest" in retry
+        carrier.sendto(challenge, source)  # the retransmission
+        again, _ = carrier.recvfrom(65535)
+        assert again.startswith(b"ACK ") and b"CSeq: 1 ACK" in again
+        first_branch = first.split(b"branch=")[1].split(b"\r\n")[0]
+        assert first_branch in again, "ACKed in the challenged INVITE's transaction"
+        assert call.outcome is Outcome.PENDING, "the retry is still waiting for its answer"
+        carrier.sendto(_reply(retry, "486 Busy Here"), source)
+        assert call.wait(3) is Outcome.REFUSED and call.status == 486
+        final_ack, _ = carrier.recvfrom(65535)
+        assert final_ack.startswith(b"ACK ") and b"CSeq: 2 ACK" in final_ack
