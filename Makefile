@@ -26,6 +26,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/failover_detection.py
 	$(BIN)/python bench/rtp_capacity.py
+	$(BIN)/python bench/call_setup.py
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo

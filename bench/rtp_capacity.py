@@ -1,15 +1,18 @@
 """RTP capacity: N calls hearing a prompt, hotline's engine against stock pyVoIP, one run.
 
-For each N the sender side, in this process, plays a prompt to N far ends: once
-with hotline's `RtpEngine` (one thread for all streams) and once with N stock
-pyVoIP 1.6.8 `RTPClient`s (two threads each, relative sleeps). The far ends are
-N sockets in a separate receiver process that records the kernel's receive
-timestamp of every packet (SO_TIMESTAMPNS), so the receiver's own scheduling
-does not distort the gaps. Reported per N: p99 and worst inter-packet gap, and
-the deficit: how many fewer packets arrived than 50 per second per stream.
+For each N, N far ends hear a prompt, sent three ways in turn:
 
-This measures the media layer only; the SIP-level version (sipp callers through
-the SIP endpoint) follows when the endpoint exists.
+- `hotline-sip`: the whole server. sipp places N real calls (50 per second) to the
+  hotline's SIP endpoint; each call's flow plays a prompt through the RTP engine;
+- `hotline-engine`: hotline's `RtpEngine` alone (one thread for all streams),
+  driven from this process, as a check on what the SIP layer adds;
+- `pyVoIP`: N stock pyVoIP 1.6.8 `RTPClient`s (two threads each, relative sleeps).
+
+The far ends are N sockets in a separate receiver process that records the
+kernel's receive timestamp of every packet (SO_TIMESTAMPNS), so the receiver's
+own scheduling does not distort the gaps. Reported per N: p99 and worst
+inter-packet gap, and the deficit: how many fewer packets arrived than 50 per
+second per stream.
 
     python bench/rtp_capacity.py [--calls 50,100,200,300] [--seconds 10]
 """
@@ -20,10 +23,12 @@ import argparse
 import datetime
 import json
 import selectors
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -37,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 import pyVoIP.VoIP  # noqa: E402, F401  (pyVoIP.RTP needs it first)
 from pyVoIP.RTP import PayloadType, RTPClient, TransmitType  # noqa: E402
 
+from bench.sip_callers import callers, hotline, port_of  # noqa: E402
+from ivr.server import Server  # noqa: E402
 from speech.g711 import ulaw_encode  # noqa: E402
 from trunks.voip.media import PCMU, RtpEngine  # noqa: E402
 
@@ -44,9 +51,12 @@ FRAME_S = 0.020
 WARM_UP_S = 1.0
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 TARGET_GAP_MS, TARGET_DEFICIT = 25.0, 0.005
+CALL_RATE = 50.0
+"""Calls per second sipp places in the SIP-level run."""
+KINDS = ("hotline-sip", "hotline-engine", "pyVoIP")
 
 
-def receive(count: int, seconds: float) -> None:
+def receive(count: int, seconds: float, lead: float) -> None:
     """Receiver process: print ports, record arrival times, print statistics as JSON."""
     socks = []
     for _ in range(count):
@@ -62,7 +72,7 @@ def receive(count: int, seconds: float) -> None:
     for i, sock in enumerate(socks):
         selector.register(sock, selectors.EVENT_READ, i)
     sys.stdin.readline()  # the sender says "go" when its streams are set up
-    end = time.time() + WARM_UP_S + seconds + 0.5
+    end = time.time() + lead + WARM_UP_S + seconds + 0.5
     while time.time() < end:
         for key, _ in selector.select(0.1):
             sock = socks[key.data]
@@ -97,13 +107,18 @@ def statistics(arrivals: list[list[float]], seconds: float) -> dict[str, float]:
             "deficit": max(0.0, 1.0 - received / expected)}
 
 
-def run(kind: str, count: int, seconds: float, prompt: bytes) -> dict[str, float]:
+def run(kind: str, count: int, seconds: float, prompt: bytes,
+        server: Server) -> dict[str, float]:
+    lead = count / CALL_RATE if kind == "hotline-sip" else 0.0  # sipp placing the calls
     receiver = subprocess.Popen([sys.executable, __file__, "--receive", str(count),
-                                 "--seconds", str(seconds)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+                                 "--seconds", str(seconds), "--lead", str(lead)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert receiver.stdin is not None and receiver.stdout is not None
     ports = json.loads(receiver.stdout.readline())
-    stop = start_senders(kind, ports, prompt)
+    if kind == "hotline-sip":
+        stop = start_calls(server, ports, lead + WARM_UP_S + seconds + 1.0)
+    else:
+        stop = start_senders(kind, ports, prompt)
     try:
         receiver.stdin.write("go\n")
         receiver.stdin.flush()
@@ -114,8 +129,31 @@ def run(kind: str, count: int, seconds: float, prompt: bytes) -> dict[str, float
     return result
 
 
+def start_calls(server: Server, ports: list[int], seconds: float) -> Callable[[], None]:
+    work = Path(tempfile.mkdtemp(prefix="sipp-"))
+    sipp = callers(port_of(server), ports, CALL_RATE, int(seconds * 1000), work)
+
+    def stop() -> None:
+        try:
+            sipp.wait(60)
+        finally:
+            if sipp.poll() is None:
+                sipp.kill()
+                sipp.wait()
+        engine = server.engine
+        deadline = time.monotonic() + 30
+        while engine is not None and engine.stream_count and time.monotonic() < deadline:
+            time.sleep(0.1)  # every call has hung up before the next run
+        if sipp.returncode != 0:
+            errors = "".join(p.read_text() for p in work.glob("*_errors.log"))
+            print(f"warning: sipp exited {sipp.returncode}: {errors[-500:]}", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+
+    return stop
+
+
 def start_senders(kind: str, ports: list[int], prompt: bytes) -> Callable[[], None]:
-    if kind == "hotline":
+    if kind == "hotline-engine":
         engine = RtpEngine()
         engine.start()
         for port in ports:
@@ -143,46 +181,51 @@ def main() -> None:
     parser.add_argument("--calls", default="50,100,200,300")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--receive", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--lead", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "rtp-capacity.md")
     args = parser.parse_args()
     if args.receive:
-        receive(args.receive, args.seconds)
+        receive(args.receive, args.seconds, args.lead)
         return
     warnings.simplefilter("ignore")  # pyVoIP warns on every failed send and imports audioop
     duration = args.seconds + WARM_UP_S + 5
     t = np.arange(int(8000 * duration)) / 8000
     prompt = (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes()
+    counts = [int(n) for n in args.calls.split(",")]
     rows = []
-    for count in (int(n) for n in args.calls.split(",")):
-        found = {kind: run(kind, count, args.seconds, prompt) for kind in ("hotline", "pyVoIP")}
-        for kind, result in found.items():
-            print(f"N={count} {kind}: p99 gap {result['p99_gap_ms']:.1f} ms, "
-                  f"max {result['max_gap_ms']:.1f} ms, deficit {result['deficit']:.2%}",
-                  flush=True)
-        ours, theirs = found["hotline"], found["pyVoIP"]
-        rows.append(f"| {count} | {ours['p99_gap_ms']:.1f} | {ours['max_gap_ms']:.1f} | "
-                    f"{ours['deficit']:.2%} | {theirs['p99_gap_ms']:.1f} | "
-                    f"{theirs['max_gap_ms']:.1f} | {theirs['deficit']:.2%} | "
-                    f"{theirs['p99_gap_ms'] / ours['p99_gap_ms']:.1f}x |")
+    with hotline(prompt_s=max(counts) / CALL_RATE + duration + 30) as server:
+        for count in counts:
+            found = {kind: run(kind, count, args.seconds, prompt, server) for kind in KINDS}
+            for kind, result in found.items():
+                print(f"N={count} {kind}: p99 gap {result['p99_gap_ms']:.1f} ms, "
+                      f"max {result['max_gap_ms']:.1f} ms, deficit {result['deficit']:.2%}",
+                      flush=True)
+            ours, theirs = found["hotline-sip"], found["pyVoIP"]
+            cells = [f"{found[k]['p99_gap_ms']:.1f} / {found[k]['max_gap_ms']:.1f} / "
+                     f"{found[k]['deficit']:.2%}" for k in KINDS]
+            rows.append(f"| {count} | {' | '.join(cells)} | "
+                        f"{theirs['p99_gap_ms'] / ours['p99_gap_ms']:.1f}x |")
     report(args.out, args.seconds, rows)
 
 
 def report(out: Path, seconds: float, rows: list[str]) -> None:
     table = "\n".join([
-        "| calls | hotline p99 gap ms | hotline max gap ms | hotline deficit | "
-        "pyVoIP p99 gap ms | pyVoIP max gap ms | pyVoIP deficit | p99 ratio (pyVoIP / hotline) |",
-        "|---|---|---|---|---|---|---|---|", *rows])
+        "| calls | hotline over SIP: p99 gap ms / max gap ms / deficit | hotline engine alone | "
+        "stock pyVoIP RTPClient | p99 ratio (pyVoIP / hotline over SIP) |",
+        "|---|---|---|---|---|", *rows])
     print("\n" + table)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"""# RTP capacity: hotline's engine vs stock pyVoIP 1.6.8
 
-Measured by `make bench` (`bench/rtp_capacity.py`) on {datetime.date.today().isoformat()}:
-N streams each play a 440 Hz prompt as 20 ms G.711 packets to N far-end sockets in a
-separate receiver process, which takes the kernel's receive timestamps. The first
-{WARM_UP_S:g} s is warm-up; statistics cover the next {seconds:g} s. Deficit is how many fewer
-packets arrived than 50 per second per stream. Target: 300 calls with p99 gap <= {TARGET_GAP_MS:g}
-ms and deficit < {TARGET_DEFICIT:.1%}. This is the media layer alone; the SIP-level run with
-sipp callers comes with the SIP endpoint.
+Measured by `make bench` (`bench/rtp_capacity.py`) on {datetime.date.today().isoformat()}, all
+in one run on this machine. N far-end sockets in a separate receiver process hear a 440 Hz
+prompt as 20 ms G.711 packets and take the kernel's receive timestamps. "Hotline over SIP"
+is the whole server: sipp places the N calls ({CALL_RATE:g} per second) to its SIP endpoint,
+each call's SDP naming one of the sockets, and each call's flow plays the prompt. "Engine
+alone" drives the RTP engine directly; "stock pyVoIP" runs N pyVoIP 1.6.8 `RTPClient`s. The
+first {WARM_UP_S:g} s after the last stream starts is warm-up; statistics cover the next
+{seconds:g} s. Deficit is how many fewer packets arrived than 50 per second per stream.
+Target: 300 calls with p99 gap <= {TARGET_GAP_MS:g} ms and deficit < {TARGET_DEFICIT:.1%}.
 
 {table}
 """)
