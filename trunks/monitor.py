@@ -27,7 +27,7 @@ from trunks.health import HealthSnapshot, Transition, TrunkHealth
 from trunks.probe import OptionsProbe, Probe, ProbeOutcome
 from trunks.selection import CallNeeds, select_trunks
 from trunks.store import TrunkStore
-from trunks.waker import Waker
+from trunks.waker import Waker, stop_loop
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +87,8 @@ class TrunkMonitor:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop probing, flush what Redis has not yet received, and release sockets."""
-        if self._stopping.is_set():
+        if not stop_loop(self._stopping, self._waker, self._thread, timeout):
             return
-        self._stopping.set()
-        self._waker.wake()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
         self._publisher.stop(timeout)
         for watch in self._watches.values():
             watch.probe.close()

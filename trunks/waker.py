@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 
 
 class Waker:
@@ -28,3 +29,16 @@ class Waker:
     def close(self) -> None:
         self.reader.close()
         self._writer.close()
+
+
+def stop_loop(stopping: threading.Event, waker: Waker, thread: threading.Thread,
+              timeout: float) -> bool:
+    """Tell a loop to stop, wake it and wait up to `timeout` for its thread; False if it
+    had already been told, so the caller's own clean-up runs once."""
+    if stopping.is_set():
+        return False
+    stopping.set()
+    waker.wake()
+    if thread.is_alive():
+        thread.join(timeout)
+    return True

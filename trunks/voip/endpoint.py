@@ -66,7 +66,7 @@ from trunks.voip.registration import (
     min_expires,
 )
 from trunks.voip.sdp import MediaOffer, SdpError, build_sdp, read_offer
-from trunks.waker import Waker
+from trunks.waker import Waker, stop_loop
 
 logger = logging.getLogger(__name__)
 
@@ -219,10 +219,8 @@ class SipEndpoint:
         for out in outbound:
             out.hangup()
         self.unregister()
-        self._stopping.set()
-        self._waker.wake()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        if not stop_loop(self._stopping, self._waker, self._thread, timeout):
+            return
         self._sock.close()
         self._waker.close()
 

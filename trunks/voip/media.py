@@ -36,7 +36,7 @@ from trunks.voip.rtp import (
     parse_rtp,
     seq_after,
 )
-from trunks.waker import Waker
+from trunks.waker import Waker, stop_loop
 
 logger = logging.getLogger(__name__)
 
@@ -286,12 +286,8 @@ class RtpEngine:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._stopping.is_set():
+        if not stop_loop(self._stopping, self._waker, self._thread, timeout):
             return
-        self._stopping.set()
-        self._waker.wake()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
         pending = []  # opened, but the loop never took them in
         with contextlib.suppress(queue.Empty):
             while True:
