@@ -13,7 +13,8 @@ $(STAMP): setup.cfg pyproject.toml scripts/install-system-packages
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,speech,kb]'
 	touch $(STAMP)
 
 test: install
@@ -27,6 +28,7 @@ bench: install
 	$(BIN)/python bench/failover_detection.py
 	$(BIN)/python bench/rtp_capacity.py
 	$(BIN)/python bench/call_setup.py
+	$(BIN)/python bench/kb_eval.py
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ivr.tickets.config import TicketSettings
 from trunks.config import TrunkConfig
 
 DEFAULT_CONFIG = Path("config/hotline.yaml")
@@ -80,6 +81,20 @@ class MediaSettings(BaseModel):
         return range(low + low % 2, high + 1)
 
 
+class KbSettings(BaseModel):
+    """The FAQ the voice bot answers from, and where its search index is kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    faq: Path = Field(Path("faq.yaml"), description="the FAQ, relative to this file")
+    calibration: Path | None = Field(
+        None, description="answer/clarify/none decision from `hotline kb calibrate`; "
+        "unset: the one shipped in kb/calibration.json")
+    cache_dir: Path | None = Field(
+        None, description="search indexes, relative to the working directory like data_dir; "
+        "unset: data_dir/kb")
+
+
 class Settings(BaseModel):
     """The whole of ``hotline.yaml``."""
 
@@ -93,6 +108,8 @@ class Settings(BaseModel):
                          description="on-call roster for forward nodes, relative to this file")
     redis: RedisSettings = RedisSettings()
     media: MediaSettings = MediaSettings()
+    kb: KbSettings = KbSettings()
+    tickets: TicketSettings = TicketSettings()
     trunks: list[TrunkConfig] = Field(min_length=1)
 
     @field_validator("log_level")
@@ -132,9 +149,16 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, interpolate and validate `path`; raise ConfigError on any problem."""
     settings = load_yaml(path, Settings, environ)
-    return settings.model_copy(update={"data_dir": Path.cwd() / settings.data_dir,
+    data_dir = Path.cwd() / settings.data_dir
+    kb = settings.kb
+    kb = kb.model_copy(update={
+        "faq": path.parent / kb.faq,
+        "calibration": path.parent / kb.calibration if kb.calibration else None,
+        "cache_dir": Path.cwd() / kb.cache_dir if kb.cache_dir else data_dir / "kb"})
+    return settings.model_copy(update={"data_dir": data_dir,
                                        "flow": path.parent / settings.flow,
-                                       "oncall": path.parent / settings.oncall})
+                                       "oncall": path.parent / settings.oncall,
+                                       "kb": kb})
 
 
 def load_yaml(path: Path, model: type[M], environ: Mapping[str, str] | None = None,

@@ -15,6 +15,8 @@ import click
 
 from ivr.cli.calls import calls
 from ivr.cli.common import BadUsage, CliError, config_option, load
+from ivr.cli.kb import kb
+from ivr.cli.tickets import tickets
 from ivr.cli.trunks import trunks
 from ivr.flow import load_flow
 from ivr.oncall import load_oncall
@@ -76,6 +78,8 @@ def config_check(file: Path) -> None:
 
 cli.add_command(trunks)
 cli.add_command(calls)
+cli.add_command(kb)
+cli.add_command(tickets)
 
 
 def main() -> None:
