@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python bench/rtp_capacity.py
 	$(BIN)/python bench/call_setup.py
 	$(BIN)/python bench/kb_eval.py
+	$(BIN)/python bench/recognizer.py
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ivr.tickets.config import TicketSettings
+from speech.recognizer import SpeechSettings
 from trunks.config import TrunkConfig
 
 DEFAULT_CONFIG = Path("config/hotline.yaml")
@@ -108,6 +109,7 @@ class Settings(BaseModel):
                          description="on-call roster for forward nodes, relative to this file")
     redis: RedisSettings = RedisSettings()
     media: MediaSettings = MediaSettings()
+    speech: SpeechSettings = SpeechSettings()
     kb: KbSettings = KbSettings()
     tickets: TicketSettings = TicketSettings()
     trunks: list[TrunkConfig] = Field(min_length=1)

@@ -16,6 +16,7 @@ import click
 from ivr.cli.calls import calls
 from ivr.cli.common import BadUsage, CliError, config_option, load
 from ivr.cli.kb import kb
+from ivr.cli.speech import speech
 from ivr.cli.tickets import tickets
 from ivr.cli.trunks import trunks
 from ivr.flow import load_flow
@@ -79,6 +80,7 @@ def config_check(file: Path) -> None:
 cli.add_command(trunks)
 cli.add_command(calls)
 cli.add_command(kb)
+cli.add_command(speech)
 cli.add_command(tickets)
 
 
