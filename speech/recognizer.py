@@ -159,6 +159,23 @@ class Recognizer(abc.ABC):
         """Release the per-call decoder; the shared model stays loaded."""
 
 
+class TurnRecognizer(Recognizer):
+    """A recognizer fed one 20 ms frame at a time, until its turn's final."""
+
+    _final: Recognition | None = None
+
+    def accept(self, pcm: Pcm) -> list[Recognition]:
+        events: list[Recognition] = []
+        for frame in split_frames(pcm):
+            if self._final is None:
+                events.extend(self._frame(frame))
+        return events
+
+    @abc.abstractmethod
+    def _frame(self, frame: bytes) -> list[Recognition]:
+        """Feed one frame of the current turn; set `_final` when the turn ends."""
+
+
 def split_frames(pcm: Pcm) -> Iterator[bytes]:
     """`pcm` as 20 ms frames; ValueError unless it is a whole number of them."""
     data = pcm if isinstance(pcm, bytes) else pcm.astype("<i2").tobytes()

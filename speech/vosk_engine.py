@@ -31,13 +31,11 @@ from speech.models import vosk_model_path
 from speech.recognizer import (
     RATE,
     SHARED_MODELS,
-    Pcm,
     Recognition,
-    Recognizer,
     RecognizerError,
     SpeechSettings,
+    TurnRecognizer,
     VadSettings,
-    split_frames,
 )
 from speech.vad import Endpoint, Endpointer
 
@@ -88,7 +86,7 @@ def _load(path: Path) -> VoskModel:
     return VoskModel(path, model, rate)
 
 
-class VoskRecognizer(Recognizer):
+class VoskRecognizer(TurnRecognizer):
     """One call's streaming Vosk decoder; reuse it for every turn of the call, since
     creating one takes about 70 ms."""
 
@@ -112,13 +110,6 @@ class VoskRecognizer(Recognizer):
         self._final: Recognition | None = None
         self._fed = False
         """Audio went in since the last FinalResult()."""
-
-    def accept(self, pcm: Pcm) -> list[Recognition]:
-        events: list[Recognition] = []
-        for frame in split_frames(pcm):
-            if self._final is None:
-                events.extend(self._frame(frame))
-        return events
 
     def finish(self) -> Recognition:
         if self._final is None:

@@ -32,14 +32,12 @@ from speech.recognizer import (
     RATE,
     SHARED_MODELS,
     ModelNotFound,
-    Pcm,
     Recognition,
-    Recognizer,
     RecognizerError,
     SpeechSettings,
+    TurnRecognizer,
     VadSettings,
     WhisperSettings,
-    split_frames,
 )
 from speech.vad import Endpoint, Endpointer
 
@@ -95,7 +93,7 @@ def _load(path: Path, cpu_threads: int) -> WhisperModel:
     return WhisperModel(path, model)
 
 
-class WhisperRecognizer(Recognizer):
+class WhisperRecognizer(TurnRecognizer):
     """One call's recognizer: buffers each utterance and decodes it with the shared model."""
 
     def __init__(self, model: WhisperModel, vad: VadSettings | None = None,
@@ -107,13 +105,6 @@ class WhisperRecognizer(Recognizer):
         self._endpointer = Endpointer(vad)
         self._audio: list[bytes] = []
         self._final: Recognition | None = None
-
-    def accept(self, pcm: Pcm) -> list[Recognition]:
-        events: list[Recognition] = []
-        for frame in split_frames(pcm):
-            if self._final is None:
-                events.extend(self._frame(frame))
-        return events
 
     def finish(self) -> Recognition:
         if self._final is None:
