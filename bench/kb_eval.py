@@ -32,8 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ivr.settings import load_yaml  # noqa: E402
-from kb.calibration import Calibration, best_threshold, cross_validate  # noqa: E402
-from kb.evaluate import Turn, evaluate, load_turns  # noqa: E402
+from kb.calibration import (  # noqa: E402
+    Calibration,
+    best_threshold,
+    cross_validate,
+    repeated_cv,
+)
+from kb.evaluate import Turn, evaluate, labels, load_turns  # noqa: E402
 from kb.faq import Faq  # noqa: E402
 from kb.index import base_model_path, open_index  # noqa: E402
 from kb.search import Searcher  # noqa: E402
@@ -67,8 +72,8 @@ def main() -> None:
                      report.rejection, report.latency_p50_ms, report.latency_p99_ms))
         if name == "dev":
             features = np.array([r.features for r in results])
-            cv = cross_validate(features, _right(turns, [r.candidates[0].id for r in results]),
-                                _in_scope(turns), repeats=REPEATS)
+            right, in_scope = labels(turns, [r.candidates[0].id for r in results])
+            cv = cross_validate(features, right, in_scope, repeats=REPEATS)
             rows.append(("hotline, dev, calibration cross-validated", cv["overall"],
                          cv["in_scope"], cv["out_of_scope"], None, None))
     for name, scorer in (("BM25", bm25_scorer(faq)), ("plain MiniLM NN", minilm_scorer(faq))):
@@ -87,18 +92,13 @@ def thresholded(label: str, faq: Faq, scorer: Scorer, turns: list[Turn]) -> Row:
         latency.append((time.perf_counter() - started) * 1000)
         best.append((faq.entries[int(np.argmax(scores))].id, float(np.max(scores))))
     top = np.array([s for _, s in best])
-    right, in_scope = _right(turns, [i for i, _ in best]), _in_scope(turns)
-    from sklearn.model_selection import RepeatedStratifiedKFold
+    right, in_scope = labels(turns, [i for i, _ in best])
 
-    splitter = RepeatedStratifiedKFold(n_splits=5, n_repeats=REPEATS, random_state=0)
-    answered = np.zeros(len(turns), dtype=bool)
-    runs = []
-    for i, (train, test) in enumerate(splitter.split(top, in_scope)):
-        answered[test] = top[test] >= best_threshold(top[train], right[train], in_scope[train])
-        if (i + 1) % 5 == 0:
-            correct = np.where(in_scope, answered & right, ~answered)
-            runs.append((correct.mean(), correct[in_scope].mean(), correct[~in_scope].mean()))
-    overall, ins, oos = np.array(runs).mean(axis=0)
+    def answer(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        return top[test] >= best_threshold(top[train], right[train], in_scope[train])
+
+    cv = repeated_cv(answer, right, in_scope, repeats=REPEATS)
+    overall, ins, oos = cv["overall"], cv["in_scope"], cv["out_of_scope"]
     return (label, overall, ins, oos, *np.percentile(latency, [50, 99]))
 
 
@@ -126,14 +126,6 @@ def minilm_scorer(faq: Faq) -> Scorer:
         return np.array([similarity[owner == k].max() for k in range(len(faq.entries))])
 
     return score
-
-
-def _right(turns: list[Turn], best: list[str]) -> np.ndarray:
-    return np.array([b == t.expect for b, t in zip(best, turns, strict=True)])
-
-
-def _in_scope(turns: list[Turn]) -> np.ndarray:
-    return np.array([t.expect is not None for t in turns])
 
 
 def write(out: Path, rows: list[Row]) -> None:

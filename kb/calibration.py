@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,29 +108,45 @@ def best_threshold(probabilities: np.ndarray, right: np.ndarray, in_scope: np.nd
     return float(cuts[best[len(best) // 2]])
 
 
+def correct(answered: np.ndarray, right: np.ndarray, in_scope: np.ndarray) -> np.ndarray:
+    """Per turn: answered with the expected entry, or (out of scope) not answered."""
+    result: np.ndarray = np.where(in_scope, answered & right, ~answered)
+    return result
+
+
 def accuracy_at(answered: np.ndarray, right: np.ndarray, in_scope: np.ndarray) -> float:
-    """Correct: answered with the expected entry, or (for an out-of-scope turn) not answered."""
-    return float(np.where(in_scope, answered & right, ~answered).mean())
+    return float(correct(answered, right, in_scope).mean())
 
 
 def cross_validate(features: np.ndarray, right: np.ndarray, in_scope: np.ndarray,
                    folds: int = CV_FOLDS, repeats: int = CV_REPEATS) -> dict[str, float]:
     """Repeated stratified k-fold of the whole fit (threshold included): mean and spread."""
-    from sklearn.model_selection import RepeatedStratifiedKFold
-
     if len(features) < MIN_TURNS:
         raise CalibrationError(f"need at least {MIN_TURNS} labelled turns, got {len(features)}")
+
+    def answer(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        calibration = fit(features[train], right[train], in_scope[train])
+        return np.array([calibration.probability(f) >= calibration.threshold
+                         for f in features[test]])
+
+    return repeated_cv(answer, right, in_scope, folds, repeats)
+
+
+def repeated_cv(answer: Callable[[np.ndarray, np.ndarray], np.ndarray], right: np.ndarray,
+                in_scope: np.ndarray, folds: int = CV_FOLDS,
+                repeats: int = CV_REPEATS) -> dict[str, float]:
+    """Score a decision fitted by `answer(train, test)` (which turns of `test` it answers)
+    over repeated stratified k-fold splits: the mean over repeats, and its spread."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
 
     runs = []
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=0)
     answered = np.zeros(len(right), dtype=bool)
-    for i, (train, test) in enumerate(splitter.split(features, in_scope)):
-        calibration = fit(features[train], right[train], in_scope[train])
-        answered[test] = [calibration.probability(f) >= calibration.threshold
-                          for f in features[test]]
+    for i, (train, test) in enumerate(splitter.split(np.zeros(len(right)), in_scope)):
+        answered[test] = answer(train, test)
         if (i + 1) % folds == 0:
-            correct = np.where(in_scope, answered & right, ~answered)
-            runs.append((correct.mean(), correct[in_scope].mean(), correct[~in_scope].mean()))
+            ok = correct(answered, right, in_scope)
+            runs.append((ok.mean(), ok[in_scope].mean(), ok[~in_scope].mean()))
     result = np.array(runs)
     return {"overall": float(result[:, 0].mean()), "overall_std": float(result[:, 0].std()),
             "in_scope": float(result[:, 1].mean()), "out_of_scope": float(result[:, 2].mean()),

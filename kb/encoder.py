@@ -69,10 +69,6 @@ class Encoder:
                          pieces=list(encoding.tokens[1:-1]),
                          piece_vectors=_unit(pieces) if len(pieces) else hidden[:0])
 
-    def encode_many(self, texts: list[str]) -> list[Embedding]:
-        """Embed several texts (one at a time: the index is small and this keeps memory flat)."""
-        return [self.encode(text) for text in texts]
-
 
 def _unit(vectors: Vectors) -> Vectors:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from kb.calibration import correct
 from kb.errors import KbError
 from kb.faq import Faq
 from kb.search import Decision, Result, Searcher
@@ -79,24 +80,30 @@ def load_turns(path: Path, faq: Faq) -> list[Turn]:
 def evaluate(searcher: Searcher, turns: list[Turn]) -> tuple[Report, list[Result]]:
     """Ask every turn; score decisions as `hotline kb eval` defines them."""
     results = [searcher.ask(turn.text) for turn in turns]
-    in_scope = np.array([t.expect is not None for t in turns])
-    top1 = np.array([r.candidates[0].id == t.expect for r, t in zip(results, turns, strict=True)])
+    top1, in_scope = labels(turns, [r.candidates[0].id for r in results])
     answered = np.array([r.decision is Decision.ANSWER for r in results])
     right = answered & top1
-    correct = np.where(in_scope, right, ~answered)
+    ok = correct(answered, top1, in_scope)
     latency = np.array([r.elapsed_ms for r in results])
     mistakes: list[dict[str, object]] = [
         {"text": t.text, "expect": t.expect, "decision": str(r.decision),
          "best": r.candidates[0].id, "confidence": round(r.confidence, 3)}
-        for t, r, ok in zip(turns, results, correct, strict=True) if not ok]
+        for t, r, good in zip(turns, results, ok, strict=True) if not good]
     report = Report(
         turns=len(turns), in_scope=int(in_scope.sum()),
         top1=_mean(top1[in_scope]), answered_right=_mean(right[in_scope]),
-        rejection=_mean(~answered[~in_scope]), overall=float(correct.mean()),
+        rejection=_mean(~answered[~in_scope]), overall=float(ok.mean()),
         clarified=sum(r.decision is Decision.CLARIFY for r in results),
         latency_p50_ms=float(np.percentile(latency, 50)),
         latency_p99_ms=float(np.percentile(latency, 99)), mistakes=mistakes)
     return report, results
+
+
+def labels(turns: list[Turn], best: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per turn: whether `best` (the top entry's id) is the expected one, and whether
+    any entry was expected (the turn is in scope)."""
+    right = np.array([b == t.expect for b, t in zip(best, turns, strict=True)])
+    return right, np.array([t.expect is not None for t in turns])
 
 
 def _mean(values: np.ndarray) -> float:

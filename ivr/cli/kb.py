@@ -15,7 +15,7 @@ from ivr.cli.common import BadUsage, CliError, config_option, json_option, load,
 from ivr.settings import ConfigError, load_yaml
 from kb.calibration import Calibration, cross_validate, fit
 from kb.errors import KbError
-from kb.evaluate import Report, evaluate, load_turns
+from kb.evaluate import Report, evaluate, labels, load_turns
 from kb.faq import Faq
 from kb.index import Index, open_index
 from kb.search import Searcher
@@ -122,8 +122,7 @@ def calibrate(questions: Path, out: Path, faq: Path | None, config: str | None,
         raise BadUsage(str(exc)) from exc
     _, results = evaluate(searcher, turns)
     features = np.array([r.features for r in results])
-    in_scope = np.array([t.expect is not None for t in turns])
-    right = np.array([r.candidates[0].id == t.expect for r, t in zip(results, turns, strict=True)])
+    right, in_scope = labels(turns, [r.candidates[0].id for r in results])
     try:
         scores = cross_validate(features, right, in_scope)
         fitted = fit(features, right, in_scope, fitted={
