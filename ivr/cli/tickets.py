@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 import redis
@@ -12,7 +12,6 @@ from ivr.cli.common import (
     BadUsage,
     CliError,
     config_option,
-    iso,
     json_option,
     load,
     local_time,
@@ -26,7 +25,6 @@ from ivr.tickets.model import Ticket, TicketStatus
 from ivr.tickets.store import LIST_LIMIT, TicketStore
 
 T = TypeVar("T")
-_TIME_FIELDS = ("created_at", "sla_due_at", "acked_at", "resolved_at", "delivered_at")
 
 
 @click.group()
@@ -45,7 +43,7 @@ def list_tickets(status: str | None, limit: int, config: str | None, as_json: bo
     wanted = TicketStatus(status) if status else None
     found = _store(config, lambda store: store.tickets(wanted, limit))
     if as_json:
-        print_json([_as_json(t) for t in found])
+        print_json([t.to_readable_dict() for t in found])
         return
     if not found:
         click.echo("No tickets" + (f" with status {status}." if status else "."))
@@ -67,9 +65,9 @@ def show_ticket(ticket_id: str, config: str | None, as_json: bool) -> None:
     wanted = _parse(ticket_id)
     ticket = _store(config, lambda store: store.get(wanted))
     if as_json:
-        print_json(_as_json(ticket))
+        print_json(ticket.to_readable_dict())
         return
-    data = _as_json(ticket)
+    data = ticket.to_readable_dict()
     transcript, candidates = data.pop("transcript"), data.pop("candidates")
     reasons = data.pop("priority_reasons")
     data["helpdesk"] = _delivery(ticket)
@@ -127,15 +125,6 @@ def _store(config: str | None, act: Callable[[TicketStore], T]) -> T:
         raise CliError(f"ticket in Redis cannot be read: {exc}") from exc
     except redis.RedisError as exc:
         raise CliError(f"Redis failed while handling tickets: {exc}") from exc
-
-
-def _as_json(ticket: Ticket) -> dict[str, Any]:
-    data = ticket.to_dict()
-    for key in _TIME_FIELDS:
-        data[key] = iso(data[key])
-    for turn in data["transcript"]:
-        turn["at"] = iso(turn["at"])
-    return data
 
 
 def _delivery(ticket: Ticket) -> str:

@@ -25,17 +25,12 @@ SCHEMA_VERSION = 1
 """Version of the JSON body, sent as ``schema``; raised when a field changes meaning."""
 USER_AGENT = "hotline-tickets/1"
 ALREADY_HAVE_IT = 409
-_TIME_FIELDS = ("created_at", "sla_due_at", "acked_at", "resolved_at", "delivered_at")
 _ERROR_TEXT_CHARS = 200
 
 
 def payload(ticket: Ticket) -> dict[str, Any]:
     """The JSON body for `ticket`: its fields, times in ISO 8601 UTC."""
-    data = ticket.to_dict()
-    for name in _TIME_FIELDS:
-        data[name] = _iso(data[name])
-    for turn in data["transcript"]:
-        turn["at"] = _iso(turn["at"])
+    data = ticket.to_readable_dict()
     del data["delivery_attempts"], data["delivery_error"], data["delivered_at"]
     return {"schema": SCHEMA_VERSION, **data}
 
@@ -84,13 +79,6 @@ class Helpdesk:
 
     def close(self) -> None:
         self._session.close()
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds")
 
 
 def _short(value: object) -> str:

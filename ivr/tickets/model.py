@@ -11,12 +11,16 @@ ticket before or after someone acknowledges it here.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from ivr.tickets.errors import InvalidTransition
+
+TIME_FIELDS = ("created_at", "sla_due_at", "acked_at", "resolved_at", "delivered_at")
+"""The fields that hold times (seconds since the epoch)."""
 
 
 class Priority(enum.StrEnum):
@@ -107,6 +111,15 @@ class Ticket:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    def to_readable_dict(self) -> dict[str, Any]:
+        """`to_dict()` with its times in ISO 8601 UTC, for people and the helpdesk."""
+        data = self.to_dict()
+        for name in TIME_FIELDS:
+            data[name] = _iso(data[name])
+        for turn in data["transcript"]:
+            turn["at"] = _iso(turn["at"])
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> Ticket:
@@ -222,3 +235,10 @@ def _list(name: str, value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise ValueError(f"ticket {name}: expected a list, got {value!r}")
     return value
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds")
