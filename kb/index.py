@@ -8,7 +8,9 @@
 
 A build happens in a private directory that is renamed into place, under a
 file lock, so a crash leaves no half index and two processes never build the
-same one twice.
+same one twice. An index directory that no longer loads (a truncated or
+damaged file) is moved aside to `.broken-<key>`, under the same lock, and
+built again.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import logging
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from kb.encoder import Encoder, Vectors
+from kb.encoder import MODEL_FILE, TOKENIZER_FILE, Encoder, Vectors
 from kb.errors import BuildError, IndexMissing
 from kb.faq import Faq
 from kb.text import Normaliser, content_words
@@ -58,17 +61,28 @@ class Index:
 
     @classmethod
     def load(cls, directory: Path) -> Index:
+        """Read the index in `directory`; IndexMissing if it is absent, incomplete or damaged."""
         try:
-            meta = json.loads((directory / META_FILE).read_text())
-            arrays = np.load(directory / VECTORS_FILE)
-        except (OSError, ValueError) as exc:
-            raise IndexMissing(f"{directory}: no usable index ({exc}); "
+            return cls._read(directory)
+        # What numpy, zipfile and json raise for missing, truncated or garbled files.
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            raise IndexMissing(f"{directory}: no usable index ({exc!r}); "
                                "run `hotline kb build`") from exc
-        return cls(directory=directory, entry_ids=meta["entries"],
-                   question_vectors=arrays["questions"], question_entry=arrays["question_entry"],
-                   answer_vectors=arrays["answers"], piece_vectors=arrays["pieces"],
-                   piece_starts=arrays["piece_starts"], documents=meta["documents"],
-                   codes=[set(c) for c in meta["codes"]])
+
+    @classmethod
+    def _read(cls, directory: Path) -> Index:
+        for name in (MODEL_FILE, TOKENIZER_FILE):  # the encoder opens them later
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"no {name}")
+        meta = json.loads((directory / META_FILE).read_text())
+        # Opened here: np.load leaves its own file open when the zip is damaged.
+        with (directory / VECTORS_FILE).open("rb") as file, np.load(file) as arrays:
+            return cls(directory=directory, entry_ids=meta["entries"],
+                       question_vectors=arrays["questions"],
+                       question_entry=arrays["question_entry"],
+                       answer_vectors=arrays["answers"], piece_vectors=arrays["pieces"],
+                       piece_starts=arrays["piece_starts"], documents=meta["documents"],
+                       codes=[set(c) for c in meta["codes"]])
 
 
 def base_model_path() -> Path:
@@ -103,17 +117,38 @@ def normaliser_for(faq: Faq) -> Normaliser:
 
 
 def open_index(faq: Faq, cache_dir: Path, base: Path | None = None) -> Index:
-    """The index for `faq`, built first if the FAQ or the model changed since the last one."""
+    """The index for `faq`, built first if the FAQ or the model changed since the last one,
+    or if the index on disk no longer loads."""
     base = base or base_model_path()
     directory = cache_dir / index_key(faq, base)
     if (directory / META_FILE).is_file():
-        return Index.load(directory)
+        try:
+            return Index.load(directory)
+        except IndexMissing:
+            pass  # looked at again under the lock: another process may be replacing it
     cache_dir.mkdir(parents=True, exist_ok=True)
     with (cache_dir / ".build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same index
-        if not (directory / META_FILE).is_file():
-            _build(faq, base, directory)
-    return Index.load(directory)
+        try:
+            return Index.load(directory)
+        except IndexMissing as exc:
+            if directory.exists():
+                _set_aside(directory, exc)
+        _build(faq, base, directory)
+        try:
+            return Index.load(directory)
+        except IndexMissing as exc:
+            raise BuildError(f"{directory}: the index just built does not load "
+                             f"({exc.__cause__!r})") from exc
+
+
+def _set_aside(directory: Path, exc: IndexMissing) -> None:
+    """Move a damaged index out of the way, keeping the latest one for a post-mortem."""
+    aside = directory.with_name(f".broken-{directory.name}")
+    logger.warning("FAQ index %s does not load (%r); moving it to %s and building it again",
+                   directory, exc.__cause__, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    directory.rename(aside)
 
 
 def _build(faq: Faq, base: Path, directory: Path) -> None:
