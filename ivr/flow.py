@@ -13,6 +13,11 @@ A flow is a set of named nodes and a `start`. Node types:
   trunk if one fails) while the caller hears ringback; bridge the caller to
   whoever answers, and go to `next` when they hang up (no `next`: end the
   call); nobody answers: go to `failure`;
+- `voicebot`: the voice assistant (`ivr.voicebot`): greet, listen to the caller's
+  question, answer it from the FAQ, ask whether that helped (yes/no or 1/2), and open
+  a ticket when it could not help; a request for a person goes to the `person` node
+  (a forward) while nobody has yet been tried in the call; then go to `next`
+  (none: end the call);
 - `goto`: go to `next`;
 - `hangup`: optionally say something, then end the call.
 
@@ -42,7 +47,7 @@ class _Node(BaseModel):
 
     def targets(self) -> Iterator[tuple[str, str]]:
         """(field, node name) for every node this one may go to."""
-        for name in ("next", "failure", "open_next", "closed_next"):
+        for name in ("next", "failure", "open_next", "closed_next", "person"):
             value = getattr(self, name, None)
             if value:
                 yield name, value
@@ -150,6 +155,38 @@ class ForwardNode(_Spoken):
     failure: str
 
 
+class VoicebotNode(_Spoken):
+    """The voice assistant; `text` is its greeting. Every prompt is synthesized once at
+    start-up, and so is every FAQ answer."""
+
+    type: Literal["voicebot"]
+    text: str | None = ("Hello, this is the hotline's voice assistant. "
+                        "Please tell me your question in a few words.")
+    reprompt: str = "Sorry, I did not hear you. Please tell me your question."
+    ask: str = "Please tell me your question."
+    rephrase: str = "Sorry, I have no answer to that. Could you say it in other words?"
+    clarify: str = "Did you mean"
+    choose: str = "Say or press 1 for the first, 2 for the second."
+    help_check: str = "Did that help? Say yes or no, or press 1 for yes and 2 for no."
+    another: str = "Good. Do you have another question? If not, just say no."
+    ticket: str = ("I have opened a ticket for you, and an engineer will get back to you. "
+                   "Your ticket number is")
+    ticket_failed: str = ("Sorry, I could not take down your request. "
+                          "Please call again a little later.")
+    questions: int = Field(3, ge=1, le=10)
+    """Questions answered in one call before the bot says goodbye."""
+    retries: int = Field(2, ge=0, le=5)
+    """Reprompts after silence before giving up."""
+    person: str | None = None
+    """A forward node, for callers who ask for a person (or press 0)."""
+    next: str | None = None
+
+    def prompts(self) -> Iterator[str | Path]:
+        yield from super().prompts()
+        yield from (self.reprompt, self.ask, self.rephrase, self.clarify, self.choose,
+                    self.help_check, self.another, self.ticket, self.ticket_failed)
+
+
 class GotoNode(_Node):
     type: Literal["goto"]
     next: str
@@ -159,7 +196,8 @@ class HangupNode(_Spoken):
     type: Literal["hangup"]
 
 
-Node = Annotated[SayNode | MenuNode | HoursNode | ForwardNode | GotoNode | HangupNode,
+Node = Annotated[SayNode | MenuNode | HoursNode | ForwardNode | VoicebotNode | GotoNode
+                 | HangupNode,
                  Field(discriminator="type")]
 
 
@@ -185,6 +223,9 @@ class Flow(BaseModel):
         for name, node in self.nodes.items():
             problems += [f"nodes.{name}.{field}: no node named {target!r}"
                          for field, target in node.targets() if target not in self.nodes]
+            if (isinstance(node, VoicebotNode) and node.person is not None
+                    and not isinstance(self.nodes.get(node.person), ForwardNode | None)):
+                problems.append(f"nodes.{name}.person: {node.person!r} is not a forward node")
             if isinstance(node, _Spoken) and node.file is not None and not node.file.is_file():
                 problems.append(f"nodes.{name}.file: no such file {str(node.file)!r}")
         if problems:
@@ -208,6 +249,12 @@ class Flow(BaseModel):
     def forwards(self) -> bool:
         """Whether any node forwards calls (and so needs the on-call roster)."""
         return any(isinstance(node, ForwardNode) for node in self.nodes.values())
+
+    @property
+    def voicebots(self) -> bool:
+        """Whether any node is a voice bot (and so needs speech recognition, the FAQ
+        search and tickets)."""
+        return any(isinstance(node, VoicebotNode) for node in self.nodes.values())
 
 
 def load_flow(path: Path, environ: Mapping[str, str] | None = None) -> Flow:
@@ -235,4 +282,4 @@ def _span(text: str) -> tuple[datetime.time, datetime.time]:
 
 
 __all__ = ["Flow", "ForwardNode", "GotoNode", "HangupNode", "HoursNode", "MenuNode", "Node",
-           "SayNode", "load_flow"]
+           "SayNode", "VoicebotNode", "load_flow"]

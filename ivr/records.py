@@ -38,6 +38,13 @@ class CallRecord:
     """The on-call person (their key in oncall.yaml) who took the call."""
     forward_attempts: list[dict[str, Any]] = field(default_factory=list)
     """Each call placed to a person: person, trunk, outcome, status, reason."""
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    """The voice bot's conversation: speaker ("caller" or "bot"), text, at (epoch s)."""
+    bot_turns: list[dict[str, Any]] = field(default_factory=list)
+    """Each question the bot searched for: text, decision, id, confidence, elapsed_ms,
+    candidates, and whether the answer helped."""
+    ticket: str | None = None
+    """The id of the ticket the bot opened."""
     outcome: str | None = None
     end_reason: str | None = None
 

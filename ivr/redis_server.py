@@ -15,8 +15,11 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ivr.settings import Settings
 
@@ -25,6 +28,8 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 SOCKET_TIMEOUT_S = 2.0
+FAIL_FAST_TIMEOUT_S = 0.5
+"""For clients that have a fallback (the ticket spool): give up quickly, no retries."""
 INSTALL_HINT = ("install it with `sudo apt-get install redis-server` (or `sudo make install`), "
                 "or set redis.url in the configuration to an existing Redis")
 _PR_SET_PDEATHSIG = 1
@@ -39,17 +44,22 @@ def socket_path(settings: Settings) -> Path:
     return settings.data_dir / "redis" / "redis.sock"
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A client for the configured Redis, or the embedded one's socket; checked with PING."""
+def connect(settings: Settings, fail_fast: bool = False) -> redis.Redis:
+    """A client for the configured Redis, or the embedded one's socket; checked with PING.
+
+    With `fail_fast`, a command fails within half a second when Redis is away, instead
+    of redis-py's default retries: for a caller waiting on a ticket, which has a spool."""
+    timeout = FAIL_FAST_TIMEOUT_S if fail_fast else SOCKET_TIMEOUT_S
+    options: dict[str, Any] = {"decode_responses": True, "socket_timeout": timeout,
+                               "socket_connect_timeout": timeout}
+    if fail_fast:
+        options["retry"] = Retry(NoBackoff(), 0)
     if settings.redis.url:
-        client = redis.Redis.from_url(settings.redis.url, decode_responses=True,
-                                      socket_timeout=SOCKET_TIMEOUT_S,
-                                      socket_connect_timeout=SOCKET_TIMEOUT_S)
+        client = redis.Redis.from_url(settings.redis.url, **options)
         where = settings.redis.url
     else:
         path = socket_path(settings)
-        client = redis.Redis(unix_socket_path=str(path), decode_responses=True,
-                             socket_timeout=SOCKET_TIMEOUT_S)
+        client = redis.Redis(unix_socket_path=str(path), **options)
         where = str(path)
     try:
         client.ping()

@@ -8,14 +8,21 @@ import socket
 import threading
 from types import FrameType
 
-from ivr.flow import load_flow
+from ivr.flow import VoicebotNode, load_flow
 from ivr.forward import TrunkDialer
 from ivr.oncall import load_oncall
 from ivr.records import CallStore
 from ivr.redis_server import EmbeddedRedis, connect
 from ivr.session import CallHandler, FlowRunner
-from ivr.settings import Settings
+from ivr.settings import Settings, load_yaml
+from ivr.tickets import Outbox, build_tickets
+from ivr.voicebot import VoiceBot
+from kb.calibration import Calibration
+from kb.faq import Faq
+from kb.index import open_index
+from kb.search import Searcher
 from speech.prompts import PromptCache
+from speech.recognizer import create_recognizer, preload
 from speech.synthesizer import create_synthesizer
 from trunks.config import TrunkConfig, split_hostport
 from trunks.monitor import TrunkMonitor
@@ -33,10 +40,12 @@ class Server:
         self.settings = settings
         self.flow = load_flow(settings.flow)  # a bad flow fails before anything starts
         self.oncall = load_oncall(settings.oncall) if self.flow.forwards else None
+        self.faq = load_yaml(settings.kb.faq, Faq) if self.flow.voicebots else None
         self.stopped = threading.Event()
         self.monitor: TrunkMonitor | None = None
         self.engine: RtpEngine | None = None
         self.endpoints: dict[str, SipEndpoint] = {}
+        self.outbox: Outbox | None = None
         self._embedded = None if settings.redis.url else EmbeddedRedis(settings)
 
     def start(self) -> None:
@@ -64,6 +73,9 @@ class Server:
         if self.engine is not None:
             self.engine.stop()
             self.engine = None
+        if self.outbox is not None:
+            self.outbox.stop()
+            self.outbox = None
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
@@ -103,10 +115,31 @@ class Server:
         monitor = self.monitor
         assert monitor is not None
         runner = FlowRunner(self.flow, prompts, oncall=self.oncall,
-                            dialer=TrunkDialer(monitor.select, self.endpoints))
+                            dialer=TrunkDialer(monitor.select, self.endpoints),
+                            bot=self._voicebot(prompts) if self.flow.voicebots else None)
         for trunk in trunks:
-            self.endpoints[trunk.name] = self._endpoint(trunk, CallHandler(runner, calls,
-                                                                           trunk.name))
+            self.endpoints[trunk.name] = self._endpoint(
+                trunk, CallHandler(runner, calls, trunk.name, vad=self.settings.speech.vad))
+
+    def _voicebot(self, prompts: PromptCache) -> VoiceBot:
+        """The FAQ search (building its index the first time: minutes), the recognizer's
+        model, and the ticket desk with its outbox."""
+        settings = self.settings
+        assert self.faq is not None and settings.kb.cache_dir is not None
+        logger.info("Opening the FAQ search index for %s (the first time, building it takes "
+                    "a few minutes)", settings.kb.faq)
+        searcher = Searcher(self.faq, open_index(self.faq, settings.kb.cache_dir),
+                            Calibration.load(settings.kb.calibration))
+        models_dir = settings.speech.models_path(settings.data_dir)
+        preload(settings.speech, models_dir)
+        desk, self.outbox = build_tickets(settings.tickets, connect(settings, fail_fast=True),
+                                          prefix=settings.redis.prefix,
+                                          data_dir=settings.data_dir, node=settings.node)
+        self.outbox.start()
+        bot = VoiceBot(searcher, lambda: create_recognizer(settings.speech, models_dir), desk,
+                       prompts, self.oncall)
+        bot.warm(n for n in self.flow.nodes.values() if isinstance(n, VoicebotNode))
+        return bot
 
     def _endpoint(self, trunk: TrunkConfig, handler: CallHandler) -> SipEndpoint:
         assert self.engine is not None and self.monitor is not None and trunk.listen

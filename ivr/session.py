@@ -14,13 +14,27 @@ import queue
 import time
 from collections.abc import Callable
 
-from ivr.flow import Flow, ForwardNode, GotoNode, HangupNode, HoursNode, MenuNode, SayNode, _Spoken
+from ivr.flow import (
+    Flow,
+    ForwardNode,
+    GotoNode,
+    HangupNode,
+    HoursNode,
+    MenuNode,
+    SayNode,
+    VoicebotNode,
+    _Spoken,
+)
 from ivr.forward import Dialer
 from ivr.oncall import OnCall
 from ivr.records import CallRecord, CallStore
-from speech.prompts import TELEPHONE_RATE, PromptCache, encode, translation
+from ivr.voicebot import Heard, VoiceBot
+from speech import g711
+from speech.prompts import PCMU, TELEPHONE_RATE, PromptCache, encode, translation
+from speech.recognizer import Recognizer, VadSettings
 from speech.synthesizer import Samples
 from speech.tones import ringback
+from speech.vad import BargeIn
 from trunks.voip.endpoint import InboundCall
 from trunks.voip.outbound import OutboundCall, Outcome
 
@@ -30,6 +44,8 @@ MAX_STEPS = 200
 """Nodes visited before a flow is considered to loop forever and the call ends."""
 PLAYOUT_SLACK_S = 0.1
 """Extra wait after a prompt's length, for the jitter of the far end's playout."""
+FRAME_WAIT_S = 0.1
+"""Longest wait for one frame of the caller's audio before checking keys and the clock."""
 
 
 class CallEnded(Exception):
@@ -49,6 +65,11 @@ class Channel(abc.ABC):
         """The next DTMF digit within `timeout` seconds, or None."""
 
     @abc.abstractmethod
+    def ask(self, samples: Samples | None, recognizer: Recognizer) -> Heard:
+        """Play `samples` (if any) and hear the caller's answer: speaking or a key stops
+        the prompt (barge-in); then one turn of speech, a key, or nothing in time."""
+
+    @abc.abstractmethod
     def ring(self, leg: OutboundCall, seconds: float) -> Outcome:
         """Let the caller hear ringback (or the callee's early media) until `leg` is
         answered or fails; return its outcome."""
@@ -65,9 +86,11 @@ class Channel(abc.ABC):
 class SipChannel(Channel):
     """A call from a trunk, its audio through the RTP engine."""
 
-    def __init__(self, call: InboundCall, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, call: InboundCall, clock: Callable[[], float] = time.monotonic,
+                 vad: VadSettings | None = None) -> None:
         self.call = call
         self._clock = clock
+        self._vad = vad or VadSettings()
 
     def play(self, samples: Samples, barge_in: bool) -> str | None:
         media = self.call.media
@@ -89,6 +112,56 @@ class SipChannel(Channel):
             if digit is not None:
                 return digit
         return None
+
+    def ask(self, samples: Samples | None, recognizer: Recognizer) -> Heard:
+        media = self.call.media
+        decode = g711.ulaw_decode if media.payload_type == PCMU else g711.alaw_decode
+        while media.read(0) is not None:  # what the caller said before this prompt is stale
+            pass
+        recognizer.reset()
+        heard: list[bytes] = []
+        if samples is not None and len(samples):
+            media.play(encode(samples, media.payload_type))
+            barge_in = BargeIn()
+            deadline = self._clock() + len(samples) / TELEPHONE_RATE + PLAYOUT_SLACK_S
+            while self._clock() < deadline:
+                digit = self._digit(0)
+                if digit is not None:
+                    media.flush()
+                    return Heard(digit=digit)
+                frame = media.read(FRAME_WAIT_S)
+                if frame is not None and barge_in.push(decode(frame).tobytes()):
+                    media.flush()
+                    heard = barge_in.preroll()
+                    break
+        return self._listen(recognizer, heard, decode)
+
+    def _listen(self, recognizer: Recognizer, heard: list[bytes],
+                decode: Callable[[bytes], Samples]) -> Heard:
+        """One turn: feed the caller's audio to `recognizer` until its final or no-input.
+        The wall clock bounds the wait too, for a caller who sends no audio at all."""
+        media, limits = self.call.media, self._vad
+        started = self._clock()
+        speaking = False
+        pending = [b"".join(heard)] if heard else []
+        while True:
+            for pcm in pending:
+                for event in recognizer.accept(pcm):
+                    if event.kind == "start":
+                        speaking = True
+                    elif event.kind == "final":
+                        return Heard(text=event.text)
+                    elif event.kind == "no-input":
+                        return Heard()
+            digit = self._digit(0)
+            if digit is not None:
+                return Heard(digit=digit)
+            waited = self._clock() - started
+            if waited > (limits.no_input_ms + limits.max_utterance_ms) / 1000 + 1 or (
+                    not speaking and waited > limits.no_input_ms / 1000 + 1):
+                return Heard(text=recognizer.finish().text)
+            frame = media.read(FRAME_WAIT_S)
+            pending = [] if frame is None else [decode(frame).tobytes()]
 
     def ring(self, leg: OutboundCall, seconds: float) -> Outcome:
         media = self.call.media
@@ -144,14 +217,17 @@ class FlowRunner:
     def __init__(self, flow: Flow, prompts: PromptCache,
                  now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
                      datetime.UTC), oncall: OnCall | None = None,
-                 dialer: Dialer | None = None) -> None:
+                 dialer: Dialer | None = None, bot: VoiceBot | None = None) -> None:
         if flow.forwards and (oncall is None or dialer is None):
             raise ValueError("the flow forwards calls: it needs an on-call roster and a dialer")
+        if flow.voicebots and bot is None:
+            raise ValueError("the flow has a voice bot: it needs one")
         self.flow = flow
         self.prompts = prompts
         self.now = now
         self.oncall = oncall
         self.dialer = dialer
+        self.bot = bot
 
     def run(self, channel: Channel, record: CallRecord) -> None:
         """Walk the flow from its start until it hangs up, the caller does, or it loops."""
@@ -180,6 +256,9 @@ class FlowRunner:
             return node.open_next if node.is_open(self.now()) else node.closed_next
         if isinstance(node, ForwardNode):
             return self._forward(node, channel, record)
+        if isinstance(node, VoicebotNode):
+            assert self.bot is not None
+            return self.bot.run(node, channel, record)
         if isinstance(node, GotoNode):
             return node.next
         if isinstance(node, HangupNode):
@@ -242,9 +321,11 @@ class CallHandler:
     """What a trunk's endpoint does with each call: answer, run the flow, keep the record."""
 
     def __init__(self, runner: FlowRunner, store: CallStore, trunk: str,
-                 wallclock: Callable[[], float] = time.time) -> None:
+                 wallclock: Callable[[], float] = time.time,
+                 vad: VadSettings | None = None) -> None:
         self.runner, self.store, self.trunk = runner, store, trunk
         self._wallclock = wallclock
+        self._vad = vad
 
     def __call__(self, call: InboundCall) -> None:
         record = CallRecord(call.id, self.trunk, call.caller, call.called, call.started_at)
@@ -252,7 +333,7 @@ class CallHandler:
         try:
             call.answer()
             record.answered_at = self._wallclock()
-            self.runner.run(SipChannel(call), record)
+            self.runner.run(SipChannel(call, vad=self._vad), record)
         finally:
             call.hangup()
             record.ended_at = self._wallclock()

@@ -1,4 +1,5 @@
-"""Fixtures: real redis-server and Kamailio carriers on loopback, and hygiene checks."""
+"""Fixtures: real redis-server and Kamailio carriers on loopback, the example FAQ's
+search index (built once per session), and hygiene checks."""
 
 from __future__ import annotations
 
@@ -11,12 +12,69 @@ from pathlib import Path
 import pytest
 import redis
 
+from ivr.settings import load_yaml
+from kb.calibration import Calibration
+from kb.faq import Faq
+from kb.index import Index, open_index
+from kb.search import Searcher
 from tests.peers import Carrier, Phone, RedisServer
 from trunks.config import ProbeSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_FAQ = ROOT / "config" / "faq.yaml"
+INDEX_BUILD_TIMEOUT_S = 900
+"""Tuning the model for the example FAQ takes one to three minutes of CPU."""
 
 FAST_PROBES = ProbeSettings(interval_s=1.0, fast_interval_s=0.1, down_interval_s=0.5,
                             timeout_s=0.3, retransmit_s=0.1, down_after=3, up_after=3)
 """Probe timings scaled down so state changes happen within a second or two."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The first test to use the FAQ index pays for building it, so allow for that."""
+    for item in items:
+        if "example_index" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(INDEX_BUILD_TIMEOUT_S))
+
+
+@pytest.fixture(scope="session")
+def kb_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir whose kb/ holds the session's indexes (for `hotline kb --faq`).
+
+    Set TEST_KB_DATA_DIR to a directory to keep the indexes from one run to the next
+    (building one takes minutes; an index is rebuilt whenever the FAQ or model change)."""
+    keep = os.environ.get("TEST_KB_DATA_DIR")
+    return Path(keep) if keep else tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def kb_cache(kb_data_dir: Path) -> Path:
+    return kb_data_dir / "kb"
+
+
+@pytest.fixture(scope="session")
+def example_faq() -> Faq:
+    return load_yaml(EXAMPLE_FAQ, Faq)
+
+
+@pytest.fixture(scope="session")
+def example_index(example_faq: Faq, kb_cache: Path) -> Index:
+    return open_index(example_faq, kb_cache)
+
+
+@pytest.fixture(scope="session")
+def searcher(example_faq: Faq, example_index: Index) -> Searcher:
+    return Searcher(example_faq, example_index, Calibration.load())
+
+
+@pytest.fixture(autouse=True)
+def _no_tqdm_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tqdm starts its monitor thread even for a disabled bar, and faster-whisper makes
+    one per decode. In the server that thread is a harmless daemon waking every 10 s;
+    here the leftovers check would blame the test that happened to start it."""
+    import tqdm
+
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,10 @@ from ivr.flow import load_flow
 from ivr.oncall import load_oncall
 from ivr.redis_server import RedisUnavailable
 from ivr.server import Server
-from ivr.settings import ConfigError, load_settings
+from ivr.settings import ConfigError, load_settings, load_yaml
+from kb.errors import KbError
+from kb.faq import Faq
+from speech.recognizer import check_model
 from speech.synthesizer import SpeechError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -47,7 +50,7 @@ def serve(config: str | None) -> None:
         raise BadUsage(str(exc)) from exc
     try:
         server.run_until_signalled()
-    except (RedisUnavailable, SpeechError) as exc:
+    except (RedisUnavailable, SpeechError, KbError) as exc:
         raise CliError(str(exc)) from exc
     except OSError as exc:  # a SIP or RTP port that cannot be bound
         raise CliError(f"cannot start: {exc}") from exc
@@ -66,7 +69,10 @@ def config_check(file: Path) -> None:
         settings = load_settings(file)
         flow = load_flow(settings.flow)
         oncall = load_oncall(settings.oncall) if flow.forwards else None
-    except ConfigError as exc:
+        faq = load_yaml(settings.kb.faq, Faq) if flow.voicebots else None
+        model = (check_model(settings.speech, settings.speech.models_path(settings.data_dir))
+                 if flow.voicebots else None)
+    except (ConfigError, SpeechError) as exc:
         raise BadUsage(str(exc)) from exc
     names = ", ".join(t.name for t in settings.trunks)
     click.echo(f"{file}: OK ({len(settings.trunks)} trunks: {names})")
@@ -75,6 +81,9 @@ def config_check(file: Path) -> None:
         click.echo(f"{settings.oncall}: OK ({len(oncall.people)} people, "
                    f"{oncall.name(oncall.on_duty(datetime.datetime.now(datetime.UTC)))} "
                    "on duty now)")
+    if faq is not None:
+        click.echo(f"{settings.kb.faq}: OK ({len(faq.entries)} entries)")
+        click.echo(f"speech: {settings.speech.engine} model at {model}")
 
 
 cli.add_command(trunks)

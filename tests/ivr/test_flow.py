@@ -15,7 +15,9 @@ from ivr.oncall import load_oncall
 from ivr.records import CallRecord
 from ivr.session import CallEnded, Channel, FlowRunner
 from ivr.settings import ConfigError
+from ivr.voicebot import Heard, VoiceBot
 from speech.prompts import PromptCache
+from speech.recognizer import Recognizer
 from speech.synthesizer import EspeakSynthesizer, Samples
 from tests.ivr.conftest import EXAMPLE_FLOW, EXAMPLE_ONCALL
 from trunks.voip.outbound import OutboundCall, Outcome
@@ -32,7 +34,8 @@ def flow_file(tmp_path: Path, text: str) -> Path:
 def test_example_flow_loads() -> None:
     flow = load_flow(EXAMPLE_FLOW)
     texts, files = flow.prompts()
-    assert flow.start == "welcome" and len(texts) == 11 and files == []
+    assert flow.start == "welcome" and files == []
+    assert "Please tell me your question." in texts
     assert flow.forwards
 
 
@@ -55,6 +58,10 @@ def test_example_flow_loads() -> None:
     ("start: a\nnodes:\n  a: {type: forward, ring_s: 500, failure: a}\n",
      "nodes.a.forward.ring_s: Input should be less than or equal to 120"),
     ("start: a\nnodes:\n  a: {type: forward, failure: b}\n", "nodes.a.failure: no node named 'b'"),
+    ("start: a\nnodes:\n  a: {type: voicebot, person: b}\n  b: {type: hangup}\n",
+     "nodes.a.person: 'b' is not a forward node"),
+    ("start: a\nnodes:\n  a: {type: voicebot, questions: 0}\n",
+     "nodes.a.voicebot.questions: Input should be greater than or equal to 1"),
 ])
 def test_bad_flows_are_rejected_at_start_up(tmp_path: Path, text: str, expected: str) -> None:
     path = flow_file(tmp_path, text)
@@ -86,11 +93,14 @@ def test_opening_hours_in_the_flows_time_zone(moment: str, is_open: bool) -> Non
 
 class ScriptedChannel(Channel):
     """A caller who presses `keys` in turn: a key is pressed during the next prompt (when
-    `during_prompt`) or when asked to wait; None means silence."""
+    `during_prompt`) or when asked to wait; None means silence. To the voice bot the
+    caller answers with `heard`, in turn; the call ends when the script does."""
 
-    def __init__(self, keys: list[str | None], during_prompt: bool = False) -> None:
+    def __init__(self, keys: list[str | None], during_prompt: bool = False,
+                 heard: list[Heard] | None = None) -> None:
         self.keys = keys
         self.during_prompt = during_prompt
+        self.heard = list(heard or [])
         self.played: list[int] = []
         self.hung_up = False
         self.bridged: OutboundCall | None = None
@@ -105,6 +115,13 @@ class ScriptedChannel(Channel):
         if not self.keys:
             raise CallEnded
         return self.keys.pop(0)
+
+    def ask(self, samples: Samples | None, recognizer: Recognizer) -> Heard:
+        if samples is not None:
+            self.played.append(len(samples))
+        if not self.heard:
+            raise CallEnded
+        return self.heard.pop(0)
 
     def ring(self, leg: OutboundCall, seconds: float) -> Outcome:
         return leg.outcome
@@ -146,19 +163,19 @@ OPEN_TIME = datetime.datetime(2026, 11, 23, 10, tzinfo=SHANGHAI)
 """A Monday morning: the office is open; bob's turn on call, carol's next."""
 
 
-def make_runner(prompts: PromptCache, dialer: ScriptedDialer) -> FlowRunner:
+def make_runner(prompts: PromptCache, dialer: ScriptedDialer, bot: VoiceBot) -> FlowRunner:
     return FlowRunner(load_flow(EXAMPLE_FLOW), prompts, now=lambda: OPEN_TIME,
-                      oncall=load_oncall(EXAMPLE_ONCALL), dialer=dialer)
+                      oncall=load_oncall(EXAMPLE_ONCALL), dialer=dialer, bot=bot)
 
 
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory: pytest.TempPathFactory) -> PromptCache:
-    return PromptCache(tmp_path_factory.mktemp("prompts"), EspeakSynthesizer())
+SILENT = [Heard()] * 3
+"""A caller who says nothing to the voice bot: its greeting and two reprompts."""
 
 
 @pytest.fixture
-def runner(prompts: PromptCache) -> FlowRunner:
-    return make_runner(prompts, ScriptedDialer([]))  # no trunk usable: nobody to forward to
+def runner(espeak_prompts: PromptCache, voicebot: VoiceBot) -> FlowRunner:
+    # no trunk usable: nobody to forward to
+    return make_runner(espeak_prompts, ScriptedDialer([]), voicebot)
 
 
 def record() -> CallRecord:
@@ -166,17 +183,26 @@ def record() -> CallRecord:
 
 
 def test_menu_choice_leads_through_the_flow(runner: FlowRunner) -> None:
-    channel, rec = ScriptedChannel(["2", "1"]), record()
+    channel, rec = ScriptedChannel(["2", "1"], heard=SILENT), record()
     runner.run(channel, rec)
     assert rec.path == ["welcome", "office_hours", "main_menu", "hours_info", "main_menu",
-                        "support", "nobody_free", "goodbye"]
-    assert rec.digits == "21" and rec.outcome == "completed" and channel.hung_up
+                        "support", "nobody_free", "assistant", "goodbye"]
+    assert rec.digits == "21" and rec.outcome == "bot: no question" and channel.hung_up
+
+
+def test_the_menu_leads_to_the_voice_bot(runner: FlowRunner) -> None:
+    channel = ScriptedChannel(["3"], heard=[Heard(text="how often should the oil be changed"),
+                                           Heard(digit="1"), Heard(text="no thank you")])
+    runner.run(channel, rec := record())
+    assert rec.path == ["welcome", "office_hours", "main_menu", "assistant", "goodbye"]
+    assert rec.outcome == "bot: answered" and rec.bot_turns[0]["id"] == "service-interval"
+    assert channel.hung_up and not channel.heard
 
 
 def test_barge_in_skips_the_rest_of_the_prompt(runner: FlowRunner) -> None:
-    channel, rec = ScriptedChannel(["1"], during_prompt=True), record()
+    channel, rec = ScriptedChannel(["1"], during_prompt=True, heard=SILENT), record()
     runner.run(channel, rec)
-    assert rec.path[2:] == ["main_menu", "support", "nobody_free", "goodbye"]
+    assert rec.path[2:] == ["main_menu", "support", "nobody_free", "assistant", "goodbye"]
     assert rec.digits == "1"
 
 
@@ -203,12 +229,13 @@ def test_a_flow_that_loops_forever_is_stopped(tmp_path: Path) -> None:
     assert rec.outcome == "flow loop" and len(rec.path) == 200 and channel.hung_up
 
 
-def test_forward_tries_next_trunk_then_next_person(prompts: PromptCache) -> None:
+def test_forward_tries_next_trunk_then_next_person(espeak_prompts: PromptCache,
+                                                   voicebot: VoiceBot) -> None:
     bob, carol = "13800000002", "13800000003"
     dialer = ScriptedDialer(["carrier-a", "carrier-b"], {
         (carol, "carrier-a"): Outcome.TRUNK_FAILED, (carol, "carrier-b"): Outcome.ANSWERED})
     channel, rec = ScriptedChannel(["1"]), record()
-    make_runner(prompts, dialer).run(channel, rec)
+    make_runner(espeak_prompts, dialer, voicebot).run(channel, rec)
     # bob (on duty) refuses: not retried on carrier-b; carol: trunk fails, next trunk answers
     assert dialer.dialled == [(bob, "carrier-a"), (carol, "carrier-a"), (carol, "carrier-b")]
     assert rec.forwarded_to == "carol" and rec.outcome == "forwarded"
@@ -218,14 +245,23 @@ def test_forward_tries_next_trunk_then_next_person(prompts: PromptCache) -> None
     assert rec.path[-2:] == ["support", "goodbye"] and channel.bridged is not None
 
 
-def test_forward_stops_after_its_number_of_people(prompts: PromptCache) -> None:
+def test_forward_stops_after_its_number_of_people(espeak_prompts: PromptCache,
+                                                  voicebot: VoiceBot) -> None:
     dialer = ScriptedDialer(["carrier-a"])  # everyone refuses
-    make_runner(prompts, dialer).run(ScriptedChannel(["1"]), rec := record())
+    make_runner(espeak_prompts, dialer, voicebot).run(ScriptedChannel(["1"], heard=SILENT),
+                                                      rec := record())
     assert [number for number, _ in dialer.dialled] == ["13800000002", "13800000003"], \
         "people: 2 - alice, third in the roster, is not rung"
-    assert rec.forwarded_to is None and rec.path[-2:] == ["nobody_free", "goodbye"]
+    assert rec.forwarded_to is None
+    assert rec.path[-3:] == ["nobody_free", "assistant", "goodbye"]
 
 
-def test_a_flow_that_forwards_needs_a_roster(prompts: PromptCache) -> None:
+def test_a_flow_that_forwards_needs_a_roster(espeak_prompts: PromptCache) -> None:
     with pytest.raises(ValueError, match="needs an on-call roster"):
-        FlowRunner(load_flow(EXAMPLE_FLOW), prompts)
+        FlowRunner(load_flow(EXAMPLE_FLOW), espeak_prompts)
+
+
+def test_a_flow_with_a_voice_bot_needs_one(espeak_prompts: PromptCache) -> None:
+    with pytest.raises(ValueError, match="it needs one"):
+        FlowRunner(load_flow(EXAMPLE_FLOW), espeak_prompts, oncall=load_oncall(EXAMPLE_ONCALL),
+                   dialer=ScriptedDialer([]))

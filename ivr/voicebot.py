@@ -1,0 +1,339 @@
+"""The voice assistant of a `voicebot` node: a conversation over the FAQ, ending in
+an answer that helped, a person, or a ticket.
+
+One `VoiceBot` serves every call; each call gets its own `Conversation`, with its
+own recognizer, transcript and counters. The conversation goes:
+
+    greeting ─► question ─► search ─┬─ answer ─► "did that help?" ─┬─ yes ─► another? ─► next
+        ▲  (silence: reprompt)      │                              └─ no ──► ticket ──► next
+        │                           ├─ clarify ─► "did you mean 1 or 2?" ─► answer / ticket
+        └───────── rephrase ◄───────┴─ none (once; then a ticket)
+
+At any question a request for a person (in words, or the 0 key) goes to the
+node's `person` forward, unless the call has been there already or nobody is on
+the roster; then the caller gets a ticket instead. Everything the caller and the
+bot said goes into the call record and into any ticket.
+
+Every prompt, and every FAQ answer, is synthesized once at start-up (`warm`), so a
+turn costs recognition and a search, never synthesis; the ticket number is spoken
+from cached digits.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ivr.flow import VoicebotNode
+from ivr.oncall import OnCall
+from ivr.records import CallRecord
+from ivr.tickets import TicketDesk
+from ivr.tickets.errors import TicketNotSaved
+from ivr.tickets.ids import spoken_ticket_id
+from ivr.tickets.model import Candidate, Priority, Turn
+from kb.search import Decision, Result, Searcher
+from speech.prompts import TELEPHONE_RATE, PromptCache
+from speech.recognizer import Recognizer
+from speech.synthesizer import Samples
+
+logger = logging.getLogger(__name__)
+
+PAUSE_S = 0.25
+"""Silence between the pieces of a composed prompt."""
+PERSON_KEY = "0"
+YES_KEYS, NO_KEYS = "1", "2"
+
+_YES = re.compile(r"\b(yes|yeah|yep|yup|sure|correct|it did|that helped|helped|thanks?|"
+                  r"thank you|great|perfect|ok|okay)\b")
+_NO = re.compile(r"\b(no|nope|nah|not really|it didn'?t|did not|didn'?t|doesn'?t|"
+                 r"does not|not at all)\b")
+_PERSON = re.compile(r"\b(person|human|agent|operator|engineer|technician|somebody|someone|"
+                     r"representative|staff)\b")
+_PERSON_VERB = re.compile(r"\b(talk|speak|connect|transfer|put me through|real person|"
+                          r"human being)\b")
+_FIRST = re.compile(r"\b(one|first|1|former)\b")
+_SECOND = re.compile(r"\b(two|second|2|latter|to|too)\b")
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What the caller answered a prompt with: words, a key, or nothing."""
+
+    text: str = ""
+    digit: str | None = None
+
+    @property
+    def nothing(self) -> bool:
+        return not self.text.strip() and self.digit is None
+
+
+class Listener(Protocol):
+    """What the bot needs from a call (`ivr.session.Channel` provides it)."""
+
+    def ask(self, samples: Samples | None, recognizer: Recognizer) -> Heard:
+        """Play `samples` (if any), letting the caller interrupt by speaking or with a
+        key, then listen for one turn; the caller's words, key, or nothing."""
+
+    def play(self, samples: Samples, barge_in: bool) -> str | None:
+        """Play to the end (see `Channel.play`)."""
+
+
+def asks_for_person(text: str) -> bool:
+    """Whether a turn asks to speak to a person: "can I talk to an engineer", "agent",
+    but not "we need someone to come and look at the machine"."""
+    lowered = text.lower()
+    if not _PERSON.search(lowered):
+        return False
+    return len(lowered.split()) <= 3 or bool(_PERSON_VERB.search(lowered))
+
+
+def yes_or_no(heard: Heard) -> bool | None:
+    """True for yes (or the 1 key), False for no (or 2), None when neither."""
+    if heard.digit is not None:
+        return {YES_KEYS: True, NO_KEYS: False}.get(heard.digit)
+    lowered = heard.text.lower()
+    no, yes = _NO.search(lowered), _YES.search(lowered)
+    if no is None or yes is None:
+        return None if no is yes else yes is not None
+    return yes.start() < no.start()  # the first word decides: "no thank you" is a no
+
+
+def choice(heard: Heard) -> int | None:
+    """0 or 1 for the first or second of two candidates, None when unclear."""
+    if heard.digit is not None:
+        return {"1": 0, "2": 1}.get(heard.digit)
+    lowered = heard.text.lower()
+    first, second = bool(_FIRST.search(lowered)), bool(_SECOND.search(lowered))
+    return None if first == second else (0 if first else 1)
+
+
+class VoiceBot:
+    """The services behind every `voicebot` node: the FAQ search, the recognizer for
+    each call, the ticket desk and the roster."""
+
+    def __init__(self, searcher: Searcher, recognizers: Callable[[], Recognizer],
+                 desk: TicketDesk, prompts: PromptCache, oncall: OnCall | None = None,
+                 now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
+                     datetime.UTC),
+                 wallclock: Callable[[], float] = time.time) -> None:
+        self.searcher = searcher
+        self.recognizers = recognizers
+        self.desk = desk
+        self.prompts = prompts
+        self.oncall = oncall
+        self.now = now
+        self.wallclock = wallclock
+
+    def warm(self, nodes: Iterable[VoicebotNode]) -> None:
+        """Synthesize every answer, question label and digit now, not during a call."""
+        texts = [t for n in nodes for t in n.prompts() if isinstance(t, str)]
+        for entry in self.searcher.faq.entries:
+            texts += [entry.answer, entry.questions[0]]
+        self.prompts.warm([*texts, "or", *"0123456789"], [])
+
+    def run(self, node: VoicebotNode, channel: Listener, record: CallRecord) -> str | None:
+        """Hold the conversation; return the node to go to next."""
+        recognizer = self.recognizers()
+        try:
+            return Conversation(self, node, channel, recognizer, record).run()
+        finally:
+            recognizer.close()
+
+
+@dataclass
+class Conversation:
+    bot: VoiceBot
+    node: VoicebotNode
+    channel: Listener
+    recognizer: Recognizer
+    record: CallRecord
+    answered: int = 0
+    turns: list[Turn] = field(default_factory=list)
+    last: Result | None = None
+    """The latest search that did not end in a helpful answer: its candidates go
+    into the ticket."""
+
+    def run(self) -> str | None:
+        heard = self._question(self._text(self.node.text) if self.node.text else
+                               self.bot.prompts.file(self.node.file) if self.node.file
+                               else None)
+        rephrased = False
+        while True:
+            if heard.nothing:
+                return self._finish("no question")
+            if heard.digit == PERSON_KEY or (heard.text and asks_for_person(heard.text)):
+                return self._person()
+            if heard.digit is not None:  # any other key at a question: ask again
+                heard = self._question(self._text(self.node.reprompt))
+                continue
+            result = self._search(heard.text)
+            if result.decision is Decision.CLARIFY:
+                result = self._clarify(result)
+            if result.decision is Decision.ANSWER:
+                helped = self._answer(result)
+                if helped is None:
+                    return self._ticket("the caller did not say whether the answer helped")
+                if not helped:
+                    return self._ticket("the answer did not help")
+                self.answered += 1
+                if self.answered >= self.node.questions:
+                    return self._finish("answered")
+                heard, rephrased = self._listen(self._text(self.node.another)), False
+                verdict = yes_or_no(heard)
+                if verdict is False or heard.nothing:
+                    return self._finish("answered")
+                if verdict and len(heard.text.split()) <= 3:  # "yes": the question comes next
+                    heard = self._question(self._text(self.node.ask))
+                continue
+            if rephrased:
+                return self._ticket("no confident answer")
+            heard, rephrased = self._listen(self._text(self.node.rephrase)), True
+            if heard.nothing:
+                return self._ticket("no confident answer")
+
+    # -- turns
+
+    def _question(self, prompt: Samples | None) -> Heard:
+        """Ask for a question, reprompting after silence up to `retries` times."""
+        heard = self._listen(prompt)
+        for _ in range(self.node.retries):
+            if not heard.nothing:
+                break
+            heard = self._listen(self._text(self.node.reprompt))
+        return heard
+
+    def _answer(self, result: Result) -> bool | None:
+        """Speak the answer and ask whether it helped; None if the caller never said."""
+        assert result.answer is not None
+        heard = self._listen(self._join(self._text(result.answer),
+                                        self._text(self.node.help_check)),
+                             said=result.answer)
+        for _ in range(self.node.retries):
+            verdict = yes_or_no(heard)
+            if verdict is not None:
+                self.record.bot_turns[-1]["helped"] = verdict
+                if not verdict:
+                    self.last = result
+                return verdict
+            heard = self._listen(self._text(self.node.help_check))
+        self.last = result
+        verdict = yes_or_no(heard)
+        if verdict is not None:
+            self.record.bot_turns[-1]["helped"] = verdict
+        return verdict
+
+    def _clarify(self, result: Result) -> Result:
+        """Ask which of the two best entries the caller means; the result for that one,
+        or `none` when the caller does not choose."""
+        faq = self.bot.searcher.faq
+        first, second = (faq.entry(c.id) for c in result.candidates[:2])
+        label = (f"{self.node.clarify}: {first.questions[0]}, or {second.questions[0]}? "
+                 f"{self.node.choose}")
+        heard = self._listen(self._join(self._text(self.node.clarify),
+                                        self._text(first.questions[0]),
+                                        self._text("or"), self._text(second.questions[0]),
+                                        self._text(self.node.choose)), said=label)
+        picked = choice(heard)
+        if picked is None:
+            self.last = result
+            return Result(Decision.NONE, None, result.score, result.confidence, None,
+                          result.candidates, result.text)
+        entry = (first, second)[picked]
+        chosen = Result(Decision.ANSWER, entry.id, result.candidates[picked].score,
+                        result.confidence, entry.answer, result.candidates, result.text)
+        self.record.bot_turns[-1].update(decision="answer", id=entry.id, clarified=True)
+        return chosen
+
+    def _listen(self, prompt: Samples | None, said: str | None = None) -> Heard:
+        if said is not None:
+            self._turn("bot", said)
+        heard = self.channel.ask(prompt, self.recognizer)
+        if heard.text.strip():
+            self._turn("caller", heard.text.strip())
+        elif heard.digit is not None:
+            self._turn("caller", f"[key {heard.digit}]")
+        return heard
+
+    def _search(self, text: str) -> Result:
+        result = self.bot.searcher.ask(text)
+        self.record.bot_turns.append({
+            "text": text, "decision": str(result.decision), "id": result.id,
+            "confidence": round(result.confidence, 3), "elapsed_ms": round(result.elapsed_ms, 1),
+            "candidates": [c.id for c in result.candidates[:3]]})
+        if result.decision is not Decision.ANSWER:
+            self.last = result
+        logger.info("Call %s: %r -> %s %s (confidence %.2f)", self.record.id, text,
+                    result.decision, result.id or result.candidates[0].id, result.confidence)
+        return result
+
+    # -- endings
+
+    def _person(self) -> str | None:
+        person = self.node.person
+        if (person is not None and self.bot.oncall is not None
+                and person not in self.record.path
+                and self.bot.oncall.roster(self.bot.now())):
+            self.record.outcome = None
+            return person
+        return self._ticket("the caller asked for a person; nobody could be reached")
+
+    def _ticket(self, reason: str) -> str | None:
+        faq = self.bot.searcher.faq
+        candidates = [] if self.last is None else [
+            Candidate(c.id, entry.questions[0], round(c.score, 4), entry.category,
+                      Priority(entry.priority))
+            for c in self.last.candidates[:3] if (entry := faq.entry(c.id))]
+        record = self.record
+        try:
+            ticket = self.bot.desk.open(caller=record.caller, call_id=record.id,
+                                        trunk=record.trunk, reason=reason,
+                                        transcript=self.turns, candidates=candidates)
+        except TicketNotSaved:
+            self._say(self.node.ticket_failed)
+            return self._finish("ticket not saved")
+        record.ticket = ticket.id
+        self._say(self.node.ticket, ticket.id)
+        return self._finish("ticket")
+
+    def _finish(self, outcome: str) -> str | None:
+        self.record.outcome = f"bot: {outcome}"
+        return self.node.next
+
+    def _say(self, text: str, ticket_id: str | None = None) -> None:
+        pieces = [self._text(text)]
+        said = text
+        if ticket_id is not None:
+            spoken = spoken_ticket_id(ticket_id)
+            said = f"{text} {spoken}."
+            for group in spoken.split(", "):
+                pieces.append(self._join(*(self._text(d) for d in group.split())))
+        self._turn("bot", said)
+        self.channel.play(self._join(*pieces), barge_in=False)
+
+    # -- helpers
+
+    def _turn(self, speaker: str, text: str) -> None:
+        turn = Turn(speaker, text, self.bot.wallclock())
+        self.turns.append(turn)
+        self.record.transcript.append({"speaker": speaker, "text": text, "at": turn.at})
+
+    def _text(self, text: str) -> Samples:
+        return self.bot.prompts.text(text)
+
+    def _join(self, *pieces: Samples) -> Samples:
+        pause = np.zeros(int(PAUSE_S * TELEPHONE_RATE), dtype=np.int16)
+        parts: list[Samples] = []
+        for piece in pieces:
+            parts += [piece, pause]
+        return np.concatenate(parts[:-1]) if parts else pause
+
+
+__all__ = ["Conversation", "Heard", "Listener", "VoiceBot", "asks_for_person", "choice",
+           "yes_or_no"]
