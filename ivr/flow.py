@@ -167,13 +167,18 @@ class VoicebotNode(_Spoken):
     rephrase: str = "Sorry, I have no answer to that. Could you say it in other words?"
     clarify: str = "Did you mean"
     choose: str = "Say or press 1 for the first, 2 for the second."
+    confirm: str = "Is your question about this"
+    yes_no: str = "Say yes or no."
+    confirm_above: float = Field(0.5, ge=0.0, le=1.0)
+    """Below the search's answer threshold but at least this confident: ask the caller
+    whether the best entry is what they mean, instead of asking them to rephrase."""
     help_check: str = "Did that help? Say yes or no, or press 1 for yes and 2 for no."
     another: str = "Good. Do you have another question? If not, just say no."
     ticket: str = ("I have opened a ticket for you, and an engineer will get back to you. "
                    "Your ticket number is")
     ticket_failed: str = ("Sorry, I could not take down your request. "
                           "Please call again a little later.")
-    questions: int = Field(3, ge=1, le=10)
+    questions: int = Field(3, ge=1, le=50)
     """Questions answered in one call before the bot says goodbye."""
     retries: int = Field(2, ge=0, le=5)
     """Reprompts after silence before giving up."""
@@ -184,7 +189,8 @@ class VoicebotNode(_Spoken):
     def prompts(self) -> Iterator[str | Path]:
         yield from super().prompts()
         yield from (self.reprompt, self.ask, self.rephrase, self.clarify, self.choose,
-                    self.help_check, self.another, self.ticket, self.ticket_failed)
+                    self.confirm, self.yes_no, self.help_check, self.another, self.ticket,
+                    self.ticket_failed)
 
 
 class GotoNode(_Node):

@@ -8,6 +8,8 @@ import socket
 import threading
 from types import FrameType
 
+import redis
+
 from ivr.flow import VoicebotNode, load_flow
 from ivr.forward import TrunkDialer
 from ivr.oncall import load_oncall
@@ -46,6 +48,7 @@ class Server:
         self.engine: RtpEngine | None = None
         self.endpoints: dict[str, SipEndpoint] = {}
         self.outbox: Outbox | None = None
+        self._clients: list[redis.Redis] = []
         self._embedded = None if settings.redis.url else EmbeddedRedis(settings)
 
     def start(self) -> None:
@@ -53,7 +56,7 @@ class Server:
         try:
             if self._embedded is not None:
                 self._embedded.start()
-            client = connect(self.settings)
+            client = self._connect()
             self.monitor = TrunkMonitor(self.settings.trunks,
                                         TrunkStore(client, self.settings.redis.prefix),
                                         self.settings.node)
@@ -76,6 +79,8 @@ class Server:
         if self.outbox is not None:
             self.outbox.stop()
             self.outbox = None
+        while self._clients:
+            self._clients.pop().close()
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
@@ -132,7 +137,7 @@ class Server:
                             Calibration.load(settings.kb.calibration))
         models_dir = settings.speech.models_path(settings.data_dir)
         preload(settings.speech, models_dir)
-        desk, self.outbox = build_tickets(settings.tickets, connect(settings, fail_fast=True),
+        desk, self.outbox = build_tickets(settings.tickets, self._connect(fail_fast=True),
                                           prefix=settings.redis.prefix,
                                           data_dir=settings.data_dir, node=settings.node)
         self.outbox.start()
@@ -140,6 +145,10 @@ class Server:
                        prompts, self.oncall)
         bot.warm(n for n in self.flow.nodes.values() if isinstance(n, VoicebotNode))
         return bot
+
+    def _connect(self, fail_fast: bool = False) -> redis.Redis:
+        self._clients.append(connect(self.settings, fail_fast))
+        return self._clients[-1]
 
     def _endpoint(self, trunk: TrunkConfig, handler: CallHandler) -> SipEndpoint:
         assert self.engine is not None and self.monitor is not None and trunk.listen

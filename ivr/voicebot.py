@@ -6,8 +6,13 @@ own recognizer, transcript and counters. The conversation goes:
 
     greeting ─► question ─► search ─┬─ answer ─► "did that help?" ─┬─ yes ─► another? ─► next
         ▲  (silence: reprompt)      │                              └─ no ──► ticket ──► next
-        │                           ├─ clarify ─► "did you mean 1 or 2?" ─► answer / ticket
-        └───────── rephrase ◄───────┴─ none (once; then a ticket)
+        │                           ├─ clarify: "did you mean 1 or 2?" ─► answer, or none
+        │                           ├─ none, fairly sure: "is it about X?" ─► answer, or none
+        └───────── rephrase ◄───────┴─ none (once; the second time a ticket)
+
+The search's decision threshold keeps wrong answers rare, so some right entries fall
+just below it; between `confirm_above` and that threshold the bot asks the caller
+to confirm its best guess rather than saying it has no answer.
 
 At any question a request for a person (in words, or the 0 key) goes to the
 node's `person` forward, unless the call has been there already or nobody is on
@@ -38,6 +43,7 @@ from ivr.tickets import TicketDesk
 from ivr.tickets.errors import TicketNotSaved
 from ivr.tickets.ids import spoken_ticket_id
 from ivr.tickets.model import Candidate, Priority, Turn
+from kb.faq import Entry
 from kb.search import Decision, Result, Searcher
 from speech.prompts import TELEPHONE_RATE, PromptCache
 from speech.recognizer import Recognizer
@@ -47,6 +53,11 @@ logger = logging.getLogger(__name__)
 
 PAUSE_S = 0.25
 """Silence between the pieces of a composed prompt."""
+DIGIT_PAUSE_S = 0.1
+"""Silence between the digits of a ticket number, each trimmed of the synthesizer's
+own lead-in and tail: one second per digit sounds like a list, not a number."""
+QUIET = 200
+"""Samples below this magnitude (about -44 dBFS) are trimmed from a spoken digit."""
 PERSON_KEY = "0"
 YES_KEYS, NO_KEYS = "1", "2"
 
@@ -98,20 +109,23 @@ def yes_or_no(heard: Heard) -> bool | None:
     """True for yes (or the 1 key), False for no (or 2), None when neither."""
     if heard.digit is not None:
         return {YES_KEYS: True, NO_KEYS: False}.get(heard.digit)
-    lowered = heard.text.lower()
-    no, yes = _NO.search(lowered), _YES.search(lowered)
-    if no is None or yes is None:
-        return None if no is yes else yes is not None
-    return yes.start() < no.start()  # the first word decides: "no thank you" is a no
+    which = _earliest(heard.text, _YES, _NO)
+    return None if which is None else which == 0
 
 
 def choice(heard: Heard) -> int | None:
     """0 or 1 for the first or second of two candidates, None when unclear."""
     if heard.digit is not None:
         return {"1": 0, "2": 1}.get(heard.digit)
-    lowered = heard.text.lower()
-    first, second = bool(_FIRST.search(lowered)), bool(_SECOND.search(lowered))
-    return None if first == second else (0 if first else 1)
+    return _earliest(heard.text, _FIRST, _SECOND)
+
+
+def _earliest(text: str, first: re.Pattern[str], second: re.Pattern[str]) -> int | None:
+    """0 or 1 for whichever pattern matches earlier in `text` (the first word decides:
+    "the second one", "no thank you"), None if neither does."""
+    lowered = text.lower()
+    found = [(m.start(), n) for n, p in enumerate((first, second)) if (m := p.search(lowered))]
+    return min(found)[1] if found else None
 
 
 class VoiceBot:
@@ -135,7 +149,7 @@ class VoiceBot:
         """Synthesize every answer, question label and digit now, not during a call."""
         texts = [t for n in nodes for t in n.prompts() if isinstance(t, str)]
         for entry in self.searcher.faq.entries:
-            texts += [entry.answer, entry.questions[0]]
+            texts += [entry.answer, _label(entry)]
         self.prompts.warm([*texts, "or", *"0123456789"], [])
 
     def run(self, node: VoicebotNode, channel: Listener, record: CallRecord) -> str | None:
@@ -161,9 +175,10 @@ class Conversation:
     into the ticket."""
 
     def run(self) -> str | None:
-        heard = self._question(self._text(self.node.text) if self.node.text else
-                               self.bot.prompts.file(self.node.file) if self.node.file
-                               else None)
+        node = self.node
+        heard = (self._question(node.text) if node.text else
+                 self._question(f"[{node.file}]", self.bot.prompts.file(node.file))
+                 if node.file else self._question(None))
         rephrased = False
         while True:
             if heard.nothing:
@@ -171,11 +186,14 @@ class Conversation:
             if heard.digit == PERSON_KEY or (heard.text and asks_for_person(heard.text)):
                 return self._person()
             if heard.digit is not None:  # any other key at a question: ask again
-                heard = self._question(self._text(self.node.reprompt))
+                heard = self._question(self.node.ask)
                 continue
             result = self._search(heard.text)
             if result.decision is Decision.CLARIFY:
                 result = self._clarify(result)
+            elif (result.decision is Decision.NONE
+                  and result.confidence >= self.node.confirm_above):
+                result = self._confirm(result)
             if result.decision is Decision.ANSWER:
                 helped = self._answer(result)
                 if helped is None:
@@ -185,36 +203,36 @@ class Conversation:
                 self.answered += 1
                 if self.answered >= self.node.questions:
                     return self._finish("answered")
-                heard, rephrased = self._listen(self._text(self.node.another)), False
+                heard, rephrased = self._listen(self.node.another), False
                 verdict = yes_or_no(heard)
                 if verdict is False or heard.nothing:
                     return self._finish("answered")
                 if verdict and len(heard.text.split()) <= 3:  # "yes": the question comes next
-                    heard = self._question(self._text(self.node.ask))
+                    heard = self._question(self.node.ask)
                 continue
             if rephrased:
                 return self._ticket("no confident answer")
-            heard, rephrased = self._listen(self._text(self.node.rephrase)), True
+            heard, rephrased = self._listen(self.node.rephrase), True
             if heard.nothing:
                 return self._ticket("no confident answer")
 
     # -- turns
 
-    def _question(self, prompt: Samples | None) -> Heard:
+    def _question(self, text: str | None, audio: Samples | None = None) -> Heard:
         """Ask for a question, reprompting after silence up to `retries` times."""
-        heard = self._listen(prompt)
+        heard = self._listen(text, audio)
         for _ in range(self.node.retries):
             if not heard.nothing:
                 break
-            heard = self._listen(self._text(self.node.reprompt))
+            heard = self._listen(self.node.reprompt)
         return heard
 
     def _answer(self, result: Result) -> bool | None:
         """Speak the answer and ask whether it helped; None if the caller never said."""
         assert result.answer is not None
-        heard = self._listen(self._join(self._text(result.answer),
-                                        self._text(self.node.help_check)),
-                             said=result.answer)
+        heard = self._listen(f"{result.answer} {self.node.help_check}",
+                             self._join(self._text(result.answer),
+                                        self._text(self.node.help_check)))
         for _ in range(self.node.retries):
             verdict = yes_or_no(heard)
             if verdict is not None:
@@ -222,7 +240,7 @@ class Conversation:
                 if not verdict:
                     self.last = result
                 return verdict
-            heard = self._listen(self._text(self.node.help_check))
+            heard = self._listen(self.node.help_check)
         self.last = result
         verdict = yes_or_no(heard)
         if verdict is not None:
@@ -234,12 +252,10 @@ class Conversation:
         or `none` when the caller does not choose."""
         faq = self.bot.searcher.faq
         first, second = (faq.entry(c.id) for c in result.candidates[:2])
-        label = (f"{self.node.clarify}: {first.questions[0]}, or {second.questions[0]}? "
-                 f"{self.node.choose}")
-        heard = self._listen(self._join(self._text(self.node.clarify),
-                                        self._text(first.questions[0]),
-                                        self._text("or"), self._text(second.questions[0]),
-                                        self._text(self.node.choose)), said=label)
+        label = f"{self.node.clarify}: {_label(first)}, or {_label(second)}? {self.node.choose}"
+        heard = self._listen(label, self._join(
+            self._text(self.node.clarify), self._text(_label(first)), self._text("or"),
+            self._text(_label(second)), self._text(self.node.choose)))
         picked = choice(heard)
         if picked is None:
             self.last = result
@@ -251,10 +267,27 @@ class Conversation:
         self.record.bot_turns[-1].update(decision="answer", id=entry.id, clarified=True)
         return chosen
 
-    def _listen(self, prompt: Samples | None, said: str | None = None) -> Heard:
-        if said is not None:
-            self._turn("bot", said)
-        heard = self.channel.ask(prompt, self.recognizer)
+    def _confirm(self, result: Result) -> Result:
+        """Ask whether the best entry, not quite confident enough to answer, is what the
+        caller means; the answer if they say yes, else the result as it was."""
+        entry = self.bot.searcher.faq.entry(result.candidates[0].id)
+        label = f"{self.node.confirm}: {_label(entry)}? {self.node.yes_no}"
+        heard = self._listen(label, self._join(self._text(self.node.confirm),
+                                               self._text(_label(entry)),
+                                               self._text(self.node.yes_no)))
+        if yes_or_no(heard) is not True:
+            return result
+        self.record.bot_turns[-1].update(decision="answer", id=entry.id, confirmed=True)
+        return Result(Decision.ANSWER, entry.id, result.score, result.confidence, entry.answer,
+                      result.candidates, result.text)
+
+    def _listen(self, text: str | None, audio: Samples | None = None) -> Heard:
+        """Say `text` (as `audio`, if given: a composed prompt or a file) and hear the
+        caller's answer; both go into the transcript."""
+        if text is not None:
+            self._turn("bot", text)
+            audio = self._text(text) if audio is None else audio
+        heard = self.channel.ask(audio, self.recognizer)
         if heard.text.strip():
             self._turn("caller", heard.text.strip())
         elif heard.digit is not None:
@@ -313,7 +346,8 @@ class Conversation:
             spoken = spoken_ticket_id(ticket_id)
             said = f"{text} {spoken}."
             for group in spoken.split(", "):
-                pieces.append(self._join(*(self._text(d) for d in group.split())))
+                pieces.append(self._join(*(_trimmed(self._text(d)) for d in group.split()),
+                                         pause_s=DIGIT_PAUSE_S))
         self._turn("bot", said)
         self.channel.play(self._join(*pieces), barge_in=False)
 
@@ -327,12 +361,23 @@ class Conversation:
     def _text(self, text: str) -> Samples:
         return self.bot.prompts.text(text)
 
-    def _join(self, *pieces: Samples) -> Samples:
-        pause = np.zeros(int(PAUSE_S * TELEPHONE_RATE), dtype=np.int16)
+    def _join(self, *pieces: Samples, pause_s: float = PAUSE_S) -> Samples:
+        pause = np.zeros(int(pause_s * TELEPHONE_RATE), dtype=np.int16)
         parts: list[Samples] = []
         for piece in pieces:
             parts += [piece, pause]
         return np.concatenate(parts[:-1]) if parts else pause
+
+
+def _label(entry: Entry) -> str:
+    """How the bot names an FAQ entry: its first question, without the final stop."""
+    return entry.questions[0].rstrip(" .?!")
+
+
+def _trimmed(samples: Samples) -> Samples:
+    """`samples` without the near-silence before and after the sound."""
+    loud = np.flatnonzero(np.abs(samples) > QUIET)
+    return samples[loud[0]:loud[-1] + 1] if len(loud) else samples
 
 
 __all__ = ["Conversation", "Heard", "Listener", "VoiceBot", "asks_for_person", "choice",

@@ -60,6 +60,7 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
         return
     data = _as_json(record)
     attempts = data.pop("forward_attempts")
+    transcript, searches = data.pop("transcript"), data.pop("bot_turns")
     for key, value in data.items():
         shown = " > ".join(value) if isinstance(value, list) else value
         click.echo(f"{key + ':':<14}{'-' if shown in (None, '') else shown}")
@@ -67,6 +68,18 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
     for attempt in attempts:
         reason = f" ({attempt['reason']})" if attempt["reason"] else ""
         click.echo(f"  {attempt['person']} via {attempt['trunk']}: {attempt['outcome']}{reason}")
+    if searches:
+        click.echo("FAQ searches:")
+    for search in searches:
+        found = search["id"] or f"{search['decision']} (best: {search['candidates'][0]})"
+        helped = {True: ", helped", False: ", did not help"}.get(search.get("helped"), "")
+        click.echo(f"  \"{search['text']}\" -> {found}, confidence {search['confidence']:.2f}, "
+                   f"{search['elapsed_ms']:.0f} ms{helped}")
+    if transcript:
+        click.echo("transcript:")
+    start = record.answered_at or record.started_at
+    for turn in transcript:
+        click.echo(f"  {turn['at'] - start:6.1f} s  {turn['speaker']:<6}  {turn['text']}")
 
 
 def _store(config: str | None, read: Callable[[CallStore], T]) -> T:

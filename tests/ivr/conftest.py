@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,8 @@ from speech.prompts import PromptCache
 from speech.recognizer import SpeechSettings, create_recognizer
 from speech.synthesizer import EspeakSynthesizer
 from tests.conftest import FAST_PROBES
+from tests.ivr.ticket_peers import persistent_redis
+from tests.peers import RedisServer
 
 EXAMPLE_FLOW = Path(__file__).resolve().parents[2] / "config" / "ivr.yaml"
 EXAMPLE_ONCALL = EXAMPLE_FLOW.parent / "oncall.yaml"
@@ -65,3 +67,12 @@ def voicebot(searcher: Searcher, ticket_desk: TicketDesk,
     settings = SpeechSettings(engine="whisper")
     return VoiceBot(searcher, lambda: create_recognizer(settings, Path("unused")), ticket_desk,
                     espeak_prompts, load_oncall(EXAMPLE_ONCALL))
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own, to stop and start again; its data survive (fsynced AOF)."""
+    server = persistent_redis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

@@ -22,16 +22,8 @@ from ivr.tickets.errors import TicketNotSaved
 from ivr.tickets.model import Ticket, Turn
 from ivr.tickets.spool import Spool
 from ivr.tickets.store import AddOutcome, TicketStore
-from tests.ivr.ticket_peers import fast_client, make_ticket, persistent_redis, stored_uids
+from tests.ivr.ticket_peers import fast_client, make_ticket, stored_uids
 from tests.peers import RedisServer
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = persistent_redis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -39,7 +39,9 @@ def test_an_answer_that_helped(voicebot: VoiceBot, redis_client: redis.Redis) ->
     assert turn["decision"] == "answer" and turn["id"] == "service-interval" and turn["helped"]
     answer = voicebot.searcher.faq.entry("service-interval").answer
     assert said(record, "caller") == [OIL_CHANGE, "yes thanks", "no that's all"]
-    assert said(record, "bot") == [answer]
+    greeting, answer_turn, another = said(record, "bot")
+    assert (greeting, another) == (NODE.text, NODE.another)
+    assert answer_turn == f"{answer} {NODE.help_check}"
     assert record.ticket is None and not TicketStore(redis_client).tickets()
     assert not channel.heard, "every scripted answer was asked for"
 
@@ -53,8 +55,9 @@ def test_an_answer_that_did_not_help_gives_a_ticket(voicebot: VoiceBot,
     assert ticket.reason == "the answer did not help"
     assert (ticket.caller, ticket.call_id, ticket.trunk) == ("13900000000", "call-1",
                                                              "carrier-a")
-    assert [(t.speaker, t.text) for t in ticket.transcript][::2] == [
+    assert [(t.speaker, t.text) for t in ticket.transcript][1::2] == [
         ("caller", OIL_CHANGE), ("caller", "[key 2]")]
+    assert len(ticket.transcript) == 4, "the ticket's own announcement comes after it"
     assert ticket.candidates[0].faq_id == "service-interval"
     assert ticket.category == "maintenance"
     digits = " ".join(record.ticket.replace("-", ""))  # type: ignore[union-attr]
@@ -105,6 +108,30 @@ def test_questions_per_call_are_limited(voicebot: VoiceBot) -> None:
     assert [t["id"] for t in record.bot_turns] == ["service-interval", "invoice",
                                                    "noise-vibration"]
     assert not channel.heard
+
+
+def test_two_close_candidates_the_caller_chooses(voicebot: VoiceBot) -> None:
+    next_node, record, _ = converse(voicebot, "the oil alarm", "the second one", "yes",
+                                    "no thanks")
+    assert record.outcome == "bot: answered" and next_node == "goodbye"
+    [turn] = record.bot_turns
+    assert turn["decision"] == "answer" and turn["clarified"] and turn["helped"]
+    assert turn["id"] == "fault-f03-oil-level"
+    asked = said(record, "bot")[1]
+    assert asked == ("Did you mean: How often does the compressor need a service, or The "
+                     "display shows F03? Say or press 1 for the first, 2 for the second.")
+
+
+def test_a_fairly_sure_guess_is_confirmed_before_it_is_answered(voicebot: VoiceBot) -> None:
+    question = "the compressor came today and the panel on the side is all bent"
+    assert voicebot.searcher.ask(question).decision == "none", "below the answer threshold"
+    _, record, _ = converse(voicebot, question, "yes", "yes", "no")
+    [turn] = record.bot_turns
+    assert (turn["id"], turn["confirmed"], turn["helped"]) == ("damaged-delivery", True, True)
+    assert said(record, "bot")[1].startswith("Is your question about this: ")
+
+    _, record, _ = converse(voicebot, question, "no", Heard())
+    assert record.outcome == "bot: ticket" and record.bot_turns[0]["decision"] == "none"
 
 
 @pytest.mark.parametrize(("text", "expected"), [
