@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python bench/call_setup.py
 	$(BIN)/python bench/kb_eval.py
 	$(BIN)/python bench/recognizer.py
+	$(BIN)/python bench/turn_latency.py
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo

@@ -233,18 +233,15 @@ class Conversation:
         heard = self._listen(f"{result.answer} {self.node.help_check}",
                              self._join(self._text(result.answer),
                                         self._text(self.node.help_check)))
-        for _ in range(self.node.retries):
-            verdict = yes_or_no(heard)
-            if verdict is not None:
-                self.record.bot_turns[-1]["helped"] = verdict
-                if not verdict:
-                    self.last = result
-                return verdict
-            heard = self._listen(self.node.help_check)
-        self.last = result
         verdict = yes_or_no(heard)
+        for _ in range(self.node.retries):
+            if verdict is not None:
+                break
+            verdict = yes_or_no(self._listen(self.node.help_check))
         if verdict is not None:
             self.record.bot_turns[-1]["helped"] = verdict
+        if not verdict:
+            self.last = result
         return verdict
 
     def _clarify(self, result: Result) -> Result:

@@ -91,6 +91,9 @@ class WhisperSettings(BaseModel):
     language: str = "en"
     beam_size: int = Field(5, ge=1, le=10)
     cpu_threads: int = Field(1, ge=1)
+    early_decode_ms: int = Field(200, ge=0, description=(
+        "after this much silence, decode the utterance so far in the background, so the "
+        "result is ready when the endpointer ends the turn; 0: decode only at the end"))
 
 
 class VadSettings(BaseModel):

@@ -99,6 +99,11 @@ class Endpointer:
     def done(self) -> bool:
         return self._phase is _Phase.DONE
 
+    @property
+    def silence_ms(self) -> int:
+        """How long the current utterance has been silent (0 right after a voiced frame)."""
+        return self._silent_ms
+
     def push(self, pcm: bytes) -> Endpoint | None:
         """Classify one frame; return the event it caused, if any."""
         if self._phase is _Phase.DONE:

@@ -4,9 +4,17 @@ Whisper is not a streaming recognizer: it decodes a whole utterance, padded to
 a 30 s window, so each decode costs about 0.6 s of CPU whether the caller spoke
 for half a second or eight. The recognizer therefore buffers from the
 endpointer's START (with about 300 ms of pre-roll, so the first syllable is
-kept) to its END, then decodes once and gives one `final`, and no partials. A
-result comes about 1.3 s after the caller stops: 700 ms of endpointing and
-600 ms of decoding.
+kept) to its END, then decodes once and gives one `final`, and no partials.
+
+Decoding at the END would make a result come about 1.3 s after the caller stops:
+700 ms of endpointing, then 600 ms of decoding. So the decode starts early: once
+the caller has paused for `early_decode_ms` (200 ms), the utterance so far is
+decoded in a background thread while the endpointer waits out the rest of its
+silence. If the caller goes on speaking, that result is dropped and a later pause
+starts another; if the turn ends, the result is the turn's (the audio after the
+snapshot was silence). The result is then ready about 200 + 600 ms after the
+caller stopped, or at the END if that comes later. The cost is a wasted decode
+for each pause that does not end a turn.
 
 Settings that bound the cost: `temperature=0.0` (the default fallback ladder
 triples the time on input it cannot decode), no conditioning on earlier text
@@ -105,21 +113,26 @@ class WhisperRecognizer(TurnRecognizer):
         self._endpointer = Endpointer(vad)
         self._audio: list[bytes] = []
         self._final: Recognition | None = None
+        self._early: _EarlyDecode | None = None
 
     def finish(self) -> Recognition:
         if self._final is None:
-            self._final = self.transcribe(b"".join(self._audio)) if self._audio \
-                else Recognition("final")
-            self._audio = []
+            if self._early is not None:  # only silence since it started: it has every word
+                self._final = self._early.result()
+            elif self._audio:
+                self._final = self.transcribe(b"".join(self._audio))
+            else:
+                self._final = Recognition("final")
+            self._audio, self._early = [], None
         return self._final
 
     def reset(self) -> None:
         self._endpointer.reset()
         self._audio = []
-        self._final = None
+        self._final = self._early = None
 
     def close(self) -> None:
-        self._audio = []
+        self._audio, self._early = [], None
 
     def transcribe(self, pcm: bytes) -> Recognition:
         """Decode 8 kHz 16-bit audio as one utterance; confidence is exp(avg_logprob)."""
@@ -152,4 +165,35 @@ class WhisperRecognizer(TurnRecognizer):
             return [Recognition("start")]
         if self._audio:
             self._audio.append(frame)
-        return [self.finish()] if point is Endpoint.END else []
+        if point is Endpoint.END:
+            return [self.finish()]
+        if self._endpointer.speaking and self.settings.early_decode_ms:
+            silence = self._endpointer.silence_ms
+            if silence == 0:
+                self._early = None  # the caller went on: that decode misses words
+            elif silence >= self.settings.early_decode_ms and self._early is None:
+                self._early = _EarlyDecode(self, b"".join(self._audio))
+        return []
+
+
+class _EarlyDecode:
+    """A decode of the utterance so far, in its own thread, started at a pause."""
+
+    def __init__(self, recognizer: WhisperRecognizer, pcm: bytes) -> None:
+        self._result: Recognition | RecognizerError | None = None
+        self._thread = threading.Thread(target=self._run, args=(recognizer, pcm),
+                                        name="whisper-early", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Recognition:
+        self._thread.join()
+        if isinstance(self._result, RecognizerError):
+            raise self._result
+        assert self._result is not None
+        return self._result
+
+    def _run(self, recognizer: WhisperRecognizer, pcm: bytes) -> None:
+        try:
+            self._result = recognizer.transcribe(pcm)
+        except RecognizerError as exc:
+            self._result = exc

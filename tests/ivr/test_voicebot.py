@@ -64,6 +64,16 @@ def test_an_answer_that_did_not_help_gives_a_ticket(voicebot: VoiceBot,
     assert said(record, "bot")[-1].replace(",", "").endswith(f"{digits}.")
 
 
+def test_no_verdict_on_the_answer_after_the_retries_gives_a_ticket(
+        voicebot: VoiceBot, redis_client: redis.Redis) -> None:
+    _, record, channel = converse(voicebot, OIL_CHANGE, "hmm", Heard(), "what about the filter")
+    assert record.outcome == "bot: ticket" and not channel.heard
+    assert said(record, "bot")[2:4] == [NODE.help_check, NODE.help_check]
+    ticket = TicketStore(redis_client).get(record.ticket or "")
+    assert ticket.reason == "the caller did not say whether the answer helped"
+    assert ticket.candidates[0].faq_id == "service-interval"
+
+
 def test_no_answer_twice_gives_a_ticket_with_the_candidates(voicebot: VoiceBot,
                                                            redis_client: redis.Redis) -> None:
     next_node, record, _ = converse(voicebot, "what will the weather be like in paris tomorrow",

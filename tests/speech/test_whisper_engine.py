@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speech.recognizer import Recognition, SpeechSettings, VadSettings, create_recognizer
+from speech.recognizer import (
+    Recognition,
+    SpeechSettings,
+    VadSettings,
+    WhisperSettings,
+    create_recognizer,
+)
 from speech.whisper_engine import WhisperModel, WhisperRecognizer
 from tests.speech.conftest import Speak, frames, silence, turn
 
@@ -92,3 +98,47 @@ def test_silence_is_no_input_and_nothing_is_decoded(whisper_model: WhisperModel)
     assert recognizer.finish() == Recognition("final")
     recognizer.reset()
     assert recognizer.accept(np.zeros(160, dtype=np.int16)) == []
+
+
+class CountingRecognizer(WhisperRecognizer):
+    """Counts decodes and notes the audio length of each."""
+
+    decoded: list[float]
+
+    def transcribe(self, pcm: bytes) -> Recognition:
+        self.decoded = [*getattr(self, "decoded", []), len(pcm) / 16000]
+        return super().transcribe(pcm)
+
+
+def test_the_decode_starts_at_a_pause_and_its_result_ends_the_turn(
+        whisper_model: WhisperModel, english: Speak) -> None:
+    recognizer = CountingRecognizer(whisper_model)
+    audio = turn(english(SENTENCES[0]), lead_s=0.5, tail_s=1.0)
+    events = [e for f in frames(audio) for e in recognizer.accept(f)]
+    assert [e.kind for e in events] == ["start", "final"]
+    assert normalize(events[-1].text) == normalize(SENTENCES[0])
+    [seconds] = recognizer.decoded
+    # decoded from the pre-roll to 200 ms into the pause, not to the END 700 ms in
+    speech_s = len(english(SENTENCES[0])) / 8000
+    assert speech_s < seconds < speech_s + 0.3 + 0.3
+
+
+def test_words_after_a_pause_are_not_lost_to_an_early_decode(
+        whisper_model: WhisperModel, english: Speak) -> None:
+    recognizer = CountingRecognizer(whisper_model)
+    first, second = english("Where is my order?"), english("It was due on Monday.")
+    audio = turn(np.concatenate([first, silence(0.45), second]), lead_s=0.5, tail_s=1.0)
+    events = [e for f in frames(audio) for e in recognizer.accept(f)]
+    assert [e.kind for e in events] == ["start", "final"]
+    assert normalize(events[-1].text)[-3:] == ["due", "on", "monday"], events[-1].text
+    assert len(recognizer.decoded) == 2, "the decode at the pause was dropped"
+
+
+def test_early_decoding_can_be_turned_off(whisper_model: WhisperModel, english: Speak) -> None:
+    recognizer = CountingRecognizer(whisper_model,
+                                    whisper=WhisperSettings(early_decode_ms=0))
+    audio = turn(english(SENTENCES[0]), lead_s=0.5, tail_s=1.0)
+    events = [e for f in frames(audio) for e in recognizer.accept(f)]
+    assert [e.kind for e in events] == ["start", "final"]
+    [seconds] = recognizer.decoded
+    assert seconds > len(english(SENTENCES[0])) / 8000 + 0.6, "decoded at the END"
