@@ -45,7 +45,7 @@ from ivr.tickets.ids import spoken_ticket_id
 from ivr.tickets.model import Candidate, Priority, Turn
 from kb.faq import Entry
 from kb.search import Decision, Result, Searcher
-from speech.prompts import TELEPHONE_RATE, PromptCache
+from speech.prompts import TELEPHONE_RATE, PromptCache, trimmed
 from speech.recognizer import Recognizer
 from speech.synthesizer import Samples
 
@@ -56,8 +56,6 @@ PAUSE_S = 0.25
 DIGIT_PAUSE_S = 0.1
 """Silence between the digits of a ticket number, each trimmed of the synthesizer's
 own lead-in and tail: one second per digit sounds like a list, not a number."""
-QUIET = 200
-"""Samples below this magnitude (about -44 dBFS) are trimmed from a spoken digit."""
 PERSON_KEY = "0"
 YES_KEYS, NO_KEYS = "1", "2"
 
@@ -343,7 +341,7 @@ class Conversation:
             spoken = spoken_ticket_id(ticket_id)
             said = f"{text} {spoken}."
             for group in spoken.split(", "):
-                pieces.append(self._join(*(_trimmed(self._text(d)) for d in group.split()),
+                pieces.append(self._join(*(trimmed(self._text(d)) for d in group.split()),
                                          pause_s=DIGIT_PAUSE_S))
         self._turn("bot", said)
         self.channel.play(self._join(*pieces), barge_in=False)
@@ -369,12 +367,6 @@ class Conversation:
 def _label(entry: Entry) -> str:
     """How the bot names an FAQ entry: its first question, without the final stop."""
     return entry.questions[0].rstrip(" .?!")
-
-
-def _trimmed(samples: Samples) -> Samples:
-    """`samples` without the near-silence before and after the sound."""
-    loud = np.flatnonzero(np.abs(samples) > QUIET)
-    return samples[loud[0]:loud[-1] + 1] if len(loud) else samples
 
 
 __all__ = ["Conversation", "Heard", "Listener", "VoiceBot", "asks_for_person", "choice",

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 TELEPHONE_RATE = 8000
 PCMU, PCMA = 0, 8
+QUIET = 200
+"""Samples below this magnitude (about -44 dBFS) count as the synthesizer's padding."""
 
 
 class PromptCache:
@@ -69,6 +71,13 @@ class PromptCache:
         with self._lock:
             self._memory[key] = samples
         return samples
+
+
+def trimmed(samples: Samples) -> Samples:
+    """`samples` without the near-silence before and after the sound (a synthesizer pads
+    each utterance; a word spoken inside a sentence, such as a digit, should not be)."""
+    loud = np.flatnonzero(np.abs(samples) > QUIET)
+    return samples[loud[0]:loud[-1] + 1] if len(loud) else samples
 
 
 def encode(samples: Samples, payload_type: int) -> bytes:
