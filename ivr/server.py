@@ -10,7 +10,7 @@ from types import FrameType
 
 import redis
 
-from ivr.flow import VoicebotNode, load_flow
+from ivr.flow import load_flow
 from ivr.forward import TrunkDialer
 from ivr.oncall import load_oncall
 from ivr.records import CallStore
@@ -143,7 +143,7 @@ class Server:
         self.outbox.start()
         bot = VoiceBot(searcher, lambda: create_recognizer(settings.speech, models_dir), desk,
                        prompts, self.oncall)
-        bot.warm(n for n in self.flow.nodes.values() if isinstance(n, VoicebotNode))
+        bot.warm()
         return bot
 
     def _connect(self, fail_fast: bool = False) -> redis.Redis:

@@ -30,7 +30,7 @@ import datetime
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -143,11 +143,10 @@ class VoiceBot:
         self.now = now
         self.wallclock = wallclock
 
-    def warm(self, nodes: Iterable[VoicebotNode]) -> None:
-        """Synthesize every answer, question label and digit now, not during a call."""
-        texts = [t for n in nodes for t in n.prompts() if isinstance(t, str)]
-        for entry in self.searcher.faq.entries:
-            texts += [entry.answer, _label(entry)]
+    def warm(self) -> None:
+        """Synthesize every answer, entry label and digit now, not during a call (the
+        nodes' own sentences are warmed with the rest of the flow's prompts)."""
+        texts = [text for e in self.searcher.faq.entries for text in (e.answer, _label(e))]
         self.prompts.warm([*texts, "or", *"0123456789"], [])
 
     def run(self, node: VoicebotNode, channel: Listener, record: CallRecord) -> str | None:
@@ -314,10 +313,10 @@ class Conversation:
 
     def _ticket(self, reason: str) -> str | None:
         faq = self.bot.searcher.faq
-        candidates = [] if self.last is None else [
-            Candidate(c.id, entry.questions[0], round(c.score, 4), entry.category,
-                      Priority(entry.priority))
-            for c in self.last.candidates[:3] if (entry := faq.entry(c.id))]
+        considered = [] if self.last is None else self.last.candidates[:3]
+        candidates = [Candidate(c.id, e.questions[0], round(c.score, 4), e.category,
+                                Priority(e.priority))
+                      for c, e in ((c, faq.entry(c.id)) for c in considered)]
         record = self.record
         try:
             ticket = self.bot.desk.open(caller=record.caller, call_id=record.id,
