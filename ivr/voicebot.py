@@ -46,7 +46,7 @@ from ivr.tickets.model import Candidate, Priority, Turn
 from kb.faq import Entry
 from kb.search import Decision, Result, Searcher
 from speech.prompts import TELEPHONE_RATE, PromptCache, trimmed
-from speech.recognizer import Recognizer
+from speech.recognizer import Recognizer, RecognizerError
 from speech.synthesizer import Samples
 
 logger = logging.getLogger(__name__)
@@ -152,8 +152,12 @@ class VoiceBot:
     def run(self, node: VoicebotNode, channel: Listener, record: CallRecord) -> str | None:
         """Hold the conversation; return the node to go to next."""
         recognizer = self.recognizers()
+        conversation = Conversation(self, node, channel, recognizer, record)
         try:
-            return Conversation(self, node, channel, recognizer, record).run()
+            return conversation.run()
+        except RecognizerError as exc:  # the caller still gets a ticket and its number
+            logger.error("Call %s: speech recognition failed: %s", record.id, exc)
+            return conversation.ticket(f"speech recognition failed: {exc}")
         finally:
             recognizer.close()
 
@@ -194,9 +198,9 @@ class Conversation:
             if result.decision is Decision.ANSWER:
                 helped = self._answer(result)
                 if helped is None:
-                    return self._ticket("the caller did not say whether the answer helped")
+                    return self.ticket("the caller did not say whether the answer helped")
                 if not helped:
-                    return self._ticket("the answer did not help")
+                    return self.ticket("the answer did not help")
                 self.answered += 1
                 if self.answered >= self.node.questions:
                     return self._finish("answered")
@@ -208,10 +212,10 @@ class Conversation:
                     heard = self._question(self.node.ask)
                 continue
             if rephrased:
-                return self._ticket("no confident answer")
+                return self.ticket("no confident answer")
             heard, rephrased = self._listen(self.node.rephrase), True
             if heard.nothing:
-                return self._ticket("no confident answer")
+                return self.ticket("no confident answer")
 
     # -- turns
 
@@ -309,9 +313,10 @@ class Conversation:
                 and self.bot.oncall.roster(self.bot.now())):
             self.record.outcome = None
             return person
-        return self._ticket("the caller asked for a person; nobody could be reached")
+        return self.ticket("the caller asked for a person; nobody could be reached")
 
-    def _ticket(self, reason: str) -> str | None:
+    def ticket(self, reason: str) -> str | None:
+        """Open a ticket with everything heard so far, and read its number out."""
         faq = self.bot.searcher.faq
         considered = [] if self.last is None else self.last.candidates[:3]
         candidates = [Candidate(c.id, e.questions[0], round(c.score, 4), e.category,

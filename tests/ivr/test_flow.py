@@ -94,10 +94,11 @@ def test_opening_hours_in_the_flows_time_zone(moment: str, is_open: bool) -> Non
 class ScriptedChannel(Channel):
     """A caller who presses `keys` in turn: a key is pressed during the next prompt (when
     `during_prompt`) or when asked to wait; None means silence. To the voice bot the
-    caller answers with `heard`, in turn; the call ends when the script does."""
+    caller answers with `heard`, in turn (an exception is raised instead, as a failing
+    recognizer would); the call ends when the script does."""
 
     def __init__(self, keys: list[str | None], during_prompt: bool = False,
-                 heard: list[Heard] | None = None) -> None:
+                 heard: list[Heard | Exception] | None = None) -> None:
         self.keys = keys
         self.during_prompt = during_prompt
         self.heard = list(heard or [])
@@ -121,7 +122,10 @@ class ScriptedChannel(Channel):
             self.played.append(len(samples))
         if not self.heard:
             raise CallEnded
-        return self.heard.pop(0)
+        heard = self.heard.pop(0)
+        if isinstance(heard, Exception):
+            raise heard
+        return heard
 
     def ring(self, leg: OutboundCall, seconds: float) -> Outcome:
         return leg.outcome

@@ -11,6 +11,7 @@ from ivr.flow import VoicebotNode, load_flow
 from ivr.records import CallRecord
 from ivr.tickets.store import TicketStore
 from ivr.voicebot import Heard, VoiceBot, asks_for_person, choice, yes_or_no
+from speech.recognizer import RecognizerError
 from tests.ivr.conftest import EXAMPLE_FLOW
 from tests.ivr.test_flow import ScriptedChannel
 
@@ -19,10 +20,10 @@ assert isinstance(NODE, VoicebotNode)
 OIL_CHANGE = "how many hours between oil changes"
 
 
-def converse(bot: VoiceBot, *heard: Heard | str,
+def converse(bot: VoiceBot, *heard: Heard | str | Exception,
              path: tuple[str, ...] = ("assistant",)) -> tuple[str | None, CallRecord,
                                                                 ScriptedChannel]:
-    channel = ScriptedChannel([], heard=[h if isinstance(h, Heard) else Heard(text=h)
+    channel = ScriptedChannel([], heard=[Heard(text=h) if isinstance(h, str) else h
                                          for h in heard])
     record = CallRecord("call-1", "carrier-a", "13900000000", "400", 0.0, path=list(path))
     return bot.run(NODE, channel, record), record, channel
@@ -99,6 +100,15 @@ def test_a_caller_who_never_speaks_gets_no_ticket(voicebot: VoiceBot) -> None:
     assert next_node == "goodbye" and record.outcome == "bot: no question"
     assert record.ticket is None and not channel.heard
     assert len(channel.played) == 3, "greeting and two reprompts"
+
+
+def test_a_recognizer_failure_still_gives_the_caller_a_ticket(
+        voicebot: VoiceBot, redis_client: redis.Redis) -> None:
+    next_node, record, _ = converse(voicebot, OIL_CHANGE, RecognizerError("decoder crashed"))
+    assert next_node == "goodbye" and record.outcome == "bot: ticket"
+    ticket = TicketStore(redis_client).get(record.ticket or "")
+    assert ticket.reason == "speech recognition failed: decoder crashed"
+    assert [t.text for t in ticket.transcript if t.speaker == "caller"] == [OIL_CHANGE]
 
 
 def test_asking_for_a_person_forwards_once_then_opens_a_ticket(voicebot: VoiceBot) -> None:
