@@ -194,8 +194,10 @@ its decoding-graph cache during its first 20 s or so of audio, so calls cost mor
 the warm figure; "menu grammar" restricts Vosk to the utterances' phrases, as a menu
 would. CPU RTF is process CPU time per second of audio; one core carries 1 / RTF streams
 in real time. "Final after END" is the wall time of the frame that ended the turn:
-Vosk's `FinalResult()`, or Whisper's whole decode. Whisper costs about the same per
-utterance whatever its length, so its RTF depends on how long callers talk and pause;
+Vosk's `FinalResult()`, or what remains of Whisper's decode, which starts in the
+background 200 ms into the pause (`speech.whisper.early_decode_ms`). Whisper costs about
+the same per utterance whatever its length, so its RTF depends on how long callers talk
+and pause;
 and the process shares one Whisper model whose decodes take turns, so at about 0.6 s
 each, results queue when several callers stop speaking at the same moment.
 This 2-core VM is shared and noisy: repeated runs varied by about 20 %.
