@@ -9,9 +9,12 @@ import threading
 from types import FrameType
 
 import redis
+from apscheduler.schedulers.background import BackgroundScheduler
 
+from failover.drill import Drill, DrillStore
+from failover.router import Router
+from ivr.drill import DrillService
 from ivr.flow import load_flow
-from ivr.forward import TrunkDialer
 from ivr.oncall import load_oncall
 from ivr.records import CallStore
 from ivr.redis_server import EmbeddedRedis, connect
@@ -48,6 +51,8 @@ class Server:
         self.engine: RtpEngine | None = None
         self.endpoints: dict[str, SipEndpoint] = {}
         self.outbox: Outbox | None = None
+        self.drill: DrillService | None = None
+        self.scheduler: BackgroundScheduler | None = None
         self._clients: list[redis.Redis] = []
         self._embedded = None if settings.redis.url else EmbeddedRedis(settings)
 
@@ -68,6 +73,12 @@ class Server:
         logger.info("Hotline server running as node %s", self.settings.node)
 
     def stop(self) -> None:
+        if self.scheduler is not None:  # a running drill is stopped and restores first
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        if self.drill is not None:
+            self.drill.stop()
+            self.drill = None
         for endpoint in self.endpoints.values():  # every call first: a flow may use any trunk
             endpoint.end_calls()
         for endpoint in self.endpoints.values():
@@ -119,12 +130,42 @@ class Server:
         prompts.warm(*self.flow.prompts())
         monitor = self.monitor
         assert monitor is not None
-        runner = FlowRunner(self.flow, prompts, oncall=self.oncall,
-                            dialer=TrunkDialer(monitor.select, self.endpoints),
+        router = Router(monitor, self.endpoints, self.settings.failover.hold_down_s)
+        runner = FlowRunner(self.flow, prompts, oncall=self.oncall, dialer=router,
                             bot=self._voicebot(prompts) if self.flow.voicebots else None)
+        if self.settings.drill.number is not None:
+            self.drill = self._drill(router)
         for trunk in trunks:
             self.endpoints[trunk.name] = self._endpoint(
-                trunk, CallHandler(runner, calls, trunk.name, vad=self.settings.speech.vad))
+                trunk, CallHandler(runner, calls, trunk.name, vad=self.settings.speech.vad,
+                                   drill=self.drill))
+        if self.drill is not None:
+            self.drill.start()
+            trigger = self.settings.drill.trigger()
+            if trigger is not None:
+                self.scheduler = BackgroundScheduler(timezone=self.settings.drill.timezone)
+                self.scheduler.add_job(self.drill.scheduled, trigger, id="drill",
+                                       max_instances=1, coalesce=True,
+                                       misfire_grace_time=3600)
+                self.scheduler.start()
+                logger.info("Drills scheduled: %s (%s), next at %s",
+                            self.settings.drill.schedule, self.settings.drill.timezone,
+                            self.scheduler.get_job("drill").next_run_time)
+
+    def _drill(self, router: Router) -> DrillService:
+        settings = self.settings
+        client = self._connect()
+        drills = DrillStore(client, settings.redis.prefix)
+        trunk = settings.drill_trunk().name
+        service: DrillService
+        drill = Drill(drills, TrunkStore(client, settings.redis.prefix),
+                      [t.name for t in settings.trunks],
+                      lambda n, name, cancelled: service.test_call(n, name, cancelled),
+                      node=settings.node, number=str(settings.drill.number),
+                      lock_s=settings.drill.lock_s, keep=settings.drill.keep,
+                      reports_dir=settings.data_dir / "drills")
+        service = DrillService(drill, drills, router, settings.drill, trunk)
+        return service
 
     def _voicebot(self, prompts: PromptCache) -> VoiceBot:
         """The FAQ search (building its index the first time: minutes), the recognizer's

@@ -14,6 +14,8 @@ import queue
 import time
 from collections.abc import Callable
 
+from failover.router import Dialer
+from ivr.drill import DrillService
 from ivr.flow import (
     Flow,
     ForwardNode,
@@ -25,7 +27,6 @@ from ivr.flow import (
     VoicebotNode,
     _Spoken,
 )
-from ivr.forward import Dialer
 from ivr.oncall import OnCall
 from ivr.records import CallRecord, CallStore
 from ivr.voicebot import Heard, VoiceBot
@@ -287,7 +288,7 @@ class FlowRunner:
         while set-ups fail on the trunk; a refusal or no answer moves to the next person."""
         assert self.oncall is not None and self.dialer is not None
         self._say(node, channel, barge_in=False)
-        for key in self.oncall.roster(self.now())[:node.people]:
+        for key in self.dialer.available(self.oncall.roster(self.now()))[:node.people]:
             person = self.oncall.people[key]
             tried: set[str] = set()
             while (placed := self.dialer.dial(person.phone, node.ring_s,
@@ -303,7 +304,8 @@ class FlowRunner:
                     record.outcome = "forwarded"
                     logger.info("Call %s forwarded to %s through %s", record.id,
                                 self.oncall.name(key), trunk)
-                    channel.bridge(leg)
+                    with self.dialer.busy(key):
+                        channel.bridge(leg)
                     return node.next
                 if outcome is not Outcome.TRUNK_FAILED:
                     break
@@ -322,10 +324,11 @@ class CallHandler:
 
     def __init__(self, runner: FlowRunner, store: CallStore, trunk: str,
                  wallclock: Callable[[], float] = time.time,
-                 vad: VadSettings | None = None) -> None:
+                 vad: VadSettings | None = None, drill: DrillService | None = None) -> None:
         self.runner, self.store, self.trunk = runner, store, trunk
         self._wallclock = wallclock
         self._vad = vad
+        self.drill = drill
 
     def __call__(self, call: InboundCall) -> None:
         record = CallRecord(call.id, self.trunk, call.caller, call.called, call.started_at)
@@ -333,7 +336,11 @@ class CallHandler:
         try:
             call.answer()
             record.answered_at = self._wallclock()
-            self.runner.run(SipChannel(call, vad=self._vad), record)
+            if self.drill is not None and self.drill.claims(call):
+                record.path.append("drill")
+                record.outcome = self.drill.responder(call)
+            else:
+                self.runner.run(SipChannel(call, vad=self._vad), record)
         finally:
             call.hangup()
             record.ended_at = self._wallclock()

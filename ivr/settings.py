@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from failover.config import DrillSettings, FailoverSettings
 from ivr.tickets.config import TicketSettings
 from speech.recognizer import SpeechSettings
 from trunks.config import TrunkConfig
@@ -112,6 +120,8 @@ class Settings(BaseModel):
     speech: SpeechSettings = SpeechSettings()
     kb: KbSettings = KbSettings()
     tickets: TicketSettings = TicketSettings()
+    failover: FailoverSettings = FailoverSettings()
+    drill: DrillSettings = DrillSettings()
     trunks: list[TrunkConfig] = Field(min_length=1)
 
     @field_validator("log_level")
@@ -130,8 +140,23 @@ class Settings(BaseModel):
             raise ValueError(f"trunk names must be unique; repeated: {', '.join(duplicates)}")
         return value
 
+    @model_validator(mode="after")
+    def _drill_trunk(self) -> Settings:
+        trunk = self.drill.trunk
+        if trunk is not None and self.trunk(trunk) is None:
+            raise ValueError(f"drill.trunk: no trunk named {trunk!r}")
+        return self
+
     def trunk(self, name: str) -> TrunkConfig | None:
         return next((t for t in self.trunks if t.name == name), None)
+
+    def drill_trunk(self) -> TrunkConfig:
+        """The trunk drills prove: `drill.trunk`, else the backup, the least preferred
+        trunk that takes calls."""
+        if self.drill.trunk is not None:
+            return next(t for t in self.trunks if t.name == self.drill.trunk)
+        taking = [t for t in self.trunks if t.listen] or self.trunks
+        return max(reversed(taking), key=lambda t: t.priority)
 
 
 def check_timezone(value: str) -> str:

@@ -62,6 +62,8 @@ class HealthSnapshot:
     rtt_p95_ms: float | None
     last_error: str | None
     last_probe: float | None
+    recovered_at: float | None = None
+    """When the trunk last came back UP after being DOWN (None: it never was DOWN)."""
 
 
 class RttStats:
@@ -98,6 +100,7 @@ class TrunkHealth:
         self.rtt = RttStats()
         self.last_error: str | None = None
         self.last_probe: float | None = None
+        self.recovered_at: float | None = None
         self._failures = 0
         self._successes = 0
         self._on_transition = on_transition
@@ -154,12 +157,14 @@ class TrunkHealth:
 
         return HealthSnapshot(self.trunk, self.state, self.since, ms(self.rtt.last),
                               ms(self.rtt.smoothed), ms(self.rtt.p95), self.last_error,
-                              self.last_probe)
+                              self.last_probe, self.recovered_at)
 
     def _set_state(self, new: TrunkState, now: float, reason: str) -> None:
         old, self.state, self.since = self.state, new, now
         if new is TrunkState.UP:
             self._successes = 0
+            if old is TrunkState.RECOVERING or old is TrunkState.DOWN:
+                self.recovered_at = now
         logger.info("Trunk(%s) %s -> %s: %s", self.trunk, old, new, reason)
         if self._on_transition is not None:
             self._on_transition(Transition(self.trunk, old, new, now, reason))

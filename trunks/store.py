@@ -66,7 +66,7 @@ class TrunkStore:
         return HealthSnapshot(trunk, TrunkState(fields["state"]), float(fields["since"]),
                               number("rtt_last_ms"), number("rtt_smoothed_ms"),
                               number("rtt_p95_ms"), fields.get("last_error"),
-                              number("last_probe"))
+                              number("last_probe"), number("recovered_at"))
 
     def add_transition(self, node: str, transition: Transition) -> None:
         self.redis.xadd(self._key("trunks:events"), _encode({

@@ -15,6 +15,7 @@ import click
 
 from ivr.cli.calls import calls
 from ivr.cli.common import BadUsage, CliError, config_option, load
+from ivr.cli.drill import drill
 from ivr.cli.kb import kb
 from ivr.cli.speech import speech
 from ivr.cli.tickets import tickets
@@ -91,6 +92,7 @@ cli.add_command(calls)
 cli.add_command(kb)
 cli.add_command(speech)
 cli.add_command(tickets)
+cli.add_command(drill)
 
 
 def main() -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import zoneinfo
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import pytest
 
+from failover.router import Need
 from ivr.flow import HoursNode, load_flow
 from ivr.oncall import load_oncall
 from ivr.records import CallRecord
@@ -152,9 +155,23 @@ class ScriptedDialer:
                  outcomes: dict[tuple[str, str], Outcome] | None = None) -> None:
         self.trunks, self.outcomes = trunks, outcomes or {}
         self.dialled: list[tuple[str, str]] = []
+        self.busy_people: set[str] = set()
+        self.busy_during_bridge: set[str] = set()
 
-    def dial(self, number: str, ring_s: float,
-             exclude: frozenset[str]) -> tuple[str, OutboundCall] | None:
+    def available(self, people: Sequence[str]) -> list[str]:
+        return [p for p in people if p not in self.busy_people]
+
+    @contextlib.contextmanager
+    def busy(self, person: str) -> Iterator[None]:
+        self.busy_people.add(person)
+        try:
+            yield
+        finally:
+            self.busy_during_bridge = set(self.busy_people)
+            self.busy_people.discard(person)
+
+    def dial(self, number: str, ring_s: float, exclude: frozenset[str],
+             need: Need = Need.FORWARD) -> tuple[str, OutboundCall] | None:
         trunk = next((t for t in self.trunks if t not in exclude), None)
         if trunk is None:
             return None
@@ -247,6 +264,16 @@ def test_forward_tries_next_trunk_then_next_person(espeak_prompts: PromptCache,
         ("bob", "carrier-a", "refused"), ("carol", "carrier-a", "trunk failed"),
         ("carol", "carrier-b", "answered")]
     assert rec.path[-2:] == ["support", "goodbye"] and channel.bridged is not None
+    assert dialer.busy_during_bridge == {"carol"} and not dialer.busy_people
+
+
+def test_forward_skips_a_person_busy_with_another_caller(espeak_prompts: PromptCache,
+                                                         voicebot: VoiceBot) -> None:
+    carol = "13800000003"
+    dialer = ScriptedDialer(["carrier-a"], {(carol, "carrier-a"): Outcome.ANSWERED})
+    dialer.busy_people.add("bob")  # bob is on duty, but talking to another caller
+    make_runner(espeak_prompts, dialer, voicebot).run(ScriptedChannel(["1"]), rec := record())
+    assert dialer.dialled == [(carol, "carrier-a")] and rec.forwarded_to == "carol"
 
 
 def test_forward_stops_after_its_number_of_people(espeak_prompts: PromptCache,

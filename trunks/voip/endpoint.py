@@ -480,12 +480,14 @@ class SipEndpoint:
 
     # Outgoing calls.
 
-    def place_call(self, number: str, ring_timeout_s: float = 30.0) -> OutboundCall:
-        """Call `number` through this trunk; returns at once, see `OutboundCall.wait`."""
+    def place_call(self, number: str, ring_timeout_s: float = 30.0,
+                   caller_id: str | None = None) -> OutboundCall:
+        """Call `number` through this trunk, from `caller_id` (default: the trunk's);
+        returns at once, see `OutboundCall.wait`."""
         if self.proxy is None or self.domain is None:
             raise ValueError(f"trunk {self.name} has no proxy for outgoing calls")
         call = OutboundCall(self, number, f"sip:{number}@{self.domain}", self.engine.open(),
-                            self.caller_id)
+                            caller_id or self.caller_id)
         with self._lock:
             self._outbound[call.call_id] = call
             self._send_invite(call, None)

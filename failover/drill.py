@@ -1,0 +1,416 @@
+"""The trunk-switch drill: force the backup trunk, prove it with real calls, put it back.
+
+A drill (`Drill.run`) runs inside `hotline serve`, which owns the trunks' SIP
+endpoints: `hotline drill run` asks for one through Redis and follows its
+progress; the monthly schedule starts one directly. Steps:
+
+1. take the cross-node lock (`{p}:drill:lock`, with an expiry); refuse if held;
+2. restore what a drill on a node that died left behind, if anything;
+3. record every trunk's override, and keep that record in Redis until the end;
+4. force the drill's trunk with reason ``drill``, expiring with the lock, so live
+   traffic moves to it as it would in a real failover;
+5. place the test calls through that trunk only, each checked end to end;
+6. always put the drill trunk's override back as recorded (an operator's change to
+   another trunk meanwhile is left alone and reported), also when a step fails or
+   the drill is interrupted; then release the lock and keep the report.
+
+Keys (``{p}`` is the prefix):
+
+    {p}:drill:lock          string: the running drill's id; expires
+    {p}:drill:state         string, JSON: the overrides recorded by the running drill
+    {p}:drill:requests      list, JSON: drills asked for by `hotline drill run`
+    {p}:drill:{id}:events   list, JSON: progress of drill {id}, for the CLI; expires
+    {p}:drill:{id}:cancel   string: asks drill {id} to stop; expires
+    {p}:drill:{id}          string, JSON: the report of drill {id}
+    {p}:drills              sorted set of drill ids by start time
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from trunks.overrides import Override, OverrideAction
+from trunks.store import TrunkStore
+
+logger = logging.getLogger(__name__)
+
+EVENTS_TTL_S = 3600
+CANCEL_CHECK_S = 0.5
+"""How often a running drill looks for a cancel request in Redis."""
+BY = "drill"
+BLOCK_S = 1.0
+"""Longest single blocking read from Redis (well under a client's socket timeout)."""
+
+# Compare-and-delete / compare-and-extend, so a drill never touches another's lock.
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) " \
+           "else return 0 end"
+_EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
+          "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+
+
+class Result(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class DrillRefused(Exception):
+    """Another drill holds the lock; `str()` says which."""
+
+
+@dataclass
+class DrillReport:
+    id: str
+    trunk: str
+    number: str
+    node: str
+    by: str
+    trigger: str
+    """"cli" or "schedule"."""
+    started_at: float
+    ended_at: float | None = None
+    result: Result = Result.FAILED
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per test call: number, trunk, setup, setup_ms, audio_in, audio_out,
+    dtmf, ok, error."""
+    overrides_before: dict[str, str | None] = field(default_factory=dict)
+    overrides_after: dict[str, str | None] = field(default_factory=dict)
+    restored: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> DrillReport:
+        data = json.loads(text)
+        data["result"] = Result(data["result"])
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+    def to_text(self) -> str:
+        def when(at: float | None) -> str:
+            return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S %Z",
+                                                        time.localtime(at))
+
+        passed = sum(1 for c in self.calls if c.get("ok"))
+        lines = [f"Drill {self.id}: {self.result.value.upper()}",
+                 f"  trunk {self.trunk}, calling {self.number}, on node {self.node}, "
+                 f"by {self.by} ({self.trigger})",
+                 f"  started {when(self.started_at)}, ended {when(self.ended_at)}",
+                 f"  calls: {passed} of {len(self.calls)} passed"]
+        for c in self.calls:
+            checks = " ".join(f"{name}={'ok' if c.get(name) else 'FAIL'}"
+                              for name in ("setup", "audio_in", "audio_out", "dtmf"))
+            setup = f" in {c['setup_ms']:.0f} ms" if c.get("setup_ms") is not None else ""
+            lines.append(f"    #{c['number']}: {checks}{setup}"
+                         + (f" - {c['error']}" if c.get("error") else ""))
+        lines.append("  overrides before: " + _overrides_text(self.overrides_before))
+        lines.append("  overrides after:  " + _overrides_text(self.overrides_after))
+        lines.append(f"  state restored: {'yes' if self.restored else 'NO'}")
+        lines += [f"  problem: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _overrides_text(overrides: dict[str, str | None]) -> str:
+    return ", ".join(f"{t}: {o or 'none'}" for t, o in sorted(overrides.items())) or "none"
+
+
+def describe(override: Override | None) -> str | None:
+    """How a report shows an override."""
+    return None if override is None else f"{override.action.value} ({override.reason})"
+
+
+class DrillStore:
+    """The drill's keys in Redis."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "hotline") -> None:
+        self.redis = client
+        self.prefix = prefix
+
+    def key(self, suffix: str) -> str:
+        return f"{self.prefix}:drill:{suffix}"
+
+    def acquire(self, drill_id: str, ttl_s: float) -> bool:
+        return bool(self.redis.set(self.key("lock"), drill_id, nx=True, px=int(ttl_s * 1000)))
+
+    def extend(self, drill_id: str, ttl_s: float) -> bool:
+        return bool(self.redis.eval(_EXTEND, 1, self.key("lock"), drill_id,
+                                    int(ttl_s * 1000)))
+
+    def release(self, drill_id: str) -> None:
+        self.redis.eval(_RELEASE, 1, self.key("lock"), drill_id)
+
+    def holder(self) -> str | None:
+        return cast(str | None, self.redis.get(self.key("lock")))
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        self.redis.set(self.key("state"), json.dumps(state))
+
+    def state(self) -> dict[str, Any] | None:
+        text = cast(str | None, self.redis.get(self.key("state")))
+        return None if text is None else cast(dict[str, Any], json.loads(text))
+
+    def clear_state(self) -> None:
+        self.redis.delete(self.key("state"))
+
+    def save_report(self, report: DrillReport, keep: int) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.key(report.id), report.to_json())
+        pipe.zadd(f"{self.prefix}:drills", {report.id: report.started_at})
+        pipe.execute()
+        old = cast(list[str], self.redis.zrange(f"{self.prefix}:drills", 0, -keep - 1))
+        if old:
+            self.redis.delete(*(self.key(i) for i in old))
+            self.redis.zrem(f"{self.prefix}:drills", *old)
+
+    def report(self, drill_id: str) -> DrillReport | None:
+        text = cast(str | None, self.redis.get(self.key(drill_id)))
+        return None if text is None else DrillReport.from_json(text)
+
+    def reports(self, limit: int) -> list[DrillReport]:
+        ids = cast(list[str], self.redis.zrevrange(f"{self.prefix}:drills", 0, limit - 1))
+        texts = cast(list[str | None], self.redis.mget([self.key(i) for i in ids])) if ids else []
+        return [DrillReport.from_json(t) for t in texts if t is not None]
+
+    # Requests from the CLI and progress back to it.
+
+    def request(self, drill_id: str, trunk: str | None, calls: int | None, by: str) -> None:
+        self.redis.rpush(self.key("requests"), json.dumps(
+            {"id": drill_id, "trunk": trunk, "calls": calls, "by": by}))
+
+    def withdraw(self, drill_id: str) -> bool:
+        """Take back a request no node has picked up; False if one already has."""
+        for text in cast(list[str], self.redis.lrange(self.key("requests"), 0, -1)):
+            if json.loads(text)["id"] == drill_id:
+                return bool(self.redis.lrem(self.key("requests"), 1, text))
+        return False
+
+    def next_request(self, timeout_s: float) -> dict[str, Any] | None:
+        item = cast(tuple[str, str] | None,
+                    self.redis.blpop([self.key("requests")], timeout=min(timeout_s, BLOCK_S)))
+        return None if item is None else cast(dict[str, Any], json.loads(item[1]))
+
+    def event(self, drill_id: str, kind: str, **data: Any) -> None:
+        key = self.key(f"{drill_id}:events")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(key, json.dumps({"kind": kind, "at": time.time(), **data}))
+        pipe.expire(key, EVENTS_TTL_S)
+        pipe.execute()
+
+    def next_event(self, drill_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The drill's next event, or None if none comes within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            # short waits: each must end well within the client's socket timeout
+            item = cast(tuple[str, str] | None, self.redis.blpop(
+                [self.key(f"{drill_id}:events")], timeout=min(left, BLOCK_S)))
+            if item is not None:
+                return cast(dict[str, Any], json.loads(item[1]))
+        return None
+
+    def cancel(self, drill_id: str) -> None:
+        self.redis.set(self.key(f"{drill_id}:cancel"), "1", ex=EVENTS_TTL_S)
+
+    def cancelled(self, drill_id: str) -> bool:
+        return bool(self.redis.exists(self.key(f"{drill_id}:cancel")))
+
+
+TestCall = Callable[[int, str, Callable[[], bool]], dict[str, Any]]
+"""Place test call number n through a trunk and check it: (n, trunk, cancelled) -> a
+dict with at least "ok" and "error"."""
+
+
+def new_id(clock: Callable[[], float] = time.time) -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock())) + "-" + secrets.token_hex(3)
+
+
+class Drill:
+    """Runs drills on this node; thread-safe (one drill at a time, by the lock)."""
+
+    def __init__(self, drills: DrillStore, trunks: TrunkStore, trunk_names: list[str],
+                 test_call: TestCall, *, node: str, number: str, lock_s: float, keep: int,
+                 reports_dir: Path, on_report: Callable[[DrillReport], None] | None = None,
+                 wallclock: Callable[[], float] = time.time) -> None:
+        self.drills, self.trunks = drills, trunks
+        self.trunk_names = trunk_names
+        self.test_call = test_call
+        self.node, self.number = node, number
+        self.lock_s, self.keep = lock_s, keep
+        self.reports_dir = reports_dir
+        self.on_report = on_report
+        self._wallclock = wallclock
+
+    def run(self, trunk: str, calls: int, *, by: str = BY, trigger: str = "cli",
+            drill_id: str | None = None, stop: threading.Event | None = None,
+            progress: Callable[[str], None] | None = None) -> DrillReport:
+        """Run one drill through `trunk` with `calls` test calls; raise DrillRefused if
+        another drill is running, redis.RedisError if Redis fails before anything changed."""
+        drill_id = drill_id or new_id(self._wallclock)
+        say = progress or (lambda text: None)
+        if not self.drills.acquire(drill_id, self.lock_s):
+            holder = self.drills.holder()
+            raise DrillRefused(f"drill {holder} is running; only one drill at a time")
+        report = DrillReport(drill_id, trunk, self.number, self.node, by, trigger,
+                             self._wallclock())
+        try:
+            self._recover(report, say)
+            self._drill(report, calls, stop or threading.Event(), say)
+        finally:
+            self._restore(report, say)
+            report.ended_at = self._wallclock()
+            self._finish(report, say)
+        return report
+
+    def recover(self) -> None:
+        """At start-up: restore what a drill on a node that died left behind, if no drill
+        runs now."""
+        if self.drills.holder() is None and self.drills.state() is not None:
+            drill_id = new_id(self._wallclock)
+            if self.drills.acquire(drill_id, self.lock_s):
+                try:
+                    self._recover(None, lambda text: logger.warning("%s", text))
+                finally:
+                    self.drills.release(drill_id)
+
+    def _recover(self, report: DrillReport | None, say: Callable[[str], None]) -> None:
+        state = self.drills.state()
+        if state is None:
+            return
+        trunk, before = state["trunk"], state["before"]
+        self._put_back(trunk, before)
+        self.drills.clear_state()
+        text = (f"restored {trunk} as drill {state['id']} on node {state['node']} had left it "
+                f"(that drill did not finish)")
+        say(text)
+        if report is not None:
+            report.problems.append(text)
+        old = self.drills.report(state["id"])
+        if old is None:
+            old = DrillReport(state["id"], trunk, self.number, state["node"], state["by"],
+                              state["trigger"], state["started_at"], result=Result.INTERRUPTED,
+                              problems=["the node running it stopped mid-drill"])
+        old.restored = True
+        old.overrides_before = state["overrides"]
+        old.overrides_after = self._overrides()
+        self.drills.save_report(old, self.keep)
+
+    def _drill(self, report: DrillReport, calls: int, stop: threading.Event,
+               say: Callable[[str], None]) -> None:
+        report.overrides_before = self._overrides()
+        previous = self.trunks.get_override(report.trunk)
+        self.drills.save_state({
+            "id": report.id, "node": self.node, "by": report.by, "trigger": report.trigger,
+            "started_at": report.started_at, "trunk": report.trunk,
+            "overrides": report.overrides_before,
+            "before": None if previous is None else dataclasses.asdict(previous)})
+        now = self._wallclock()
+        self.trunks.set_override(Override(report.trunk, OverrideAction.FORCE,
+                                          f"drill {report.id}", report.by, now,
+                                          now + self.lock_s))
+        say(f"forced {report.trunk} (was {describe(previous) or 'no override'})")
+        cancelled = self._cancelled(report.id, stop)
+        for n in range(1, calls + 1):
+            if cancelled():
+                break
+            self.drills.extend(report.id, self.lock_s)
+            say(f"call {n} of {calls} through {report.trunk} to {self.number}")
+            check = self.test_call(n, report.trunk, cancelled)
+            report.calls.append(check)
+            say(f"call {n}: {'ok' if check.get('ok') else 'FAILED: ' + str(check.get('error'))}")
+        if cancelled():
+            report.result = Result.INTERRUPTED
+            report.problems.append("interrupted before the end")
+        elif report.calls and all(c.get("ok") for c in report.calls):
+            report.result = Result.PASSED
+
+    def _cancelled(self, drill_id: str, stop: threading.Event) -> Callable[[], bool]:
+        checked = [0.0, False]
+
+        def cancelled() -> bool:
+            if stop.is_set():
+                return True
+            now = time.monotonic()
+            if not checked[1] and now - float(checked[0]) >= CANCEL_CHECK_S:
+                checked[0] = now
+                # Redis failing: keep drilling; the restore in `run` retries Redis anyway
+                with contextlib.suppress(redis.RedisError):
+                    checked[1] = self.drills.cancelled(drill_id)
+            return bool(checked[1])
+
+        return cancelled
+
+    def _restore(self, report: DrillReport, say: Callable[[str], None]) -> None:
+        """Put the drill trunk's override back as recorded; retry a failing Redis a while,
+        since leaving a drill override in force is the one thing a drill must not do."""
+        state = None
+        for attempt in range(20):
+            try:
+                state = self.drills.state()
+                if state is None or state["id"] != report.id:
+                    return  # the drill failed before it changed anything
+                self._put_back(report.trunk, state["before"])
+                self.drills.clear_state()
+                report.overrides_after = self._overrides()
+                report.restored = True
+                changed = sorted(t for t in report.overrides_before
+                                 if t != report.trunk and report.overrides_after.get(t)
+                                 != report.overrides_before[t])
+                if changed:
+                    report.problems.append(
+                        f"overrides of {', '.join(changed)} changed during the drill; left as "
+                        "they are now")
+                now = describe(self.trunks.get_override(report.trunk))
+                say(f"restored {report.trunk} to {now or 'no override'}")
+                return
+            except redis.RedisError as exc:
+                logger.error("Drill %s: cannot restore overrides yet (attempt %d): %s",
+                             report.id, attempt + 1, exc)
+                time.sleep(min(0.5 * 2 ** attempt, 5.0))
+        report.problems.append(f"could not restore {report.trunk}: Redis unreachable; the "
+                               f"drill's override expires by itself within {self.lock_s:.0f} s")
+
+    def _put_back(self, trunk: str, before: dict[str, Any] | None) -> None:
+        if before is None:
+            self.trunks.clear_override(trunk, BY, "drill finished: back as before")
+        else:
+            self.trunks.set_override(Override(**{**before, "action": OverrideAction(
+                before["action"])}))
+
+    def _overrides(self) -> dict[str, str | None]:
+        found = self.trunks.overrides(self.trunk_names)
+        return {name: describe(found.get(name)) for name in self.trunk_names}
+
+    def _finish(self, report: DrillReport, say: Callable[[str], None]) -> None:
+        if not report.restored and report.result is Result.PASSED:
+            report.result = Result.FAILED
+        try:
+            self.reports_dir.mkdir(parents=True, exist_ok=True)
+            (self.reports_dir / f"{report.id}.json").write_text(report.to_json() + "\n")
+            (self.reports_dir / f"{report.id}.txt").write_text(report.to_text() + "\n")
+        except OSError as exc:
+            report.problems.append(f"report not written under {self.reports_dir}: {exc}")
+        try:
+            self.drills.save_report(report, self.keep)
+            self.drills.release(report.id)
+        except redis.RedisError as exc:
+            logger.error("Drill %s: report not saved in Redis: %s", report.id, exc)
+        logger.info("Drill %s %s\n%s", report.id, report.result.value, report.to_text())
+        if self.on_report is not None:
+            self.on_report(report)
+        say(f"drill {report.result.value}")
+
+
+__all__ = ["Drill", "DrillRefused", "DrillReport", "DrillStore", "Result", "new_id"]
