@@ -1,4 +1,5 @@
-"""Failover settings: `failover:` (hold-down, call-backs) and `drill:` in the configuration."""
+"""Failover settings: `failover:` (hold-down, call-backs), `drill:` and `notify:` in the
+configuration."""
 
 from __future__ import annotations
 
@@ -6,9 +7,32 @@ import re
 import zoneinfo
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 _PHONE = re.compile(r"^\+?[0-9]{2,20}$")
+NOTIFY_TIMEOUT_S = 10.0
+"""A request to Twilio or the webhook with no answer after this long has failed."""
+DEDUPE_S = 900.0
+"""An alert key already sent within this many seconds is not sent again."""
+RATE_LIMIT = 10
+"""Messages per recipient and channel within one rate window; more are skipped."""
+RATE_WINDOW_S = 3600.0
+"""Length of a rate-limit window (fixed windows, aligned to the epoch)."""
+SIGNATURE_HEADER = "X-Hotline-Signature"
+_NUMBER = re.compile(r"^\+?[0-9]{3,15}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def empty_is_unset(value: object) -> object:
+    """A validator body (mode "before"): an empty string, as ``${VAR:-}`` gives, is unset."""
+    return None if value == "" else value
+
+
+def check_http_url(value: str | None) -> str | None:
+    """A validator body: `value`, if set, must be an http:// or https:// URL."""
+    if value is not None and not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
 
 
 class CallbackSettings(BaseModel):
@@ -112,4 +136,108 @@ class DrillSettings(BaseModel):
                 else CronTrigger.from_crontab(self.schedule, timezone=self.timezone))
 
 
-__all__ = ["CallbackSettings", "DrillSettings", "FailoverSettings"]
+class TwilioSettings(BaseModel):
+    """The Twilio account that sends SMS and places calls."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account_sid: str = Field(description="AC followed by 32 hex digits")
+    auth_token: SecretStr
+    from_number: str = Field(description="a Twilio number of the account, e.g. +15559990000")
+    api_base_url: str | None = Field(None, description="tests and proxies only; unset: "
+                                     "https://api.twilio.com")
+    timeout_s: float = Field(NOTIFY_TIMEOUT_S, gt=0)
+
+    @field_validator("account_sid")
+    @classmethod
+    def _check_sid(cls, value: str) -> str:
+        if not value:
+            raise ValueError("is empty; set it, or leave out the twilio section")
+        if not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+            raise ValueError("expected AC followed by 32 hex digits (the Account SID, "
+                             "not an API key SK...)")
+        return value
+
+    @field_validator("auth_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("is empty; set it, or leave out the twilio section")
+        return value
+
+    @field_validator("from_number", mode="before")
+    @classmethod
+    def _check_from(cls, value: object) -> object:
+        value = _phone_text(value)
+        if not _E164.match(value):
+            raise ValueError("expected an E.164 number: '+', country code and number, "
+                             "e.g. '+15559990000'")
+        return value
+
+    @field_validator("api_base_url", mode="before")
+    @classmethod
+    def _check_base(cls, value: object) -> object:
+        if value == "":
+            return None
+        if isinstance(value, str) and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("expected http(s)://host[:port] with no path")
+        return value
+
+
+class WebhookSettings(BaseModel):
+    """A URL that receives every alert as a JSON POST, signed when `secret` is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(None, description="unset: no webhook")
+    secret: SecretStr | None = Field(None, description=f"signs the body in {SIGNATURE_HEADER}")
+    timeout_s: float = Field(NOTIFY_TIMEOUT_S, gt=0)
+
+    _unset = field_validator("url", "secret", mode="before")(empty_is_unset)
+    _url = field_validator("url")(check_http_url)
+
+
+class NotifySettings(BaseModel):
+    """Who is told about trunk outages, drills and P1 tickets, and how often at most."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    twilio: TwilioSettings | None = Field(None, description="unset: no SMS or calls")
+    sms_to: list[str] = Field([], description="numbers that get every alert by SMS")
+    call_to: list[str] = Field([], description="numbers called for urgent alerts")
+    webhook: WebhookSettings | None = None
+    dedupe_s: float = Field(DEDUPE_S, ge=0)
+    rate_limit: int = Field(RATE_LIMIT, ge=1)
+    rate_window_s: float = Field(RATE_WINDOW_S, gt=0)
+
+    @field_validator("sms_to", "call_to", mode="before")
+    @classmethod
+    def _check_numbers(cls, value: object) -> object:
+        if not isinstance(value, list):
+            return value  # pydantic says what is wrong
+        numbers = [_phone_text(v) for v in value if v != ""]
+        for number in numbers:
+            if not _NUMBER.match(number):
+                raise ValueError(f"{number!r} is not a phone number: expected digits with "
+                                 "an optional leading '+', e.g. '+15551230001'")
+        return list(dict.fromkeys(numbers))
+
+    @model_validator(mode="after")
+    def _numbers_need_twilio(self) -> NotifySettings:
+        if (self.sms_to or self.call_to) and self.twilio is None:
+            raise ValueError("sms_to and call_to need a twilio section to send with")
+        return self
+
+
+def _phone_text(value: object) -> str:
+    """A phone number from YAML as text, with spaces and dashes removed."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("put phone numbers in quotes, e.g. '+15551230001': unquoted, "
+                         "YAML reads them as numbers and drops the '+'")
+    if not isinstance(value, str):
+        raise ValueError("expected a phone number in quotes, e.g. '+15551230001'")
+    return re.sub(r"[\s().-]", "", value)
+
+
+__all__ = ["CallbackSettings", "DrillSettings", "FailoverSettings", "NotifySettings",
+           "TwilioSettings", "WebhookSettings"]

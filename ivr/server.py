@@ -11,7 +11,9 @@ from types import FrameType
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from failover.alerts import TrunkAlerts, drill_alert
 from failover.drill import Drill, DrillStore
+from failover.notify import Alert, AlertKind, Notifier
 from failover.router import Router
 from ivr.drill import DrillService
 from ivr.flow import load_flow
@@ -21,6 +23,7 @@ from ivr.redis_server import EmbeddedRedis, connect
 from ivr.session import CallHandler, FlowRunner
 from ivr.settings import Settings, load_yaml
 from ivr.tickets import Outbox, build_tickets
+from ivr.tickets.model import Ticket
 from ivr.voicebot import VoiceBot
 from kb.calibration import Calibration
 from kb.faq import Faq
@@ -37,6 +40,9 @@ from trunks.voip.media import RtpEngine
 
 logger = logging.getLogger(__name__)
 
+NOTIFY_FLUSH_S = 10.0
+"""How long shutdown waits for queued alerts to go out."""
+
 
 class Server:
     """Owns everything `serve` runs, started in dependency order, stopped in reverse."""
@@ -52,6 +58,7 @@ class Server:
         self.endpoints: dict[str, SipEndpoint] = {}
         self.outbox: Outbox | None = None
         self.drill: DrillService | None = None
+        self.notifier: Notifier | None = None
         self.scheduler: BackgroundScheduler | None = None
         self._clients: list[redis.Redis] = []
         self._embedded = None if settings.redis.url else EmbeddedRedis(settings)
@@ -62,9 +69,11 @@ class Server:
             if self._embedded is not None:
                 self._embedded.start()
             client = self._connect()
-            self.monitor = TrunkMonitor(self.settings.trunks,
-                                        TrunkStore(client, self.settings.redis.prefix),
-                                        self.settings.node)
+            self.notifier = self._notifier()
+            self.monitor = TrunkMonitor(
+                self.settings.trunks, TrunkStore(client, self.settings.redis.prefix),
+                self.settings.node, on_transition=None if self.notifier is None else
+                TrunkAlerts(self.notifier.send, [t.name for t in self.settings.trunks]))
             self.monitor.start()
             self._start_calls(CallStore(client, self.settings.redis.prefix))
         except BaseException:
@@ -90,11 +99,15 @@ class Server:
         if self.outbox is not None:
             self.outbox.stop()
             self.outbox = None
-        while self._clients:
-            self._clients.pop().close()
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
+        if self.notifier is not None:  # last, so the alerts of everything above go out
+            self.notifier.flush(NOTIFY_FLUSH_S)
+            self.notifier.stop()
+            self.notifier = None
+        while self._clients:
+            self._clients.pop().close()
         if self._embedded is not None:
             self._embedded.stop()
         self.stopped.set()
@@ -157,13 +170,16 @@ class Server:
         client = self._connect()
         drills = DrillStore(client, settings.redis.prefix)
         trunk = settings.drill_trunk().name
-        service: DrillService
+        notifier = self.notifier
+        service: DrillService  # the drill's test calls are the service's, made below
         drill = Drill(drills, TrunkStore(client, settings.redis.prefix),
                       [t.name for t in settings.trunks],
                       lambda n, name, cancelled: service.test_call(n, name, cancelled),
                       node=settings.node, number=str(settings.drill.number),
                       lock_s=settings.drill.lock_s, keep=settings.drill.keep,
-                      reports_dir=settings.data_dir / "drills")
+                      reports_dir=settings.data_dir / "drills",
+                      on_report=None if notifier is None else
+                      lambda report: notifier.send(drill_alert(report)))
         service = DrillService(drill, drills, router, settings.drill, trunk)
         return service
 
@@ -182,10 +198,30 @@ class Server:
                                           prefix=settings.redis.prefix,
                                           data_dir=settings.data_dir, node=settings.node)
         self.outbox.start()
+        if self.notifier is not None:
+            desk.on_opened = self._ticket_alert
         bot = VoiceBot(searcher, lambda: create_recognizer(settings.speech, models_dir), desk,
                        prompts, self.oncall)
         bot.warm()
         return bot
+
+    def _notifier(self) -> Notifier | None:
+        """The notifier, when `notify` has a way to reach anyone."""
+        notify = self.settings.notify
+        if notify.twilio is None and (notify.webhook is None or notify.webhook.url is None):
+            logger.info("No notify.twilio or notify.webhook: alerts are only logged")
+            return None
+        notifier = Notifier(notify, self._connect(fail_fast=True), self.settings.redis.prefix,
+                            node=self.settings.node)
+        notifier.start()
+        return notifier
+
+    def _ticket_alert(self, ticket: Ticket) -> None:
+        if ticket.priority == "P1" and self.notifier is not None:
+            self.notifier.send(Alert(
+                AlertKind.TICKET_P1, f"ticket:{ticket.id}",
+                f"P1 ticket {ticket.id} from {ticket.caller}: {ticket.category}, "
+                f"{ticket.reason}.", details={"ticket": ticket.id, "call": ticket.call_id}))
 
     def _connect(self, fail_fast: bool = False) -> redis.Redis:
         self._clients.append(connect(self.settings, fail_fast))

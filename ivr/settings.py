@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from failover.config import DrillSettings, FailoverSettings
+from failover.config import DrillSettings, FailoverSettings, NotifySettings, empty_is_unset
 from ivr.tickets.config import TicketSettings
 from speech.recognizer import SpeechSettings
 from trunks.config import TrunkConfig
@@ -57,10 +57,7 @@ class RedisSettings(BaseModel):
     url: str | None = Field(None, description="unset: an embedded redis-server under data_dir")
     prefix: str = "hotline"
 
-    @field_validator("url", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
+    _unset = field_validator("url", mode="before")(empty_is_unset)
 
     @field_validator("url")
     @classmethod
@@ -122,6 +119,7 @@ class Settings(BaseModel):
     tickets: TicketSettings = TicketSettings()
     failover: FailoverSettings = FailoverSettings()
     drill: DrillSettings = DrillSettings()
+    notify: NotifySettings = NotifySettings()
     trunks: list[TrunkConfig] = Field(min_length=1)
 
     @field_validator("log_level")

@@ -60,14 +60,18 @@ class TrunkMonitor:
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time,
                  probe_factory: Callable[[TrunkConfig], Probe] = OptionsProbe,
-                 heartbeat_s: float = HEARTBEAT_S) -> None:
+                 heartbeat_s: float = HEARTBEAT_S,
+                 on_transition: Callable[[Transition], None] | None = None) -> None:
+        """`on_transition` hears every state change, on the monitor's thread with its
+        lock held: it must return at once and must not call back into the monitor."""
         self.node = node
         self.store = store
         self._clock, self._wallclock = clock, wallclock
         self._publisher = Publisher(store, node, heartbeat_s)
+        self._on_transition = on_transition
         self._watches = {
             t.name: _Watch(t, probe_factory(t), TrunkHealth(
-                t.name, t.probe, wallclock(), self._publisher.transition))
+                t.name, t.probe, wallclock(), self._transition))
             for t in trunks}
         self._signals: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -115,6 +119,14 @@ class TrunkMonitor:
             logger.warning("Selecting trunks without overrides: Redis unreachable (%s)", exc)
             overrides = {}
         return select_trunks(self.trunks, states, overrides, needs or CallNeeds())
+
+    def _transition(self, transition: Transition) -> None:
+        self._publisher.transition(transition)
+        if self._on_transition is not None:
+            try:
+                self._on_transition(transition)
+            except Exception:  # a listener's bug must not stop health keeping
+                logger.exception("Transition listener failed on %s", transition)
 
     def _run(self) -> None:
         with selectors.DefaultSelector() as selector:

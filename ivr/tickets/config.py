@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from failover.config import check_http_url, empty_is_unset
 from ivr.tickets.model import Priority
 
 HELPDESK_TIMEOUT_S = 10.0
@@ -30,17 +30,8 @@ class HelpdeskSettings(BaseModel):
     retry_base_s: float = Field(RETRY_BASE_S, gt=0)
     retry_max_s: float = Field(RETRY_MAX_S, gt=0)
 
-    @field_validator("url", "token", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("expected an http:// or https:// URL")
-        return value
+    _unset = field_validator("url", "token", mode="before")(empty_is_unset)
+    _url = field_validator("url")(check_http_url)
 
     @model_validator(mode="after")
     def _base_within_max(self) -> HelpdeskSettings:

@@ -42,6 +42,8 @@ class TicketDesk:
         self.clock = clock
         self.on_saved = on_saved
         """Called after each ticket is saved; the server passes `Outbox.wake`."""
+        self.on_opened: Callable[[Ticket], None] | None = None
+        """Called with each ticket opened (saved or spooled): the server alerts on P1s."""
 
     def open(self, *, caller: str, call_id: str, trunk: str, reason: str,
              transcript: Sequence[Turn] = (), candidates: Sequence[Candidate] = (),
@@ -61,6 +63,8 @@ class TicketDesk:
                     time.strftime("%Y-%m-%d %H:%M", time.localtime(ticket.sla_due_at)), where)
         if self.on_saved is not None:
             self.on_saved()
+        if self.on_opened is not None:
+            self.on_opened(ticket)
         return ticket
 
     def build(self, *, caller: str, call_id: str, trunk: str, reason: str,

@@ -43,8 +43,9 @@ class Rig:
     """Two carriers, each routing every INVITE to the hotline's endpoint for it (so the
     hotline's own calls come back in), and the hotline on both."""
 
-    def __init__(self, tmp_path: Path, redis_server: RedisServer) -> None:
+    def __init__(self, tmp_path: Path, redis_server: RedisServer, **settings: object) -> None:
         self.tmp_path = tmp_path
+        self.settings = settings
         self.redis_url = redis_server.url
         self.listen = {"carrier-a": free_udp_port(), "carrier-b": free_udp_port()}
         self.carriers: dict[str, Carrier] = {}
@@ -61,7 +62,7 @@ class Rig:
         self.config.write_text(yaml.safe_dump({
             "node": "node-1", "data_dir": str(self.tmp_path / "var"),
             "redis": {"url": self.redis_url},
-            "drill": {"number": NUMBER, "calls": 2, "step_s": 5, **drill},
+            "drill": {"number": NUMBER, "calls": 2, "step_s": 5, **drill}, **self.settings,
             "trunks": [{"name": name, "mode": "ip", "proxy": carrier.address,
                         "listen": f"127.0.0.1:{self.listen[name]}", "priority": i + 1,
                         "probe": FAST_PROBES.model_dump()}
