@@ -52,7 +52,7 @@ class CallbackSettings(BaseModel):
     Caller IDs can be forged, so keep this to the numbering plan you serve."""
     per_number_s: float = Field(3600.0, ge=0)
     """At most one call-back to the same number within this many seconds."""
-    silence_s: float = Field(10.0, gt=0, le=120)
+    silence_s: float = Field(30.0, gt=0, le=300)
     """No audio from the caller for this long ends the call as cut off."""
 
     @field_validator("numbers")

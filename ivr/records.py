@@ -47,6 +47,10 @@ class CallRecord:
     """The id of the ticket the bot opened."""
     outcome: str | None = None
     end_reason: str | None = None
+    callback: str | None = None
+    """For a call cut off: the call-back scheduled for it, or the ticket opened instead."""
+    callback_of: str | None = None
+    """For a call-back: the id of the call that was cut off."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

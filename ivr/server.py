@@ -12,17 +12,19 @@ import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from failover.alerts import TrunkAlerts, drill_alert
+from failover.callbacks import Callbacks
 from failover.drill import Drill, DrillStore
 from failover.notify import Alert, AlertKind, Notifier
 from failover.router import Router
+from ivr.callbacks import CallbackService
 from ivr.drill import DrillService
 from ivr.flow import load_flow
 from ivr.oncall import load_oncall
 from ivr.records import CallStore
 from ivr.redis_server import EmbeddedRedis, connect
 from ivr.session import CallHandler, FlowRunner
-from ivr.settings import Settings, load_yaml
-from ivr.tickets import Outbox, build_tickets
+from ivr.settings import ConfigError, Settings, load_yaml
+from ivr.tickets import Outbox, TicketDesk, build_tickets
 from ivr.tickets.model import Ticket
 from ivr.voicebot import VoiceBot
 from kb.calibration import Calibration
@@ -50,6 +52,10 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.flow = load_flow(settings.flow)  # a bad flow fails before anything starts
+        node = settings.failover.callback.node
+        if node is not None and node not in self.flow.nodes:
+            raise ConfigError(settings.flow, [f"failover.callback.node: no node named {node!r} "
+                                              "in the flow"])
         self.oncall = load_oncall(settings.oncall) if self.flow.forwards else None
         self.faq = load_yaml(settings.kb.faq, Faq) if self.flow.voicebots else None
         self.stopped = threading.Event()
@@ -58,6 +64,7 @@ class Server:
         self.endpoints: dict[str, SipEndpoint] = {}
         self.outbox: Outbox | None = None
         self.drill: DrillService | None = None
+        self.callbacks: CallbackService | None = None
         self.notifier: Notifier | None = None
         self.scheduler: BackgroundScheduler | None = None
         self._clients: list[redis.Redis] = []
@@ -88,6 +95,9 @@ class Server:
         if self.drill is not None:
             self.drill.stop()
             self.drill = None
+        if self.callbacks is not None:
+            self.callbacks.stop()
+            self.callbacks = None
         for endpoint in self.endpoints.values():  # every call first: a flow may use any trunk
             endpoint.end_calls()
         for endpoint in self.endpoints.values():
@@ -144,14 +154,20 @@ class Server:
         monitor = self.monitor
         assert monitor is not None
         router = Router(monitor, self.endpoints, self.settings.failover.hold_down_s)
+        desk = self._tickets()
         runner = FlowRunner(self.flow, prompts, oncall=self.oncall, dialer=router,
-                            bot=self._voicebot(prompts) if self.flow.voicebots else None)
+                            bot=self._voicebot(prompts, desk) if self.flow.voicebots else None)
         if self.settings.drill.number is not None:
             self.drill = self._drill(router)
+        callback = self.settings.failover.callback
+        self.callbacks = CallbackService(
+            Callbacks(self._connect(fail_fast=True), callback, self.settings.redis.prefix),
+            callback, router, runner, calls, desk, monitor.snapshots)
         for trunk in trunks:
             self.endpoints[trunk.name] = self._endpoint(
                 trunk, CallHandler(runner, calls, trunk.name, vad=self.settings.speech.vad,
-                                   drill=self.drill))
+                                   drill=self.drill, on_cut_off=self.callbacks.cut_off))
+        self.callbacks.start()
         if self.drill is not None:
             self.drill.start()
             trigger = self.settings.drill.trigger()
@@ -183,9 +199,20 @@ class Server:
         service = DrillService(drill, drills, router, settings.drill, trunk)
         return service
 
-    def _voicebot(self, prompts: PromptCache) -> VoiceBot:
-        """The FAQ search (building its index the first time: minutes), the recognizer's
-        model, and the ticket desk with its outbox."""
+    def _tickets(self) -> TicketDesk:
+        """The ticket desk (for the voice bot and cut-off callers) and its outbox."""
+        settings = self.settings
+        desk, self.outbox = build_tickets(settings.tickets, self._connect(fail_fast=True),
+                                          prefix=settings.redis.prefix,
+                                          data_dir=settings.data_dir, node=settings.node)
+        self.outbox.start()
+        if self.notifier is not None:
+            desk.on_opened = self._ticket_alert
+        return desk
+
+    def _voicebot(self, prompts: PromptCache, desk: TicketDesk) -> VoiceBot:
+        """The FAQ search (building its index the first time: minutes) and the
+        recognizer's model."""
         settings = self.settings
         assert self.faq is not None and settings.kb.cache_dir is not None
         logger.info("Opening the FAQ search index for %s (the first time, building it takes "
@@ -194,12 +221,6 @@ class Server:
                             Calibration.load(settings.kb.calibration))
         models_dir = settings.speech.models_path(settings.data_dir)
         preload(settings.speech, models_dir)
-        desk, self.outbox = build_tickets(settings.tickets, self._connect(fail_fast=True),
-                                          prefix=settings.redis.prefix,
-                                          data_dir=settings.data_dir, node=settings.node)
-        self.outbox.start()
-        if self.notifier is not None:
-            desk.on_opened = self._ticket_alert
         bot = VoiceBot(searcher, lambda: create_recognizer(settings.speech, models_dir), desk,
                        prompts, self.oncall)
         bot.warm()
@@ -236,7 +257,8 @@ class Server:
             allowed={*_addresses(trunk.address[0]), *trunk.addresses}, proxy=trunk.address,
             domain=trunk.sip_domain,
             credentials=(trunk.username, password) if trunk.username and password else None,
-            on_trunk_failure=lambda reason: monitor.report_failure(trunk.name, reason))
+            on_trunk_failure=lambda reason: monitor.report_failure(trunk.name, reason),
+            media_timeout_s=self.settings.failover.callback.silence_s)
         endpoint.start()
         if trunk.mode == "register":
             endpoint.register()

@@ -11,8 +11,10 @@ import abc
 import datetime
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from failover.router import Dialer
 from ivr.drill import DrillService
@@ -37,6 +39,7 @@ from speech.synthesizer import Samples
 from speech.tones import ringback
 from speech.vad import BargeIn
 from trunks.voip.endpoint import InboundCall
+from trunks.voip.media import RtpStream
 from trunks.voip.outbound import OutboundCall, Outcome
 
 logger = logging.getLogger(__name__)
@@ -84,10 +87,23 @@ class Channel(abc.ABC):
         """End the call."""
 
 
-class SipChannel(Channel):
-    """A call from a trunk, its audio through the RTP engine."""
+class Leg(Protocol):
+    """What a channel needs of a SIP call, incoming or outgoing."""
 
-    def __init__(self, call: InboundCall, clock: Callable[[], float] = time.monotonic,
+    media: RtpStream
+    ended: threading.Event
+
+    @property
+    def end_reason(self) -> str | None: ...
+
+    def hangup(self) -> None: ...
+
+
+class SipChannel(Channel):
+    """A call through a trunk (from a caller, or a call-back to one), its audio through the
+    RTP engine."""
+
+    def __init__(self, call: Leg, clock: Callable[[], float] = time.monotonic,
                  vad: VadSettings | None = None) -> None:
         self.call = call
         self._clock = clock
@@ -230,9 +246,10 @@ class FlowRunner:
         self.dialer = dialer
         self.bot = bot
 
-    def run(self, channel: Channel, record: CallRecord) -> None:
-        """Walk the flow from its start until it hangs up, the caller does, or it loops."""
-        name: str | None = self.flow.start
+    def run(self, channel: Channel, record: CallRecord, start: str | None = None) -> None:
+        """Walk the flow from `start` (default: the flow's) until it hangs up, the caller
+        does, or it loops."""
+        name: str | None = start or self.flow.start
         try:
             for _ in range(MAX_STEPS):
                 if name is None:
@@ -324,11 +341,14 @@ class CallHandler:
 
     def __init__(self, runner: FlowRunner, store: CallStore, trunk: str,
                  wallclock: Callable[[], float] = time.time,
-                 vad: VadSettings | None = None, drill: DrillService | None = None) -> None:
+                 vad: VadSettings | None = None, drill: DrillService | None = None,
+                 on_cut_off: Callable[[InboundCall, CallRecord], None] | None = None) -> None:
         self.runner, self.store, self.trunk = runner, store, trunk
         self._wallclock = wallclock
         self._vad = vad
         self.drill = drill
+        self.on_cut_off = on_cut_off
+        """Told of each call that ended without a goodbye, before its record is saved."""
 
     def __call__(self, call: InboundCall) -> None:
         record = CallRecord(call.id, self.trunk, call.caller, call.called, call.started_at)
@@ -345,6 +365,8 @@ class CallHandler:
             call.hangup()
             record.ended_at = self._wallclock()
             record.end_reason = call.end_reason
+            if call.cut_off and self.on_cut_off is not None and record.path != ["drill"]:
+                self.on_cut_off(call, record)
             self.store.save_quietly(record)
             logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
                         " > ".join(record.path))

@@ -153,7 +153,8 @@ def test_no_ack_hangs_up_with_bye(engine: RtpEngine, app: App, tmp_path: Path) -
     finally:
         sip.stop()
     [call] = app.calls
-    assert call.state is CallState.ENDED and call.end_reason == "no ACK from caller"
+    assert call.state is CallState.ENDED and call.cut_off
+    assert call.end_reason == "cut off: no ACK from the caller"
 
 
 def test_call_through_a_carrier_follows_the_route_set(engine: RtpEngine, app: App,

@@ -79,6 +79,10 @@ TRANSACTION_TIMEOUT_T1 = 64
 LINGER_S = 32.0
 """Ended calls are remembered this long, to answer retransmitted requests and responses."""
 USER_AGENT = "hotline"
+CUT_OFF = "cut off"
+"""How the end reason of a call that ended without a goodbye begins."""
+MEDIA_CHECK_S = 1.0
+"""How often the media watchdog looks at each answered call."""
 
 
 class CallState(enum.StrEnum):
@@ -148,6 +152,12 @@ class InboundCall:
     def wait_ended(self, timeout: float | None = None) -> bool:
         return self.ended.wait(timeout)
 
+    @property
+    def cut_off(self) -> bool:
+        """Whether the call ended without a goodbye from either side: its audio stopped,
+        or the caller never acknowledged our answer (a path that failed)."""
+        return bool(self.end_reason) and (self.end_reason or "").startswith(CUT_OFF)
+
 
 class SipEndpoint:
     """The SIP side of one trunk, on one UDP port."""
@@ -160,8 +170,11 @@ class SipEndpoint:
                  provisional_timeout_s: float = PROVISIONAL_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time, t1_s: float = T1_S,
-                 linger_s: float = LINGER_S) -> None:
+                 linger_s: float = LINGER_S, media_timeout_s: float | None = None) -> None:
+        """`media_timeout_s`: an answered call from which nothing (audio or DTMF) arrives
+        for this long, while not on hold, is ended as cut off; None: never."""
         self.name = name
+        self.media_timeout_s = media_timeout_s
         self.linger_s = linger_s
         self.proxy = proxy
         self.domain = domain or (proxy[0] if proxy else None)
@@ -618,6 +631,10 @@ class SipEndpoint:
             call.state, call.answered_at = CallState.ANSWERED, self._wallclock()
             self._retransmit((call.id, "invite"), data, call.source,
                              on_give_up=lambda: self._no_ack(call))
+            if self.media_timeout_s is not None:
+                call.media.last_heard = time.monotonic()
+                self._schedule((call.id, "media"), MEDIA_CHECK_S,
+                               lambda: self._check_media(call))
 
     def _reject(self, call: InboundCall, code: int, reason: str) -> None:
         with self._lock:
@@ -643,7 +660,26 @@ class SipEndpoint:
             if call.state is CallState.ANSWERED:
                 data, destination = self._bye(call)
                 self._transmit((call.id, "bye"), data, destination)
-                self._end(call, "no ACK from caller")
+                self._end(call, f"{CUT_OFF}: no ACK from the caller")
+
+    def _check_media(self, call: InboundCall) -> None:
+        """The media watchdog's tick (endpoint thread): end a call gone silent."""
+        timeout = self.media_timeout_s
+        assert timeout is not None
+        with self._lock:
+            if call.state is not CallState.ANSWERED:
+                return
+            silent_s = time.monotonic() - call.media.last_heard
+            if call.on_hold or silent_s < timeout:
+                self._schedule((call.id, "media"), MEDIA_CHECK_S,
+                               lambda: self._check_media(call))
+                return
+            logger.warning("Call %s: nothing from the caller for %.1f s; ending it as cut off",
+                           call.id, silent_s)
+            data, destination = self._bye(call)  # in case only the media path died
+            self._transmit((call.id, "bye"), data, destination)
+            self._retransmits.pop((call.id, "invite"), None)
+            self._end(call, f"{CUT_OFF}: no audio from the caller for {timeout:g} s")
 
     def _end(self, call: InboundCall, reason: str) -> None:
         if call.state is CallState.ENDED:

@@ -106,6 +106,8 @@ class RtpStream:
         self._received_ready = threading.Condition()
         self._peer: tuple[RtpStream, bytes | None] | None = None
         self.closed = False
+        self.last_heard = time.monotonic()
+        """When the latest well-formed packet (audio or DTMF) came from the remote."""
 
     # Called from call threads.
 
@@ -208,6 +210,7 @@ class RtpStream:
             return
         try:
             packet = parse_rtp(data)
+            self.last_heard = time.monotonic()
             if packet.payload_type == self.dtmf_payload_type:
                 self._on_event(packet)
                 return

@@ -107,6 +107,11 @@ class OutboundCall:
         return f"<sip:{self.caller_id}@{host}>;tag={self.local_tag}"
 
     @property
+    def end_reason(self) -> str | None:
+        """Why the call ended, once it has (the same words as an incoming call's)."""
+        return (self.reason or str(self.outcome)) if self.ended.is_set() else None
+
+    @property
     def trunk_failed(self) -> bool:
         return self.outcome is Outcome.TRUNK_FAILED
 
