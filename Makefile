@@ -26,6 +26,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/failover_detection.py
+	$(BIN)/python bench/failover_load.py
 	$(BIN)/python bench/rtp_capacity.py
 	$(BIN)/python bench/call_setup.py
 	$(BIN)/python bench/kb_eval.py

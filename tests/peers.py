@@ -24,6 +24,16 @@ SIPP_SCENARIOS = TESTS / "sipp"
 START_TIMEOUT_S = 15.0
 
 
+def staff_roster(people: int) -> str:
+    """An oncall.yaml of `people` staff, all on the one sipp phone (numbers 1001, 1002,
+    ...): a person talking to one caller is not rung for another, so a steady load needs
+    as many people as there are calls up at once."""
+    keys = [f"staff-{i:03d}" for i in range(1, people + 1)]
+    lines = [f'  {key}: {{phone: "{1000 + i}"}}' for i, key in enumerate(keys, 1)]
+    return ("timezone: UTC\npeople:\n" + "\n".join(lines) +
+            f"\nrotation: {{order: [{', '.join(keys)}], start: 2026-01-05, every_days: 1}}\n")
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
