@@ -2,8 +2,9 @@
 
 sipp places calls steadily (5 per second, each held 10 s) to an on-call phone (a sipp
 UAS that answers at once) behind two Kamailio carriers, a primary and a backup; some
-seconds in, the primary is killed (SIGKILL: its process and port are gone). Two
-systems put the calls through, one after the other, each with fresh peers:
+seconds in, the primary dies: killed (SIGKILL: its port closes and answers ICMP port
+unreachable) in one run, silenced (SIGSTOP) in another. Two systems put the calls
+through, one after the other, each with fresh peers:
 
 - hotline: the callers come in through the backup carrier; the flow's forward node
   rings the phone through the best usable trunk (the primary while it is up) and, when
@@ -20,7 +21,8 @@ added latency of a call is its latency less the median of the calls placed befor
 kill; it is reported for the calls placed in the failover window after the kill.
 
     python bench/failover_load.py [--rate 5] [--calls 150] [--hold 10] [--kill-at 12]
-                                  [--window 10] [--out docs/bench/failover-load.md]
+                                  [--window 10] [--outage kill|stop|both]
+                                  [--out docs/bench/failover-load.md]
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ TARGET_FAILED = 0
 TARGET_ADDED_P99_S = 1.5
 DELAYED_S = 0.5
 """Added latency above which a call counts as delayed by the failover."""
+OUTAGES = {"kill": "killed", "stop": "silenced"}
 READY_TIMEOUT_S = 30.0
 RECORDS_TIMEOUT_S = 30.0
 FLOW = """\
@@ -95,6 +98,9 @@ class Load:
     hold_s: float
     kill_at_s: float
     window_s: float
+    outage: str = "kill"
+    """"kill" (SIGKILL: the port closes and answers ICMP unreachable) or "stop" (SIGSTOP:
+    the carrier goes silent)."""
 
 
 @dataclass(frozen=True)
@@ -258,17 +264,23 @@ def main() -> None:
                         help="seconds after the first call that the primary is killed")
     parser.add_argument("--window", type=float, default=10.0,
                         help="seconds after the kill whose calls make the failover window")
+    parser.add_argument("--outage", choices=["kill", "stop", "both"], default="both",
+                        help="how the primary dies: SIGKILL, SIGSTOP, or one run of each")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" /
                         "failover-load.md")
     args = parser.parse_args()
-    load = Load(args.rate, args.calls, args.hold, args.kill_at, args.window)
+    outages = ["kill", "stop"] if args.outage == "both" else [args.outage]
     logging.basicConfig(level=logging.WARNING)
     for handler in logging.getLogger().handlers:  # the INFO lines the bench reads stay quiet
         handler.setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-failover-load-") as directory:
         work = Path(directory)
-        runs = [run_hotline(load, work / "hotline"), run_dispatcher(load, work / "dispatcher")]
-    report(args.out, load, runs)
+        results = []
+        for outage in outages:
+            load = Load(args.rate, args.calls, args.hold, args.kill_at, args.window, outage)
+            results.append((load, [run_hotline(load, work / outage / "hotline"),
+                                   run_dispatcher(load, work / outage / "dispatcher")]))
+    report(args.out, results)
 
 
 def run_hotline(load: Load, work: Path) -> Run:
@@ -365,8 +377,11 @@ def _call_and_kill(load: Load, target: str, primary: Carrier, workdir: Path) -> 
     try:
         time.sleep(load.kill_at_s)
         killed_at = time.time()
-        primary.kill()
-        print(f"  primary carrier killed {load.kill_at_s:g} s in", flush=True)
+        if load.outage == "kill":
+            primary.kill()
+        else:
+            primary.pause()
+        print(f"  primary carrier {OUTAGES[load.outage]} {load.kill_at_s:g} s in", flush=True)
         caller.wait(limit_s + 10)
     finally:
         if caller.poll() is None:
@@ -413,14 +428,14 @@ def summary(run: Run, load: Load) -> dict[str, str]:
     column = {"calls placed": str(len(run.setups)),
               "answered by the phone": str(run.answered_by_staff),
               "failed set-ups": str(len(run.failed)),
-              "set-up latency before the kill, median": f"{run.baseline_s() * 1000:.1f} ms"}
+              "set-up latency before the outage, median": f"{run.baseline_s() * 1000:.1f} ms"}
     for name, q in PERCENTILES.items():
         column[f"added latency in the window, {name}"] = (
             f"{round(float(np.percentile(added, q)), 2) + 0.0:.2f} s" if added else "-")
     column |= {
         f"calls delayed more than {DELAYED_S:g} s": str(sum(a > DELAYED_S for a in added)),
         "calls first tried on the dead primary": str(sum(s.tried_dead for s in run.setups)),
-        "calls after the kill put through by the backup":
+        "calls after the outage put through by the backup":
             f"{sum(s.carrier == 'backup' for s in after)} of {len(after)}",
         "target met": "yes" if met(run, load) else "no"}
     return column
@@ -440,7 +455,7 @@ def ratio(ours: Run, theirs: Run, load: Load, q: float) -> str:
     return f"{np.percentile(b, q) / np.percentile(a, q):.1f}x"
 
 
-def report(out: Path, load: Load, runs: list[Run]) -> None:
+def table(load: Load, runs: list[Run]) -> str:
     ours, theirs = runs
     columns = summary(ours, load), summary(theirs, load)
     targets = {"failed set-ups": str(TARGET_FAILED),
@@ -452,16 +467,26 @@ def report(out: Path, load: Load, runs: list[Run]) -> None:
         lines.append(f"| {name} | {columns[0][name]} | {columns[1][name]} | "
                      f"{'-' if q is None else ratio(ours, theirs, load, q)} | "
                      f"{targets.get(name, '-')} |")
-    table = "\n".join(lines)
-    print("\n" + table)
+    return "\n".join(lines)
+
+
+def report(out: Path, results: list[tuple[Load, list[Run]]]) -> None:
+    load = results[0][0]
+    sections = []
+    for each, runs in results:
+        how = ("SIGKILL: its port closes and answers ICMP port unreachable" if each.outage ==
+               "kill" else "SIGSTOP: it goes silent, answering nothing")
+        sections.append(f"## The primary {OUTAGES[each.outage]} ({how})\n\n"
+                        f"{table(each, runs)}\n")
+        print("\n" + sections[-1])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"""# Failover under load: hotline vs Kamailio dispatcher
 
 Measured by `bench/failover_load.py` on {datetime.date.today().isoformat()}: sipp places
 {load.calls} calls at {load.rate:g} per second, each held {load.hold_s:g} s, to an on-call
 phone (a sipp UAS answering at once) behind two Kamailio carriers; {load.kill_at_s:g} s after
-the first call the primary carrier is killed (SIGKILL). The same load runs through each
-system with fresh peers, one after the other:
+the first call the primary carrier dies: killed in one run, silenced in the other. The same
+load runs through each system with fresh peers, one after the other:
 
 - hotline: callers come in through the backup carrier; the forward node rings the phone
   through the primary trunk (priority 1) while it is usable and through the backup
@@ -474,19 +499,19 @@ system with fresh peers, one after the other:
 
 Set-up latency runs from the caller's INVITE to the phone's 200 OK reaching the system
 that forwards the call. A set-up fails when the caller is not put through to the phone.
-Added latency is a call's set-up latency less the median before the kill, over the calls
-placed in the {load.window_s:g} s after the kill. Targets: {TARGET_FAILED} failed set-ups,
+Added latency is a call's set-up latency less the median before the outage, over the calls
+placed in the {load.window_s:g} s after it. Targets: {TARGET_FAILED} failed set-ups,
 added latency p99 <= {TARGET_ADDED_P99_S:g} s.
 
-A call first tried on the dead primary waits out the hotline's 1 s wait for a
-provisional reply (the dispatcher's 2 s branch timeout) and then goes through the
-backup; that first failure makes the primary suspect in hotline's monitor (inactive in
-the dispatcher), so the calls after it go straight to the backup.
+A killed carrier's port answers the INVITE with ICMP port unreachable, which the hotline's
+endpoint reads from its socket's error queue and fails the set-up at once; the dispatcher
+waits out its 2 s branch timeout. A silenced carrier answers nothing, so the hotline waits
+its 1 s for a provisional reply (the dispatcher its 2 s). Either way the first failure makes
+the primary suspect in the hotline's monitor (inactive in the dispatcher), so the calls
+after it go straight to the backup.
 
-{table}
-""")
+{chr(10).join(sections)}""")
     print(f"\nwritten to {out}")
-
 
 if __name__ == "__main__":
     main()

@@ -134,6 +134,21 @@ def test_silent_trunk_fails_fast_and_tells_the_monitor(
     assert failures == ["INVITE to 1005: no provisional reply within 0.3 s"]
 
 
+def test_a_closed_port_fails_at_once_by_icmp(trunk: Callable[..., SipEndpoint]) -> None:
+    """A killed carrier's port answers ICMP port unreachable: no waiting for a 100."""
+    failures: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = closed.getsockname()
+    sip = trunk(address, on_trunk_failure=failures.append, provisional_timeout_s=5.0)
+    call = sip.place_call("1006")
+    assert call.wait(1.0) is Outcome.TRUNK_FAILED, "failed well before the 5 s timeout"
+    assert call.reason == "ICMP: connection refused"
+    assert failures == ["INVITE to 1006: ICMP: connection refused"]
+    sip.place_call("1007").wait(1.0)  # the error of a datagram that is not an INVITE of ours
+    assert len(failures) == 2
+
+
 def test_place_call_needs_a_proxy(engine: RtpEngine) -> None:
     sip = SipEndpoint("carrier-a", ("127.0.0.1", 0), engine, no_calls, allowed=set())
     try:

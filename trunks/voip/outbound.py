@@ -6,7 +6,9 @@ Stock pyVoIP's `invite()` blocks, and acts only on 200, 404 and 503. Here an
 - the INVITE is retransmitted from T1 until any response arrives;
 - no provisional response within `provisional_timeout_s` (1 s): the attempt
   fails as a *trunk* failure and `on_trunk_failure` tells the monitor, so the
-  caller's set-up can move to the next trunk at once;
+  caller's set-up can move to the next trunk at once; an ICMP port or host unreachable
+  for the INVITE (read by the endpoint from its socket's error queue) fails it the same
+  way without waiting;
 - 180 and 183 (with SDP: early media) are reported; 2xx is ACKed along the
   route set (re-ACKed if retransmitted); every 3xx-6xx final is ACKed in the
   INVITE's transaction and reported with its status;
@@ -57,7 +59,8 @@ class Outcome(enum.StrEnum):
     PENDING = "pending"
     ANSWERED = "answered"
     TRUNK_FAILED = "trunk failed"
-    """Timeout, no provisional reply, 408, 480 or 5xx: the next trunk may succeed."""
+    """Timeout, no provisional reply, ICMP unreachable, 408, 480 or 5xx: the next trunk may
+    succeed."""
     REFUSED = "refused"
     """Busy, declined, not found, or any other final: do not retry elsewhere."""
     CANCELLED = "cancelled"
