@@ -2,10 +2,18 @@
 
 When a call ends without a goodbye (its audio stopped, or our answer was never
 acknowledged), the call layer hands `Callbacks.cut_off` what it knows: the number,
-the trunk, where in the flow the caller was. With call-backs enabled, a number that
-matches `callback.numbers` and was not called back within `per_number_s` gets a
-call-back due after `delay_s`; otherwise (or when the call-back fails) staff get a
-ticket. Nothing is dropped silently: the record says which, and why.
+the trunk and its health, where in the flow the caller was. The server calls back only
+when all of these hold, since a caller ID can be forged and a call-back costs money:
+
+- call-backs are enabled;
+- the call's trunk was failing (SUSPECT, DOWN or RECOVERING) when the call ended: a
+  cut-off on a healthy trunk is the caller's own line, or someone provoking one;
+- the number is digits and matches `callback.numbers`;
+- it was not called back within `per_number_s`, and fewer than `per_hour` call-backs
+  were placed in the last hour (both counted in Redis, across nodes).
+
+Otherwise, or when the call-back fails, staff get a ticket to call the caller. Nothing
+is dropped silently: the record says which, and why.
 
 Keys (``{p}`` is the prefix):
 
@@ -30,6 +38,9 @@ import redis
 from failover.config import CallbackSettings
 
 RETENTION_S = 30 * 86400
+FAILING_STATES = frozenset({"suspect", "down", "recovering"})
+"""Trunk states (at the end of a cut-off call) that make it a trunk failure."""
+DIGITS = re.compile(r"\+?[0-9]+")
 
 
 @dataclass
@@ -76,21 +87,36 @@ class Callbacks:
     def cut_off(self, record: CallbackRecord) -> CallbackRecord:
         """Keep `record` as a call-back due later, or mark it for a ticket (status
         "ticket", with `why`); returns it as saved."""
-        if not self.settings.enabled:
-            record.status, record.why = "ticket", "call-backs are disabled"
-        elif not self._numbers.fullmatch(record.number):
-            record.status, record.why = "ticket", (
-                f"the caller's number {record.number!r} is not one we call back "
-                "(callback.numbers)")
-        elif self.settings.per_number_s and not self.redis.set(
-                self._key(f"callback:number:{record.number}"), record.id, nx=True,
-                px=int(self.settings.per_number_s * 1000)):
-            record.status, record.why = "ticket", (
-                f"the number was called back within the last {self.settings.per_number_s:g} s")
-        else:
+        why = self._refusal(record)
+        if why is None:
             record.due_at = self.clock() + self.settings.delay_s
+        else:
+            record.status, record.why = "ticket", why
         self.save(record)
         return record
+
+    def _refusal(self, record: CallbackRecord) -> str | None:
+        """Why `record` gets a ticket rather than a call-back; None: call back."""
+        settings = self.settings
+        if not settings.enabled:
+            return "call-backs are disabled"
+        if record.trunk_state not in FAILING_STATES:
+            return (f"trunk {record.trunk} was {record.trunk_state or 'unknown'}, so the "
+                    "caller's own line dropped; call-backs follow trunk failures only")
+        if not DIGITS.fullmatch(record.number) or not self._numbers.fullmatch(record.number):
+            return f"the number {record.number!r} is not one we call back (callback.numbers)"
+        number = record.number.lstrip("+")
+        if settings.per_number_s and not self.redis.set(
+                self._key(f"callback:number:{number}"), record.id, nx=True,
+                px=int(settings.per_number_s * 1000)):
+            return f"the number was called back within the last {settings.per_number_s:g} s"
+        hour = self._key(f"callbacks:hour:{int(self.clock() // 3600)}")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(hour)
+        pipe.expire(hour, 7200)
+        if int(pipe.execute()[0]) > settings.per_hour:
+            return f"more than {settings.per_hour} call-backs this hour (callback.per_hour)"
+        return None
 
     def save(self, record: CallbackRecord) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -102,7 +128,7 @@ class Callbacks:
         pipe.execute()
 
     def claim_due(self, limit: int = 10) -> list[CallbackRecord]:
-        """Call-backs due now that this node takes (each goes to exactly one node)."""
+        """Call-backs due now that this node takes (each to one node at most)."""
         ids = cast(list[str], self.redis.zrangebyscore(self._key("callbacks:due"), 0,
                                                         self.clock(), start=0, num=limit))
         claimed = []

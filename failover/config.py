@@ -41,7 +41,8 @@ class CallbackSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
-    """Call them back through a healthy trunk; False: open a ticket for staff instead."""
+    """Call them back through a healthy trunk when their trunk had failed; False: open a
+    ticket for staff instead."""
     delay_s: float = Field(60.0, ge=0, le=3600)
     """Wait before calling back, so the caller is off the phone and the path has settled."""
     ring_s: float = Field(30.0, gt=0, le=120)
@@ -52,6 +53,8 @@ class CallbackSettings(BaseModel):
     Caller IDs can be forged, so keep this to the numbering plan you serve."""
     per_number_s: float = Field(3600.0, ge=0)
     """At most one call-back to the same number within this many seconds."""
+    per_hour: int = Field(30, ge=1)
+    """At most this many call-backs an hour across all nodes; beyond it, tickets."""
     silence_s: float = Field(30.0, gt=0, le=300)
     """No audio from the caller for this long ends the call as cut off."""
 

@@ -255,19 +255,23 @@ class Drill:
 
     def run(self, trunk: str, calls: int, *, by: str = BY, trigger: str = "cli",
             drill_id: str | None = None, stop: threading.Event | None = None,
-            progress: Callable[[str], None] | None = None) -> DrillReport:
-        """Run one drill through `trunk` with `calls` test calls; raise DrillRefused if
-        another drill is running, redis.RedisError if Redis fails before anything changed."""
+            progress: Callable[[str], None] | None = None,
+            lock_s: float | None = None) -> DrillReport:
+        """Run one drill through `trunk` with `calls` test calls, holding the lock and the
+        override for `lock_s` (default: the configured; give at least the drill's longest
+        possible duration); raise DrillRefused if another drill is running,
+        redis.RedisError if Redis fails before anything changed."""
         drill_id = drill_id or new_id(self._wallclock)
         say = progress or (lambda text: None)
-        if not self.drills.acquire(drill_id, self.lock_s):
+        ttl = max(lock_s or 0.0, self.lock_s)
+        if not self.drills.acquire(drill_id, ttl):
             holder = self.drills.holder()
             raise DrillRefused(f"drill {holder} is running; only one drill at a time")
         report = DrillReport(drill_id, trunk, self.number, self.node, by, trigger,
                              self._wallclock())
         try:
             self._recover(report, say)
-            self._drill(report, calls, stop or threading.Event(), say)
+            self._drill(report, calls, stop or threading.Event(), say, ttl)
         finally:
             self._restore(report, say)
             report.ended_at = self._wallclock()
@@ -275,8 +279,8 @@ class Drill:
         return report
 
     def recover(self) -> None:
-        """At start-up: restore what a drill on a node that died left behind, if no drill
-        runs now."""
+        """Restore what a drill on a node that died left behind, once its lock has expired
+        (run at start-up and every minute or so)."""
         if self.drills.holder() is None and self.drills.state() is not None:
             drill_id = new_id(self._wallclock)
             if self.drills.acquire(drill_id, self.lock_s):
@@ -290,10 +294,11 @@ class Drill:
         if state is None:
             return
         trunk, before = state["trunk"], state["before"]
-        self._put_back(trunk, before)
+        restored = self._put_back(trunk, before, state["id"])
         self.drills.clear_state()
-        text = (f"restored {trunk} as drill {state['id']} on node {state['node']} had left it "
-                f"(that drill did not finish)")
+        text = (f"{'restored' if restored else 'left (an operator changed it since)'} {trunk} "
+                f"as drill {state['id']} on node {state['node']} had left it (that drill did "
+                "not finish)")
         say(text)
         if report is not None:
             report.problems.append(text)
@@ -308,9 +313,15 @@ class Drill:
         self.drills.save_report(old, self.keep)
 
     def _drill(self, report: DrillReport, calls: int, stop: threading.Event,
-               say: Callable[[str], None]) -> None:
+               say: Callable[[str], None], ttl: float) -> None:
         report.overrides_before = self._overrides()
         previous = self.trunks.get_override(report.trunk)
+        if previous is not None and previous.action is OverrideAction.DRAIN:
+            report.problems.append(
+                f"{report.trunk} is drained by {previous.by} ({previous.reason}): the drill "
+                "does not force live calls onto a trunk taken out of service; nothing changed")
+            say(report.problems[-1])
+            return
         self.drills.save_state({
             "id": report.id, "node": self.node, "by": report.by, "trigger": report.trigger,
             "started_at": report.started_at, "trunk": report.trunk,
@@ -318,14 +329,16 @@ class Drill:
             "before": None if previous is None else dataclasses.asdict(previous)})
         now = self._wallclock()
         self.trunks.set_override(Override(report.trunk, OverrideAction.FORCE,
-                                          f"drill {report.id}", report.by, now,
-                                          now + self.lock_s))
+                                          f"drill {report.id}", report.by, now, now + ttl))
         say(f"forced {report.trunk} (was {describe(previous) or 'no override'})")
         cancelled = self._cancelled(report.id, stop)
         for n in range(1, calls + 1):
             if cancelled():
                 break
-            self.drills.extend(report.id, self.lock_s)
+            if not self.drills.extend(report.id, ttl):
+                report.problems.append("the drill's lock expired: another node may act on "
+                                       "the trunks now; stopped")
+                break
             say(f"call {n} of {calls} through {report.trunk} to {self.number}")
             check = self.test_call(n, report.trunk, cancelled)
             report.calls.append(check)
@@ -333,7 +346,7 @@ class Drill:
         if cancelled():
             report.result = Result.INTERRUPTED
             report.problems.append("interrupted before the end")
-        elif report.calls and all(c.get("ok") for c in report.calls):
+        elif len(report.calls) == calls and all(c.get("ok") for c in report.calls):
             report.result = Result.PASSED
 
     def _cancelled(self, drill_id: str, stop: threading.Event) -> Callable[[], bool]:
@@ -361,7 +374,10 @@ class Drill:
                 state = self.drills.state()
                 if state is None or state["id"] != report.id:
                     return  # the drill failed before it changed anything
-                self._put_back(report.trunk, state["before"])
+                if not self._put_back(report.trunk, state["before"], report.id):
+                    report.problems.append(
+                        f"the override of {report.trunk} was changed during the drill; left "
+                        "as it is now")
                 self.drills.clear_state()
                 report.overrides_after = self._overrides()
                 report.restored = True
@@ -380,14 +396,21 @@ class Drill:
                              report.id, attempt + 1, exc)
                 time.sleep(min(0.5 * 2 ** attempt, 5.0))
         report.problems.append(f"could not restore {report.trunk}: Redis unreachable; the "
-                               f"drill's override expires by itself within {self.lock_s:.0f} s")
+                               "drill's override expires by itself with the drill's lock")
 
-    def _put_back(self, trunk: str, before: dict[str, Any] | None) -> None:
+    def _put_back(self, trunk: str, before: dict[str, Any] | None, drill_id: str) -> bool:
+        """Put `trunk`'s override back to `before`, unless someone replaced the drill's
+        since (an operator's later action stands); False if it was left."""
+        current = self.trunks.get_override(trunk)
+        if current is not None and current.reason != f"drill {drill_id}":
+            return False
         if before is None:
-            self.trunks.clear_override(trunk, BY, "drill finished: back as before")
+            if current is not None:
+                self.trunks.clear_override(trunk, BY, "drill finished: back as before")
         else:
             self.trunks.set_override(Override(**{**before, "action": OverrideAction(
                 before["action"])}))
+        return True
 
     def _overrides(self) -> dict[str, str | None]:
         found = self.trunks.overrides(self.trunk_names)

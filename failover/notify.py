@@ -147,9 +147,12 @@ def payload(alert: Alert, at: float, node: str | None) -> dict[str, Any]:
     return body if node is None else {**body, "node": node}
 
 
-def signature(body: bytes, secret: str) -> str:
-    """The value of the signature header: ``sha256=`` and the hex HMAC-SHA256 of `body`."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signature(timestamp: str, body: bytes, secret: str) -> str:
+    """The value of the signature header: ``sha256=`` and the hex HMAC-SHA256 of the
+    timestamp header's value, a dot and `body`; a receiver that also checks the timestamp
+    is recent cannot be fooled by a replayed request."""
+    signed = timestamp.encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 def voice_twiml(text: str) -> str:
@@ -342,10 +345,12 @@ class Notifier:
         """POST `alert` to the webhook; the URL is never logged (it may hold a token)."""
         body = json.dumps(payload(alert, at, self.node), separators=(",", ":"),
                           default=str).encode()
+        timestamp = str(int(self._clock()))
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   TIMESTAMP_HEADER: str(int(self._clock()))}
+                   TIMESTAMP_HEADER: timestamp}
         if webhook.secret is not None:
-            headers[SIGNATURE_HEADER] = signature(body, webhook.secret.get_secret_value())
+            headers[SIGNATURE_HEADER] = signature(timestamp, body,
+                                                  webhook.secret.get_secret_value())
         response = self._session.post(url, data=body, headers=headers,
                                       timeout=webhook.timeout_s, allow_redirects=False)
         with response:

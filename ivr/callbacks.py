@@ -125,6 +125,11 @@ class CallbackService:
                     return
                 if outcome is Outcome.PENDING:
                     leg.cancel()
+                    if self._stop.is_set():  # shutting down: another node, or a restart
+                        callback.status, callback.due_at = "pending", self._wallclock()
+                        callback.attempts.pop()
+                        self._save(callback)
+                        return
                 if outcome is not Outcome.TRUNK_FAILED:
                     callback.why = f"not answered ({outcome}: {leg.reason or leg.status})"
                     break

@@ -50,6 +50,8 @@ TOKEN_DIGITS = 6
 TONE_CHUNK_S = 1.0
 """Tones are queued a second at a time, so a stop takes effect within a second."""
 FRAME_WAIT_S = 0.05
+RECOVER_EVERY_S = 60.0
+"""How often a node looks for a drill that a dead node left half done."""
 
 
 @dataclass
@@ -224,7 +226,9 @@ class DrillService:
             logger.error("Scheduled drill not run: Redis unreachable: %s", exc)
 
     def run(self, trunk: str, calls: int, **kwargs: Any) -> DrillReport:
-        return self.drill.run(trunk, calls, stop=self._stop, **kwargs)
+        settings = self.settings  # the lock outlives the longest the calls can take
+        longest = calls * (settings.ring_s + 5 + 3 * settings.step_s) + 60
+        return self.drill.run(trunk, calls, stop=self._stop, lock_s=longest, **kwargs)
 
     def test_call(self, n: int, trunk: str, cancelled: Callable[[], bool]) -> dict[str, Any]:
         check = CallCheck(n, trunk)
@@ -239,8 +243,12 @@ class DrillService:
                           cancelled).to_dict()
 
     def _serve_requests(self) -> None:
+        next_recovery = time.monotonic() + RECOVER_EVERY_S
         while not self._stop.is_set():
             try:
+                if time.monotonic() >= next_recovery:
+                    next_recovery = time.monotonic() + RECOVER_EVERY_S
+                    self.drill.recover()
                 request = self.drills.next_request(1.0)
             except redis.RedisError as exc:
                 logger.warning("Drill requests: Redis unreachable: %s", exc)

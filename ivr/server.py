@@ -14,7 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from failover.alerts import TrunkAlerts, drill_alert
 from failover.callbacks import Callbacks
 from failover.drill import Drill, DrillStore
-from failover.notify import Alert, AlertKind, Notifier
+from failover.notify import Alert, AlertKind, Notifier, mask_number
 from failover.router import Router
 from ivr.callbacks import CallbackService
 from ivr.drill import DrillService
@@ -89,12 +89,12 @@ class Server:
         logger.info("Hotline server running as node %s", self.settings.node)
 
     def stop(self) -> None:
-        if self.scheduler is not None:  # a running drill is stopped and restores first
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
-        if self.drill is not None:
+        if self.drill is not None:  # a running drill is stopped and restores first
             self.drill.stop()
-            self.drill = None
+        if self.scheduler is not None:  # and waited for, if the schedule started it
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None
+        self.drill = None
         if self.callbacks is not None:
             self.callbacks.stop()
             self.callbacks = None
@@ -241,7 +241,7 @@ class Server:
         if ticket.priority == "P1" and self.notifier is not None:
             self.notifier.send(Alert(
                 AlertKind.TICKET_P1, f"ticket:{ticket.id}",
-                f"P1 ticket {ticket.id} from {ticket.caller}: {ticket.category}, "
+                f"P1 ticket {ticket.id} from {mask_number(ticket.caller)}: {ticket.category}, "
                 f"{ticket.reason}.", details={"ticket": ticket.id, "call": ticket.call_id}))
 
     def _connect(self, fail_fast: bool = False) -> redis.Redis:

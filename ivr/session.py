@@ -366,7 +366,10 @@ class CallHandler:
             record.ended_at = self._wallclock()
             record.end_reason = call.end_reason
             if call.cut_off and self.on_cut_off is not None and record.path != ["drill"]:
-                self.on_cut_off(call, record)
+                try:
+                    self.on_cut_off(call, record)
+                except Exception:  # the call's record must still be saved
+                    logger.exception("Call %s: handling its cut-off failed", call.id)
             self.store.save_quietly(record)
             logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
                         " > ".join(record.path))

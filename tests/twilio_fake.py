@@ -256,7 +256,9 @@ class WebhookReceiver(_Server):
         if not request.headers.get("x-hotline-timestamp", "").isdigit():
             problems.append("no X-Hotline-Timestamp")
         if self.secret is not None:
-            expected = "sha256=" + hmac.new(self.secret.encode(), request.raw,
+            signed = request.headers.get("x-hotline-timestamp", "").encode() + b"." + \
+                request.raw
+            expected = "sha256=" + hmac.new(self.secret.encode(), signed,
                                             hashlib.sha256).hexdigest()
             if not hmac.compare_digest(request.headers.get("x-hotline-signature", ""),
                                        expected):

@@ -13,7 +13,7 @@ import pytest
 import redis
 import yaml
 
-from failover.callbacks import Callbacks
+from failover.callbacks import CallbackRecord, Callbacks
 from failover.config import CallbackSettings
 from ivr.records import CallStore
 from ivr.server import Server
@@ -21,6 +21,7 @@ from ivr.settings import load_settings
 from ivr.tickets.store import TicketStore
 from tests.conftest import FAST_PROBES, wait_for
 from tests.peers import SIPP_SCENARIOS, Carrier, Phone, RedisServer, free_udp_port, require
+from trunks.voip.endpoint import CallState
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -37,47 +38,64 @@ CALLER = "13900000000"  # the From of uac_forwarded.xml
 
 
 class Rig:
+    """Carrier A brings the caller in; carrier B takes the hotline's calls (the call-back)
+    to the sipp phone. Both are the hotline's trunks, A preferred."""
+
     def __init__(self, tmp_path: Path, redis_url: str) -> None:
         self.tmp_path, self.redis_url = tmp_path, redis_url
         self.staff = Phone("uas_answer.xml", tmp_path / "staff")
-        self.listen = free_udp_port()
-        self.carrier = Carrier(tmp_path / "carrier", hotline=("127.0.0.1", self.listen),
-                               staff=self.staff.address)
+        self.listen = {"carrier-a": free_udp_port(), "carrier-b": free_udp_port()}
+        self.carriers = {
+            "carrier-a": Carrier(tmp_path / "carrier-a",
+                                 hotline=("127.0.0.1", self.listen["carrier-a"])),
+            "carrier-b": Carrier(tmp_path / "carrier-b", host="127.0.0.3",
+                                 hotline=("127.0.0.1", self.listen["carrier-b"]),
+                                 staff=self.staff.address)}
         self.server: Server | None = None
+        self.caller: subprocess.Popen[str] | None = None
 
     def start(self, **callback: object) -> Server:
-        self.carrier.start()
+        for carrier in self.carriers.values():
+            carrier.start()
         (self.tmp_path / "ivr.yaml").write_text(FLOW)
         config = self.tmp_path / "hotline.yaml"
         config.write_text(yaml.safe_dump({
             "node": "node-1", "data_dir": str(self.tmp_path / "var"),
             "redis": {"url": self.redis_url},
-            "failover": {"callback": {"silence_s": 2, "delay_s": 1, "node": "again",
+            "failover": {"callback": {"silence_s": 4, "delay_s": 1, "node": "again",
                                       **callback}},
-            "trunks": [{"name": "carrier-a", "mode": "ip", "proxy": self.carrier.address,
-                        "listen": f"127.0.0.1:{self.listen}",
-                        "probe": FAST_PROBES.model_dump()}]}))
+            "trunks": [{"name": name, "mode": "ip", "proxy": carrier.address,
+                        "listen": f"127.0.0.1:{self.listen[name]}", "priority": i + 1,
+                        "probe": FAST_PROBES.model_dump()}
+                       for i, (name, carrier) in enumerate(self.carriers.items())]}))
         self.server = Server(load_settings(config))
         self.server.start()
+        monitor = self.server.monitor
+        assert monitor is not None
+        wait_for(lambda: all(s.state.value == "up" for s in monitor.snapshots().values()),
+                 what="trunks up")
         return self.server
 
     def silent_caller(self) -> None:
-        """A caller whose audio never arrives (its RTP port sends nothing); it completes
-        when the hotline hangs up on it."""
+        """A caller through carrier A whose audio never arrives (its RTP port sends
+        nothing)."""
         workdir = self.tmp_path / "caller"
         workdir.mkdir()
-        done = subprocess.run(
-            [require("sipp", "sip-tester"), self.carrier.address, "-sf",
+        self.caller = subprocess.Popen(
+            [require("sipp", "sip-tester"), self.carriers["carrier-a"].address, "-sf",
              str(SIPP_SCENARIOS / "uac_forwarded.xml"), "-key", "rtp_port",
              str(free_udp_port()), "-m", "1", "-s", "400", "-i", "127.0.0.1", "-p",
              str(free_udp_port()), "-timeout", "30s", "-timeout_error", "-nostdin"],
-            cwd=workdir, capture_output=True, text=True, timeout=40)
-        assert done.returncode == 0, done.stderr
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
 
     def stop(self) -> None:
+        if self.caller is not None and self.caller.poll() is None:
+            self.caller.kill()
+            self.caller.communicate()
         if self.server is not None:
             self.server.stop()
-        self.carrier.stop()
+        for carrier in self.carriers.values():
+            carrier.stop()
         Phone.stop_all()
 
 
@@ -88,38 +106,78 @@ def rig(tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis) ->
     rig.stop()
 
 
-def test_a_cut_off_caller_is_called_back_where_the_flow_says(
+def test_a_caller_cut_off_by_a_dying_trunk_is_called_back(
         rig: Rig, redis_client: redis.Redis) -> None:
-    rig.start(enabled=True, numbers=r"139\d{8}")
+    server = rig.start(enabled=True, numbers=r"139\d{8}")
     rig.silent_caller()
     calls = CallStore(redis_client)
+    wait_for(lambda: any(c.state is CallState.ANSWERED
+                         for c in server.endpoints["carrier-a"].calls), what="caller answered")
+    rig.carriers["carrier-a"].kill()  # the caller's trunk dies; so does its audio
     wait_for(lambda: any(r.callback_of for r in calls.recent(5)), timeout=20,
              what="the call-back's record")
     callback_call = next(r for r in calls.recent(5) if r.callback_of)
     original = calls.get(callback_call.callback_of or "")
     assert original is not None and original.caller == CALLER
-    assert original.end_reason == "cut off: no audio from the caller for 2 s"
+    assert original.end_reason == "cut off: no audio from the caller for 4 s"
     assert original.path == ["menu"] and (original.callback or "").startswith("call-back cb-")
+    assert callback_call.trunk == "carrier-b"
     assert callback_call.path == ["again", "bye"] and callback_call.outcome == "completed"
     (record,) = Callbacks(redis_client, CallbackSettings()).recent(5)
-    assert (record.status, record.number, record.path, record.trunk_state) == (
-        "answered", CALLER, ["menu"], "up")
-    assert record.attempts == [{"trunk": "carrier-a", "outcome": "answered", "status": 200,
+    assert (record.status, record.number, record.path, record.trunk, record.trunk_state) == (
+        "answered", CALLER, ["menu"], "carrier-a", "down")
+    assert record.attempts == [{"trunk": "carrier-b", "outcome": "answered", "status": 200,
                                 "reason": "OK"}]
     rig.staff.finish()
     (invite,) = rig.staff.received("INVITE")
     assert invite.startswith(f"INVITE sip:{CALLER}@")
 
 
-def test_without_call_backs_staff_get_a_ticket(rig: Rig, redis_client: redis.Redis) -> None:
-    rig.start(enabled=False)
+def test_a_cut_off_on_a_healthy_trunk_gets_a_ticket_not_a_call(
+        rig: Rig, redis_client: redis.Redis) -> None:
+    """Whoever stops sending audio does not make the hotline dial them: a forged caller ID
+    would make that a way to place calls at the hotline's cost."""
+    rig.start(enabled=True, numbers=r"139\d{8}")
     rig.silent_caller()
     tickets = TicketStore(redis_client)
     wait_for(lambda: bool(tickets.tickets()), what="a ticket")
     (ticket,) = tickets.tickets()
+    why = ("trunk carrier-a was up, so the caller's own line dropped; call-backs follow trunk "
+           "failures only")
     assert ticket.caller == CALLER and ticket.category == "cut-off call"
-    assert ticket.reason == ("call cut off at menu (cut off: no audio from the caller for 2 s);"
-                             " call the caller back: call-backs are disabled")
+    assert ticket.reason == ("call cut off at menu (cut off: no audio from the caller for 4 s);"
+                             f" call the caller back: {why}")
     record = CallStore(redis_client).recent(1)[0]
-    assert record.callback == f"ticket {ticket.id}: call-backs are disabled"
+    assert record.callback == f"ticket {ticket.id}: {why}"
     assert rig.staff.received("INVITE") == [], "nobody was called"
+
+
+def cut(number: str, state: str | None = "down", n: int = 0) -> CallbackRecord:
+    return CallbackRecord(f"cb-{n}", f"call-{n}", number, "carrier-a", ["menu"], "cut off",
+                          1000.0, state)
+
+
+def test_who_gets_a_call_back(redis_client: redis.Redis) -> None:
+    callbacks = Callbacks(redis_client, CallbackSettings(
+        enabled=True, numbers=r"\+?86\d{11}", per_hour=3), clock=lambda: 1000.0)
+
+    def decide(record: CallbackRecord) -> str:
+        done = callbacks.cut_off(record)
+        return "call back" if done.status == "pending" else done.why
+
+    assert decide(cut("+8613900000001", "suspect", 1)) == "call back"
+    assert decide(cut("8613900000001", "down", 2)).startswith(
+        "the number was called back within the last 3600 s"), "+ or not, the same number"
+    assert decide(cut("+8613900000002", "unknown", 3)).startswith("trunk carrier-a was unknown")
+    assert decide(cut("+19005550100", "down", 4)).startswith(
+        "the number '+19005550100' is not one we call back")
+    assert decide(cut("sip:13900000000@evil", "down", 5)).startswith("the number")
+    assert decide(cut("+8613900000003", "down", 6)) == "call back"
+    assert decide(cut("+8613900000004", "recovering", 7)) == "call back"
+    assert decide(cut("+8613900000005", "down", 8)) == (
+        "more than 3 call-backs this hour (callback.per_hour)")
+    due = [r.id for r in callbacks.claim_due()]
+    assert due == [], "not due before delay_s"
+    assert sorted(r.id for r in Callbacks(redis_client, callbacks.settings,
+                                          clock=lambda: 1061.0).claim_due()) == [
+        "cb-1", "cb-6", "cb-7"]

@@ -98,7 +98,7 @@ def test_a_drill_passes_on_a_healthy_backup_and_puts_everything_back(
         rig: Rig, redis_client: redis.Redis) -> None:
     rig.start()
     trunks = TrunkStore(redis_client)
-    trunks.set_override(Override("carrier-b", OverrideAction.DRAIN, "carrier maintenance",
+    trunks.set_override(Override("carrier-b", OverrideAction.FORCE, "trying the backup",
                                  "olga", 1000.0))
     code, output = drill_cli(rig, "run", "--json")
     report = json.loads(output)
@@ -107,14 +107,14 @@ def test_a_drill_passes_on_a_healthy_backup_and_puts_everything_back(
     assert [(c["setup"], c["audio_in"], c["audio_out"], c["dtmf"], c["ok"])
             for c in report["calls"]] == [(True, True, True, True, True)] * 2
     assert report["restored"] and report["overrides_before"] == report["overrides_after"] == {
-        "carrier-a": None, "carrier-b": "drain (carrier maintenance)"}
-    # the operator's drain is back, and the audit log shows the drill's force between
+        "carrier-a": None, "carrier-b": "force (trying the backup)"}
+    # the operator's force is back, and the audit log shows the drill's force between
     after = trunks.get_override("carrier-b")
-    assert after is not None and (after.action, after.by) == (OverrideAction.DRAIN, "olga")
+    assert after is not None and (after.reason, after.by) == ("trying the backup", "olga")
     audit = [(e.action.value, e.by, e.reason) for e in reversed(trunks.audit_log(10))]
-    assert audit == [("drain", "olga", "carrier maintenance"),
+    assert audit == [("force", "olga", "trying the backup"),
                      ("force", report["by"], f"drill {report['id']}"),
-                     ("drain", "olga", "carrier maintenance")]
+                     ("force", "olga", "trying the backup")]
     # both calls went out through carrier-b and came back in to the responder
     assert rig.carriers["carrier-b"].requests("INVITE", rig.listen["carrier-b"]) == 2
     answered = [r for r in CallStore(redis_client).recent(10) if r.path == ["drill"]]

@@ -3,6 +3,7 @@ the restore when a call blows up, and the report's history limit."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def drill(client: redis.Redis, tmp_path: Path, test_call: Any, keep: int = 100) 
 def test_a_failing_step_still_restores_and_unlocks(redis_client: redis.Redis,
                                                    tmp_path: Path) -> None:
     trunks = TrunkStore(redis_client)
-    trunks.set_override(Override("carrier-b", OverrideAction.DRAIN, "works", "olga", 1.0))
+    trunks.set_override(Override("carrier-b", OverrideAction.FORCE, "works", "olga", 1.0))
 
     def explode(n: int, trunk: str, cancelled: Any) -> dict[str, Any]:
         raise RuntimeError("the SIP stack fell over")
@@ -32,7 +33,7 @@ def test_a_failing_step_still_restores_and_unlocks(redis_client: redis.Redis,
     with pytest.raises(RuntimeError, match="fell over"):
         drill(redis_client, tmp_path, explode).run("carrier-b", 2)
     after = trunks.get_override("carrier-b")
-    assert after is not None and (after.action, after.reason) == (OverrideAction.DRAIN, "works")
+    assert after is not None and (after.action, after.reason) == (OverrideAction.FORCE, "works")
     drills = DrillStore(redis_client)
     assert drills.holder() is None and drills.state() is None
     report = drills.reports(1)[0]
@@ -73,3 +74,53 @@ def test_only_the_newest_reports_are_kept(redis_client: redis.Redis, tmp_path: P
     ids = [runner.run("carrier-b", 1, drill_id=f"d-{i}").id for i in range(3)]
     assert [r.id for r in DrillStore(redis_client).reports(10)] == ids[:0:-1]
     assert len(list((tmp_path / "drills").glob("*.json"))) == 3, "files are all kept"
+
+
+def test_a_drained_backup_fails_the_drill_and_changes_nothing(
+        redis_client: redis.Redis, tmp_path: Path) -> None:
+    trunks = TrunkStore(redis_client)
+    trunks.set_override(Override("carrier-b", OverrideAction.DRAIN, "carrier works", "olga",
+                                 1.0))
+    placed: list[int] = []
+    report = drill(redis_client, tmp_path, lambda n, t, c: placed.append(n)).run(
+        "carrier-b", 2)
+    assert report.result is Result.FAILED and placed == [] and report.calls == []
+    assert report.problems == ["carrier-b is drained by olga (carrier works): the drill does "
+                               "not force live calls onto a trunk taken out of service; "
+                               "nothing changed"]
+    assert len(trunks.audit_log(10)) == 1, "only the operator's drain"
+
+
+def test_an_operator_change_to_the_drill_trunk_is_not_undone(
+        redis_client: redis.Redis, tmp_path: Path) -> None:
+    trunks = TrunkStore(redis_client)
+
+    def operator_drains_b(n: int, trunk: str, cancelled: Any) -> dict[str, Any]:
+        trunks.set_override(Override("carrier-b", OverrideAction.DRAIN, "bad audio", "olga",
+                                     2.0))
+        return {"number": n, "ok": True, "error": None}
+
+    report = drill(redis_client, tmp_path, operator_drains_b).run("carrier-b", 1)
+    after = trunks.get_override("carrier-b")
+    assert after is not None and after.reason == "bad audio"
+    assert report.problems == ["the override of carrier-b was changed during the drill; left "
+                               "as it is now"]
+
+
+def test_a_dead_nodes_drill_is_undone_once_its_lock_expires(
+        redis_client: redis.Redis, tmp_path: Path) -> None:
+    trunks, drills = TrunkStore(redis_client), DrillStore(redis_client)
+    drills.acquire("d-dead", 0.3)  # the dead node's lock, still held for a moment
+    drills.save_state({"id": "d-dead", "node": "node-9", "by": "drill", "trigger": "cli",
+                       "started_at": 1.0, "trunk": "carrier-b", "overrides": {},
+                       "before": None})
+    trunks.set_override(Override("carrier-b", OverrideAction.FORCE, "drill d-dead", "drill",
+                                 1.0))
+    runner = drill(redis_client, tmp_path, lambda *a: {"ok": True})
+    runner.recover()
+    assert trunks.get_override("carrier-b") is not None, "not while its lock is held"
+    time.sleep(0.4)
+    runner.recover()
+    assert trunks.get_override("carrier-b") is None and drills.state() is None
+    report = drills.report("d-dead")
+    assert report is not None and report.result is Result.INTERRUPTED and report.restored
