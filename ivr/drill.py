@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import redis
@@ -37,6 +38,7 @@ from speech import g711
 from speech.prompts import PCMU, encode
 from speech.synthesizer import Samples
 from speech.tones import ToneDetector, tone
+from trunks.store import TrunkStore
 from trunks.voip.endpoint import InboundCall
 from trunks.voip.media import RtpStream
 from trunks.voip.outbound import OutboundCall, Outcome
@@ -183,9 +185,15 @@ class DrillService:
     """Drills on this node: requests from `hotline drill run`, the schedule, and the
     responder for drill calls coming back in."""
 
-    def __init__(self, drill: Drill, drills: DrillStore, dialer: Router,
-                 settings: DrillSettings, default_trunk: str) -> None:
-        self.drill, self.drills, self.dialer = drill, drills, dialer
+    def __init__(self, drills: DrillStore, trunks: TrunkStore, dialer: Router,
+                 settings: DrillSettings, *, default_trunk: str, trunk_names: list[str],
+                 node: str, reports_dir: Path,
+                 on_report: Callable[[DrillReport], None] | None = None) -> None:
+        assert settings.number is not None
+        self.drill = Drill(drills, trunks, trunk_names, self.test_call, node=node,
+                           number=settings.number, lock_s=settings.lock_s, keep=settings.keep,
+                           reports_dir=reports_dir, on_report=on_report)
+        self.drills, self.dialer = drills, dialer
         self.settings = settings
         self.default_trunk = default_trunk
         self.responder = Responder(settings.step_s)

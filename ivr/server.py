@@ -13,7 +13,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from failover.alerts import TrunkAlerts, drill_alert
 from failover.callbacks import Callbacks
-from failover.drill import Drill, DrillStore
+from failover.drill import DrillStore
 from failover.notify import Alert, AlertKind, Notifier, mask_number
 from failover.router import Router
 from ivr.callbacks import CallbackService
@@ -184,20 +184,13 @@ class Server:
     def _drill(self, router: Router) -> DrillService:
         settings = self.settings
         client = self._connect()
-        drills = DrillStore(client, settings.redis.prefix)
-        trunk = settings.drill_trunk().name
         notifier = self.notifier
-        service: DrillService  # the drill's test calls are the service's, made below
-        drill = Drill(drills, TrunkStore(client, settings.redis.prefix),
-                      [t.name for t in settings.trunks],
-                      lambda n, name, cancelled: service.test_call(n, name, cancelled),
-                      node=settings.node, number=str(settings.drill.number),
-                      lock_s=settings.drill.lock_s, keep=settings.drill.keep,
-                      reports_dir=settings.data_dir / "drills",
-                      on_report=None if notifier is None else
-                      lambda report: notifier.send(drill_alert(report)))
-        service = DrillService(drill, drills, router, settings.drill, trunk)
-        return service
+        return DrillService(
+            DrillStore(client, settings.redis.prefix), TrunkStore(client, settings.redis.prefix),
+            router, settings.drill, default_trunk=settings.drill_trunk().name,
+            trunk_names=[t.name for t in settings.trunks], node=settings.node,
+            reports_dir=settings.data_dir / "drills", on_report=None if notifier is None
+            else lambda report: notifier.send(drill_alert(report)))
 
     def _tickets(self) -> TicketDesk:
         """The ticket desk (for the voice bot and cut-off callers) and its outbox."""
