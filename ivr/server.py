@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -10,12 +11,15 @@ from types import FrameType
 
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
+from waitress.server import TcpWSGIServer, create_server
+from waitress.wasyncore import close_all
 
 from failover.alerts import TrunkAlerts, drill_alert
 from failover.callbacks import Callbacks
 from failover.drill import DrillStore
 from failover.notify import Alert, AlertKind, Notifier, mask_number
 from failover.router import Router
+from ivr.api import create_app
 from ivr.callbacks import CallbackService
 from ivr.drill import DrillService
 from ivr.flow import load_flow
@@ -23,7 +27,7 @@ from ivr.oncall import load_oncall
 from ivr.records import CallStore
 from ivr.redis_server import EmbeddedRedis, connect
 from ivr.session import CallHandler, FlowRunner
-from ivr.settings import ConfigError, Settings, load_yaml
+from ivr.settings import ConfigError, Settings, config_path, load_yaml
 from ivr.tickets import Outbox, TicketDesk, build_tickets
 from ivr.tickets.model import Ticket
 from ivr.voicebot import VoiceBot
@@ -67,6 +71,13 @@ class Server:
         self.callbacks: CallbackService | None = None
         self.notifier: Notifier | None = None
         self.scheduler: BackgroundScheduler | None = None
+        self.http: TcpWSGIServer | None = None
+        self._http_thread: threading.Thread | None = None
+        try:
+            self._api_token = (settings.http.api_token(os.environ)
+                               if settings.http.listen else "")
+        except ValueError as exc:
+            raise ConfigError(config_path(), [str(exc)]) from exc
         self._clients: list[redis.Redis] = []
         self._embedded = None if settings.redis.url else EmbeddedRedis(settings)
 
@@ -83,12 +94,23 @@ class Server:
                 TrunkAlerts(self.notifier.send, [t.name for t in self.settings.trunks]))
             self.monitor.start()
             self._start_calls(CallStore(client, self.settings.redis.prefix))
+            if self.settings.http.listen:
+                self._start_http(self.settings.http.listen)
         except BaseException:
             self.stop()
             raise
         logger.info("Hotline server running as node %s", self.settings.node)
 
     def stop(self) -> None:
+        if self.http is not None:
+            self.http.close()
+            # idle keep-alive connections would keep it running (waitress's own
+            # MultiSocketServer.close does the same with its map)
+            close_all(self.http._map)  # type: ignore[attr-defined]
+            if self._http_thread is not None:
+                self._http_thread.join(5)
+            self.http.task_dispatcher.shutdown()
+            self.http = None
         if self.drill is not None:  # a running drill is stopped and restores first
             self.drill.stop()
         if self.scheduler is not None:  # and waited for, if the schedule started it
@@ -180,6 +202,18 @@ class Server:
                 logger.info("Drills scheduled: %s (%s), next at %s",
                             self.settings.drill.schedule, self.settings.drill.timezone,
                             self.scheduler.get_job("drill").next_run_time)
+
+    def _start_http(self, listen: str) -> None:
+        host, port = split_hostport(listen)
+        app = create_app(self.settings, self._connect(fail_fast=True), self._api_token)
+        server = create_server(app, host=host, port=port, threads=self.settings.http.threads,
+                               ident="hotline")
+        assert isinstance(server, TcpWSGIServer)  # one address: not a MultiSocketServer
+        self.http = server
+        self._http_thread = threading.Thread(target=server.run, name="http", daemon=True)
+        self._http_thread.start()
+        logger.info("HTTP API on http://%s:%s/ (/api/ needs the bearer token)",
+                    *server.getsockname()[:2])
 
     def _drill(self, router: Router) -> DrillService:
         settings = self.settings

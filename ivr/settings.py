@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,11 +30,13 @@ from pydantic import (
 from failover.config import DrillSettings, FailoverSettings, NotifySettings, empty_is_unset
 from ivr.tickets.config import TicketSettings
 from speech.recognizer import SpeechSettings
-from trunks.config import TrunkConfig
+from trunks.config import TrunkConfig, check_hostport
 
 DEFAULT_CONFIG = Path("config/hotline.yaml")
 M = TypeVar("M", bound=BaseModel)
 CONFIG_ENV = "HOTLINE_CONFIG"
+API_TOKEN_ENV = "HOTLINE_API_TOKEN"
+MIN_TOKEN_CHARS = 16
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -87,6 +90,40 @@ class MediaSettings(BaseModel):
         return range(low + low % 2, high + 1)
 
 
+class HttpSettings(BaseModel):
+    """The HTTP API (`ivr.api`) that `hotline serve` runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str | None = Field(None, description="host:port; unset: no HTTP API")
+    token: SecretStr | None = Field(None, description="bearer token for /api/; unset: "
+                                    "$HOTLINE_API_TOKEN")
+    threads: int = Field(4, ge=1, le=64)
+
+    _unset = field_validator("listen", "token", mode="before")(empty_is_unset)
+
+    _listen = field_validator("listen")(check_hostport)
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters; generate one "
+                             "with `openssl rand -hex 24`")
+        return value
+
+    def api_token(self, environ: Mapping[str, str]) -> str:
+        """The token: `token`, else $HOTLINE_API_TOKEN; raise ValueError if neither."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        token = environ.get(API_TOKEN_ENV, "")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"http.listen is set, so the API needs a token of at least "
+                             f"{MIN_TOKEN_CHARS} characters: set http.token or "
+                             f"${API_TOKEN_ENV}")
+        return token
+
+
 class KbSettings(BaseModel):
     """The FAQ the voice bot answers from, and where its search index is kept."""
 
@@ -120,6 +157,7 @@ class Settings(BaseModel):
     failover: FailoverSettings = FailoverSettings()
     drill: DrillSettings = DrillSettings()
     notify: NotifySettings = NotifySettings()
+    http: HttpSettings = HttpSettings()
     trunks: list[TrunkConfig] = Field(min_length=1)
 
     @field_validator("log_level")

@@ -26,6 +26,13 @@ DEFAULT_SIP_PORT = 5060
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
+def check_hostport(value: str | None) -> str | None:
+    """A validator body: `value`, if set, must be ``host[:port]``."""
+    if value is not None:
+        split_hostport(value)
+    return value
+
+
 class ProbeSettings(BaseModel):
     """How one trunk is probed and when its health changes."""
 
@@ -80,12 +87,7 @@ class TrunkConfig(BaseModel):
         split_hostport(value)
         return value
 
-    @field_validator("listen")
-    @classmethod
-    def _check_listen(cls, value: str | None) -> str | None:
-        if value is not None:
-            split_hostport(value)
-        return value
+    _listen = field_validator("listen")(check_hostport)
 
     @model_validator(mode="after")
     def _register_needs_credentials(self) -> TrunkConfig:

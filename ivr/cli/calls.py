@@ -13,7 +13,6 @@ from ivr.cli.common import (
     BadUsage,
     CliError,
     config_option,
-    iso,
     json_option,
     load,
     local_time,
@@ -21,6 +20,7 @@ from ivr.cli.common import (
     print_table,
     redis_client,
 )
+from ivr.operations import iso
 from ivr.records import CallRecord, CallStore
 
 LIST_LIMIT = 20

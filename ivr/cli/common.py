@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 import redis
 
+from ivr import operations
 from ivr.redis_server import RedisUnavailable, connect
 from ivr.settings import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
 from trunks.errors import UnknownTrunk
@@ -61,20 +62,14 @@ def open_store(settings: Settings) -> TrunkStore:
 
 
 def check_trunk(settings: Settings, name: str) -> None:
-    if settings.trunk(name) is None:
-        error = UnknownTrunk(name, [t.name for t in settings.trunks])
-        raise BadUsage(str(error))
+    try:
+        operations.check_trunk(settings, name)
+    except UnknownTrunk as exc:
+        raise BadUsage(str(exc)) from exc
 
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
-
-
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds")
 
 
 def local_time(timestamp: float | None) -> str:

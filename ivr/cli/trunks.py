@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import getpass
-import time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -15,7 +15,6 @@ from ivr.cli.common import (
     F,
     check_trunk,
     config_option,
-    iso,
     json_option,
     load,
     local_time,
@@ -23,8 +22,11 @@ from ivr.cli.common import (
     print_json,
     print_table,
 )
+from ivr.operations import BadRequest, NotRunning, new_override, status_rows
+from ivr.operations import history as history_entries
 from ivr.settings import Settings
-from trunks.overrides import Override, OverrideAction, parse_duration
+from trunks.errors import UnknownTrunk
+from trunks.overrides import OverrideAction
 from trunks.store import TrunkStore
 
 HISTORY_LIMIT = 50
@@ -112,7 +114,7 @@ def history(only: str | None, limit: int, config: str | None, as_json: bool) -> 
         check_trunk(settings, only)
     store = open_store(settings)
     try:
-        entries = _history(store, limit * 4 if only else limit)
+        entries = history_entries(store, limit * 4 if only else limit)
     except redis.RedisError as exc:
         raise CliError(f"Redis failed while reading history: {exc}") from exc
     entries = [e for e in entries if not only or e["trunk"] == only][:limit]
@@ -121,23 +123,19 @@ def history(only: str | None, limit: int, config: str | None, as_json: bool) -> 
         return
     print_table(["TIME", "TRUNK", "KIND", "WHAT", "BY", "DETAIL"],
                 [[local_time(e["at_ts"]), e["trunk"], e["kind"], e["what"], e["by"] or "-",
-                  e["detail"]] for e in entries])
+                  _detail(e)] for e in entries])
 
 
 def _set_override(name: str, action: OverrideAction, reason: str, expires: str | None,
                   by: str | None, config: str | None) -> None:
-    if not reason.strip():
-        raise BadUsage("--reason must not be empty: say why, for the audit log")
-    try:
-        lifetime = parse_duration(expires) if expires else None
-    except ValueError as exc:
-        raise BadUsage(f"--expires: {exc}") from exc
     settings = load(config)
-    check_trunk(settings, name)
+    try:
+        override = new_override(settings, name, action, reason, expires, by or _login())
+    except BadRequest as exc:
+        raise BadUsage(f"--{exc}") from exc
+    except UnknownTrunk as exc:
+        raise BadUsage(str(exc)) from exc
     store = open_store(settings)
-    now = time.time()
-    override = Override(name, action, reason.strip(), by or _login(), now,
-                        None if lifetime is None else now + lifetime)
     try:
         store.set_override(override)
     except redis.RedisError as exc:
@@ -148,47 +146,17 @@ def _set_override(name: str, action: OverrideAction, reason: str, expires: str |
 
 
 def _status_rows(settings: Settings, store: TrunkStore) -> list[dict[str, Any]]:
-    nodes = store.live_nodes()
-    if not nodes:
-        raise CliError("the hotline server is not running: no node's trunk monitor has "
-                       "reported to Redis lately; start it with `hotline serve`")
-    overrides = store.overrides(t.name for t in settings.trunks)
-    rows = []
-    for trunk in settings.trunks:
-        override = overrides.get(trunk.name)
-        for node in nodes:
-            health = store.load_health(trunk.name, node)
-            rows.append({
-                "name": trunk.name, "node": node,
-                "state": health.state.value if health else "unknown",
-                "rtt_ms": health.rtt_smoothed_ms if health else None,
-                "rtt_last_ms": health.rtt_last_ms if health else None,
-                "rtt_p95_ms": health.rtt_p95_ms if health else None,
-                "since": iso(health.since) if health else None,
-                "since_ts": health.since if health else None,
-                "last_error": health.last_error if health else None,
-                "override": None if override is None else {
-                    "action": override.action.value, "reason": override.reason,
-                    "by": override.by, "at": iso(override.at),
-                    "expires_at": iso(override.expires_at)},
-                "priority": trunk.priority, "weight": trunk.weight, "mode": trunk.mode,
-            })
-    return rows
+    try:
+        return status_rows(settings, store)
+    except NotRunning as exc:
+        raise CliError(str(exc)) from exc
 
 
-def _history(store: TrunkStore, limit: int) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = [
-        {"at": iso(t.at), "at_ts": t.at, "trunk": t.trunk, "kind": "state",
-         "what": f"{t.old.value} -> {t.new.value}", "by": None, "node": t.node,
-         "detail": t.reason}
-        for t in store.transitions(limit)]
-    entries += [
-        {"at": iso(a.at), "at_ts": a.at, "trunk": a.trunk, "kind": "operator",
-         "what": a.action.value, "by": a.by, "node": None,
-         "detail": a.reason + ("" if a.expires_at is None else
-                               f" (until {local_time(a.expires_at)})")}
-        for a in store.audit_log(limit)]
-    return sorted(entries, key=lambda e: e["at_ts"], reverse=True)[:limit]
+def _detail(entry: dict[str, Any]) -> str:
+    until = entry.get("expires_at")
+    if not until:
+        return str(entry["detail"])
+    return f"{entry['detail']} (until {local_time(datetime.fromisoformat(until).timestamp())})"
 
 
 def _override_text(override: dict[str, Any] | None) -> str:
