@@ -22,7 +22,14 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from failover.drill import DrillStore
-from ivr.operations import BadRequest, NotRunning, new_override, override_json, status_rows
+from ivr.operations import (
+    BadRequest,
+    NotRunning,
+    check_trunk,
+    new_override,
+    override_json,
+    status_rows,
+)
 from ivr.operations import history as trunk_history
 from ivr.records import CallStore
 from ivr.settings import Settings
@@ -115,8 +122,7 @@ def create_app(settings: Settings, client: redis.Redis, token: str) -> Flask:
     @app.post("/api/trunks/<name>/restore")
     def restore(name: str) -> Response:
         body = _body()
-        if settings.trunk(name) is None:
-            raise UnknownTrunk(name, [t.name for t in settings.trunks])
+        check_trunk(settings, name)
         by, reason = str(body.get("by") or API_BY), str(body.get("reason") or "restored")
         previous = trunks.clear_override(name, by, reason)
         logger.info("HTTP API: restore %s by %s: %s", name, by, reason)
