@@ -23,6 +23,16 @@ _NUMBER = re.compile(r"^\+?[0-9]{3,15}$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
+def phone_number(value: object) -> str:
+    """A validator body (mode "before"): a number to dial, digits with an optional
+    leading +, as text with spaces and dashes removed."""
+    text = str(value).replace(" ", "").replace("-", "") if isinstance(value, str | int) \
+        else value
+    if not isinstance(text, str) or not _PHONE.match(text):
+        raise ValueError("expected a phone number of digits, optionally starting with +")
+    return text
+
+
 def empty_is_unset(value: object) -> object:
     """A validator body (mode "before"): an empty string, as ``${VAR:-}`` gives, is unset."""
     return None if value == "" else value
@@ -107,12 +117,7 @@ class DrillSettings(BaseModel):
     @field_validator("number", mode="before")
     @classmethod
     def _phone(cls, value: object) -> object:
-        if value in ("", None):
-            return None
-        text = str(value).replace(" ", "").replace("-", "")
-        if not _PHONE.match(text):
-            raise ValueError("expected a phone number of digits, optionally starting with +")
-        return text
+        return None if value in ("", None) else phone_number(value)
 
     @field_validator("schedule", mode="before")
     @classmethod

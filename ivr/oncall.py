@@ -13,16 +13,14 @@ file: nothing a caller says or presses chooses the number the server dials.
 from __future__ import annotations
 
 import datetime
-import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from failover.config import phone_number
 from ivr.settings import check_timezone, load_yaml
-
-_PHONE = re.compile(r"^\+?[0-9]{2,20}$")
 
 
 class Person(BaseModel):
@@ -32,14 +30,7 @@ class Person(BaseModel):
     """For logs and records; defaults to the person's key."""
     phone: str
 
-    @field_validator("phone", mode="before")
-    @classmethod
-    def _digits(cls, value: object) -> object:
-        text = str(value).replace(" ", "").replace("-", "") if isinstance(value, str | int) \
-            else value
-        if not isinstance(text, str) or not _PHONE.match(text):
-            raise ValueError("expected a phone number of digits, optionally starting with +")
-        return text
+    _digits = field_validator("phone", mode="before")(phone_number)
 
 
 class Rotation(BaseModel):
