@@ -54,6 +54,7 @@ from ivr.settings import load_settings  # noqa: E402
 from tests.peers import (  # noqa: E402
     Carrier,
     RedisServer,
+    forward_flow,
     free_udp_port,
     require,
     staff_roster,
@@ -71,14 +72,7 @@ DELAYED_S = 0.5
 OUTAGES = {"kill": "killed", "stop": "silenced"}
 READY_TIMEOUT_S = 30.0
 RECORDS_TIMEOUT_S = 30.0
-FLOW = """\
-start: connect
-voice: {engine: espeak}
-nodes:
-  connect: {type: forward, ring_s: 10, next: done, failure: nobody}
-  done: {type: hangup}
-  nobody: {type: hangup}
-"""
+FLOW = forward_flow(ring_s=10)
 FORWARDED = re.compile(r"^Call (\S+) forwarded to .* through (\S+)$")
 
 

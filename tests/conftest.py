@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -19,6 +20,10 @@ from kb.index import Index, open_index
 from kb.search import Searcher
 from tests.peers import Carrier, Phone, RedisServer
 from trunks.config import ProbeSettings
+from trunks.health import TrunkState
+
+if TYPE_CHECKING:
+    from ivr.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_FAQ = ROOT / "config" / "faq.yaml"
@@ -155,6 +160,15 @@ def carrier_factory(tmp_path: Path) -> Iterator[Callable[[str], Carrier]]:
 @pytest.fixture
 def carrier(carrier_factory: Callable[[str], Carrier]) -> Carrier:
     return carrier_factory("carrier-a")
+
+
+def wait_trunks_up(server: Server) -> None:
+    """Wait until `server`'s monitor has seen every trunk answer: calls go out only
+    through trunks seen UP."""
+    monitor = server.monitor
+    assert monitor is not None, "the server is not started"
+    wait_for(lambda: all(s.state is TrunkState.UP for s in monitor.snapshots().values()),
+             what="trunks up")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> float:

@@ -24,6 +24,14 @@ SIPP_SCENARIOS = TESTS / "sipp"
 START_TIMEOUT_S = 15.0
 
 
+def forward_flow(ring_s: float) -> str:
+    """An ivr.yaml that forwards every caller to the roster at once, each person ringing
+    `ring_s`; it hangs up after the call, or when nobody answers."""
+    return ("start: connect\nvoice: {engine: espeak}\nnodes:\n"
+            f"  connect: {{type: forward, ring_s: {ring_s:g}, next: done, failure: nobody}}\n"
+            "  done: {type: hangup}\n  nobody: {type: hangup}\n")
+
+
 def staff_roster(people: int) -> str:
     """An oncall.yaml of `people` staff, all on the one sipp phone (numbers 1001, 1002,
     ...): a person talking to one caller is not rung for another, so a steady load needs

@@ -8,6 +8,7 @@ package raises against the real service. Both record what they received.
 
 from __future__ import annotations
 
+import abc
 import base64
 import hashlib
 import hmac
@@ -42,7 +43,7 @@ class Received:
     code: int | None = None
 
 
-class _Server:
+class _Server(abc.ABC):
     """A ThreadingHTTPServer on 127.0.0.1 whose requests go to `answer()`."""
 
     name = "fake-server"
@@ -71,8 +72,9 @@ class _Server:
         self._server.server_close()
         self._thread.join()
 
+    @abc.abstractmethod
     def answer(self, request: Received) -> tuple[int, bytes]:
-        raise NotImplementedError
+        """The status and body to send back for `request` (recorded already)."""
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self

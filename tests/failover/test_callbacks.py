@@ -19,7 +19,7 @@ from ivr.records import CallStore
 from ivr.server import Server
 from ivr.settings import load_settings
 from ivr.tickets.store import TicketStore
-from tests.conftest import FAST_PROBES, wait_for
+from tests.conftest import FAST_PROBES, wait_for, wait_trunks_up
 from tests.peers import SIPP_SCENARIOS, Carrier, Phone, RedisServer, free_udp_port, require
 from trunks.voip.endpoint import CallState
 
@@ -70,10 +70,7 @@ class Rig:
                        for i, (name, carrier) in enumerate(self.carriers.items())]}))
         self.server = Server(load_settings(config))
         self.server.start()
-        monitor = self.server.monitor
-        assert monitor is not None
-        wait_for(lambda: all(s.state.value == "up" for s in monitor.snapshots().values()),
-                 what="trunks up")
+        wait_trunks_up(self.server)
         return self.server
 
     def silent_caller(self) -> None:

@@ -18,10 +18,11 @@ import redis
 from ivr.records import CallRecord, CallStore
 from ivr.server import Server
 from ivr.settings import load_settings
-from tests.conftest import wait_for
+from tests.conftest import wait_for, wait_trunks_up
 from tests.peers import (
     Carrier,
     RedisServer,
+    forward_flow,
     free_udp_port,
     require,
     sipp_trace,
@@ -41,14 +42,7 @@ KILL_AFTER_S = 6.0
 """Seconds after the first call that the primary carrier is killed."""
 PEOPLE = int(RATE * (HOLD_S + 2)) + 5
 """A person talking to one caller is not rung for another: enough staff for the load."""
-FLOW = """\
-start: connect
-voice: {engine: espeak}
-nodes:
-  connect: {type: forward, ring_s: 5, next: done, failure: nobody}
-  done: {type: hangup}
-  nobody: {type: hangup}
-"""
+FLOW = forward_flow(ring_s=5)
 
 
 class Sipp:
@@ -120,10 +114,7 @@ def hotline(stack: contextlib.ExitStack, tmp_path: Path, redis_server: RedisServ
     server = Server(load_settings(tmp_path / "hotline.yaml"))
     stack.callback(server.stop)
     server.start()
-    monitor = server.monitor
-    assert monitor is not None
-    wait_for(lambda: all(s.state.value == "up" for s in monitor.snapshots().values()),
-             what="trunks up")
+    wait_trunks_up(server)
     return server
 
 

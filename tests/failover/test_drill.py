@@ -23,7 +23,7 @@ from ivr.cli import cli
 from ivr.records import CallStore
 from ivr.server import Server
 from ivr.settings import load_settings
-from tests.conftest import FAST_PROBES, ROOT, wait_for
+from tests.conftest import FAST_PROBES, ROOT, wait_for, wait_trunks_up
 from tests.peers import Carrier, RedisServer, free_udp_port
 from trunks.overrides import Override, OverrideAction
 from trunks.store import TrunkStore
@@ -69,10 +69,7 @@ class Rig:
                        for i, (name, carrier) in enumerate(self.carriers.items())]}))
         self.server = Server(load_settings(self.config))
         self.server.start()
-        monitor = self.server.monitor
-        assert monitor is not None
-        wait_for(lambda: all(s.state.value == "up" for s in monitor.snapshots().values()),
-                 what="trunks up")
+        wait_trunks_up(self.server)
         return self.server
 
     def stop(self) -> None:

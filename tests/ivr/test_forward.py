@@ -18,7 +18,7 @@ from ivr.oncall import load_oncall
 from ivr.records import CallRecord, CallStore
 from ivr.server import Server
 from ivr.settings import load_settings
-from tests.conftest import FAST_PROBES, wait_for
+from tests.conftest import FAST_PROBES, wait_for, wait_trunks_up
 from tests.peers import SIPP_SCENARIOS, Carrier, Phone, RedisServer, free_udp_port, require
 from tests.tone_phone import PCMA, TonePhone
 
@@ -75,10 +75,7 @@ def hotline(tmp_path: Path, redis_server: RedisServer,
             f'redis: {{url: "{redis_server.url}"}}\ntrunks:\n' + "\n".join(lines) + "\n")
         servers.append(Server(load_settings(tmp_path / "hotline.yaml")))
         servers[-1].start()
-        # calls go out only through trunks the monitor has seen answer
-        wait_for(lambda: all(s.state.value == "up"
-                             for s in servers[-1].monitor.snapshots().values()),  # type: ignore[union-attr]
-                 what="trunks up")
+        wait_trunks_up(servers[-1])
         return servers[-1]
 
     yield start
