@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import prometheus_client
 import redis
 import requests
 from twilio.base.exceptions import TwilioException  # type: ignore[import-untyped]
@@ -53,6 +54,11 @@ MAX_QUEUED = 1000
 """Alerts waiting for the worker; beyond this the oldest are dropped."""
 HISTORY_LEN = 500
 """Deliveries kept in `Notifier.history`."""
+
+ALERTS = prometheus_client.Counter(
+    "hotline_alerts", "Alert deliveries by channel (sms, call, webhook) and result (sent, "
+    "failed, rate_limited)", ["channel", "result"], registry=None)
+"""Process-wide; `ivr.metrics` registers it with each server's registry."""
 
 TIMESTAMP_HEADER = "X-Hotline-Timestamp"
 USER_AGENT = "hotline-notify/1"
@@ -325,6 +331,7 @@ class Notifier:
         with self._cond:
             self.history.append(Delivery(alert.key, channel, recipient, ok))
         self._count("sent" if ok else "failed")
+        ALERTS.labels(channel, "sent" if ok else "failed").inc()
         return ok
 
     def _count(self, outcome: str, number: int = 1) -> None:
@@ -403,6 +410,7 @@ class Notifier:
             logger.warning("Rate limit: no more alerts by %s to %s in this %g s window "
                            "(limit %d)", channel, shown, window_s, self.settings.rate_limit)
         self._count("rate_limited")
+        ALERTS.labels(channel, "rate_limited").inc()
         return False
 
     def _redis_lost(self, exc: redis.RedisError) -> None:

@@ -20,6 +20,7 @@ import redis
 from failover.callbacks import CallbackRecord, Callbacks
 from failover.config import CallbackSettings
 from failover.router import Need, Router
+from ivr import metrics
 from ivr.records import CallRecord, CallStore
 from ivr.session import FlowRunner, SipChannel
 from ivr.tickets import TicketDesk
@@ -145,6 +146,7 @@ class CallbackService:
         record = CallRecord(leg.call_id, trunk, callback.number, callback.number,
                             self._wallclock(), answered_at=self._wallclock(),
                             callback_of=callback.call_id)
+        metrics.call_started("callback")
         try:
             self.runner.run(SipChannel(leg), record, start=self.settings.node)
         finally:
@@ -153,6 +155,7 @@ class CallbackService:
                 self._legs.pop(leg.call_id, None)
             record.ended_at, record.end_reason = self._wallclock(), leg.end_reason
             self.calls.save_quietly(record)
+            metrics.call_ended("callback", record.outcome)
             logger.info("Call-back %s to %s: %s via %s", callback.id, callback.number,
                         record.outcome, " > ".join(record.path))
 

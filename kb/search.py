@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+from prometheus_client import Counter, Histogram
 from rank_bm25 import BM25Okapi
 
 from kb.calibration import Calibration
@@ -37,6 +38,13 @@ CODE_BONUS = 0.5
 CANDIDATES = 3
 """How many candidates a result lists."""
 STOP_PIECES = STOP_WORDS | {"##s"}
+SEARCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# Process-wide; `ivr.metrics` registers them with each server's registry.
+SEARCH_SECONDS = Histogram("hotline_kb_search_seconds", "Time to search the FAQ for one "
+                           "caller turn", buckets=SEARCH_BUCKETS_S, registry=None)
+ANSWERS = Counter("hotline_kb_answers", "FAQ searches by decision: answer, clarify or none",
+                  ["decision"], registry=None)
 
 
 class Decision(StrEnum):
@@ -101,7 +109,7 @@ class Searcher:
         confidence = self.calibration.probability(features)
         decision = self._decide(confidence, float(scores[second]), features[1])
         entry = self.faq.entries[best]
-        return Result(
+        result = Result(
             decision=decision,
             id=entry.id if decision is Decision.ANSWER else None,
             score=features[0], confidence=confidence,
@@ -110,6 +118,9 @@ class Searcher:
                         for i in order[:CANDIDATES]],
             text=normalised, elapsed_ms=(time.perf_counter() - started) * 1000,
             features=features)
+        SEARCH_SECONDS.observe(result.elapsed_ms / 1000)
+        ANSWERS.labels(decision.value).inc()
+        return result
 
     def scores(self, normalised: str, embedding: Embedding) -> tuple[np.ndarray, np.ndarray]:
         """Each entry's fused score and BM25 score for a normalised turn."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import Histogram
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from speech.synthesizer import SpeechError
@@ -44,6 +46,13 @@ VOSK_MODEL_LIST_URL = "https://alphacephei.com/vosk/models/model-list.json"
 DEFAULT_MODELS_DIR = Path("var/models")
 """Where `hotline speech install-model` puts models unless told otherwise."""
 INSTALL_HINT = "run `hotline speech install-model {name}`"
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+RECOGNIZER_SECONDS = Histogram(
+    "hotline_recognizer_seconds", "Time the recognizer takes to give a turn's final once "
+    "the turn has ended (the endpointer's silence not included)", ["engine"],
+    buckets=LATENCY_BUCKETS_S, registry=None)
+"""Process-wide; `ivr.metrics` registers it with each server's registry."""
 
 T = TypeVar("T")
 Kind = Literal["start", "partial", "final", "no-input"]
@@ -171,12 +180,22 @@ class TurnRecognizer(Recognizer):
         events: list[Recognition] = []
         for frame in split_frames(pcm):
             if self._final is None:
-                events.extend(self._frame(frame))
+                started = time.perf_counter()
+                found = self._frame(frame)
+                if any(event.kind == "final" for event in found):  # the frame that ended it
+                    RECOGNIZER_SECONDS.labels(engine_name(self)).observe(
+                        time.perf_counter() - started)
+                events.extend(found)
         return events
 
     @abc.abstractmethod
     def _frame(self, frame: bytes) -> list[Recognition]:
         """Feed one frame of the current turn; set `_final` when the turn ends."""
+
+
+def engine_name(recognizer: Recognizer) -> str:
+    """The engine's name in metrics: "vosk" for a `VoskRecognizer`."""
+    return type(recognizer).__name__.removesuffix("Recognizer").lower()
 
 
 def split_frames(pcm: Pcm) -> Iterator[bytes]:

@@ -21,6 +21,7 @@ from kb.search import Searcher
 from tests.peers import Carrier, Phone, RedisServer
 from trunks.config import ProbeSettings
 from trunks.health import TrunkState
+from trunks.voip.media import RtpEngine
 
 if TYPE_CHECKING:
     from ivr.server import Server
@@ -138,6 +139,15 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def engine() -> Iterator[RtpEngine]:
+    """A running RTP engine on loopback."""
+    rtp = RtpEngine()
+    rtp.start()
+    yield rtp
+    rtp.stop()
 
 
 @pytest.fixture

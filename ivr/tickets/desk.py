@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import redis
+from prometheus_client import Counter
 
 from ivr.tickets.config import TicketSettings
 from ivr.tickets.errors import TicketNotSaved
@@ -27,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 UNCATEGORISED = "general"
 """The category of a ticket whose best candidate has none (or that has no candidates)."""
+
+TICKETS_OPENED = Counter("hotline_tickets_opened", "Tickets opened (saved in Redis or "
+                          "spooled), by priority", ["priority"], registry=None)
+"""Process-wide; `ivr.metrics` registers it with each server's registry."""
 
 
 class TicketDesk:
@@ -58,6 +63,7 @@ class TicketDesk:
             logger.warning("Ticket %s: Redis unreachable, spooling it: %s", ticket.id, exc)
             self._spool(ticket)
             where = str(self.spool.path)
+        TICKETS_OPENED.labels(str(ticket.priority)).inc()
         logger.info("Ticket %s opened for call %s from %s: %s, %s, due %s (saved in %s)",
                     ticket.id, call_id, caller, ticket.priority, ticket.category,
                     time.strftime("%Y-%m-%d %H:%M", time.localtime(ticket.sla_due_at)), where)

@@ -5,6 +5,10 @@ Keys (``{p}`` is the prefix, ``hotline`` by default):
     {p}:ticket:{id}      string, JSON Ticket; expires RESOLVED_RETENTION_S after resolution
     {p}:tickets          sorted set of ticket ids, scored by creation time
     {p}:tickets:outbox   sorted set of ticket ids to deliver, scored by the next attempt's time
+    {p}:tickets:{status}:{priority}
+                         sorted set of the ids of unresolved tickets (status open or acked)
+                         of that priority, scored by creation time: counted for metrics
+    {p}:tickets:indexed  set once `reindex` has indexed the tickets saved before these
 
 A ticket is added by one Lua script, so adding the same ticket twice (a spool
 replayed again after a crash) leaves one copy: the script compares uids.
@@ -24,7 +28,7 @@ import redis
 
 from ivr.tickets.errors import UnknownTicket
 from ivr.tickets.ids import ticket_id
-from ivr.tickets.model import Ticket, TicketStatus
+from ivr.tickets.model import Priority, Ticket, TicketStatus
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +39,18 @@ LIST_LIMIT = 50
 MAX_ID_ATTEMPTS = 50
 """Ids tried for one ticket before giving up; with 90 million ids, two is already rare."""
 _BATCH = 200
+UNRESOLVED = (TicketStatus.OPEN, TicketStatus.ACKED)
+"""The statuses whose tickets are indexed by priority."""
 
-_ADD = """
+_INDEX = """
+local function index(open_key, acked_key, status, score, id)
+    if status == 'open' then redis.call('ZADD', open_key, score, id)
+    else redis.call('ZREM', open_key, id) end
+    if status == 'acked' then redis.call('ZADD', acked_key, score, id)
+    else redis.call('ZREM', acked_key, id) end
+end
+"""
+_ADD = _INDEX + """
 local existing = redis.call('GET', KEYS[1])
 if existing then
     local ok, doc = pcall(cjson.decode, existing)
@@ -46,6 +60,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4]) end
+index(KEYS[4], KEYS[5], ARGV[6], ARGV[3], ARGV[4])
 return 'stored'
 """
 _CLAIM = """
@@ -54,7 +69,7 @@ if #due == 0 then return false end
 redis.call('ZADD', KEYS[1], ARGV[2], due[1])
 return due[1]
 """
-_REPLACE = """
+_REPLACE = _INDEX + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] == '' then
     redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
@@ -66,6 +81,7 @@ if ARGV[4] == 'done' then
 elseif ARGV[4] == 'retry' then
     redis.call('ZADD', KEYS[2], 'XX', ARGV[5], ARGV[6])
 end
+index(KEYS[3], KEYS[4], ARGV[7], ARGV[8], ARGV[6])
 return 1
 """
 
@@ -99,9 +115,10 @@ class TicketStore:
         original, attempt = ticket.id, 0
         while attempt < MAX_ID_ATTEMPTS:
             result = _text(self._add(
-                keys=[self._key(ticket.id), self._index, self._outbox],
+                keys=[self._key(ticket.id), self._index, self._outbox,
+                      *self._status_indexes(ticket)],
                 args=[ticket.to_json(), ticket.uid, ticket.created_at, ticket.id,
-                      "1" if self.deliver else "0"]))
+                      "1" if self.deliver else "0", str(ticket.status)]))
             if result != "taken":
                 return AddOutcome(result), ticket
             attempt += 1
@@ -167,6 +184,24 @@ class TicketStore:
     def outbox_size(self) -> int:
         return self.redis.zcard(self._outbox)
 
+    def count_unresolved(self) -> dict[tuple[TicketStatus, Priority], int]:
+        """How many tickets are open and acked, by priority: one ZCARD each, no scan."""
+        pipe = self.redis.pipeline(transaction=False)
+        wanted = [(status, priority) for status in UNRESOLVED for priority in Priority]
+        for status, priority in wanted:
+            pipe.zcard(self._status_index(status, priority))
+        return dict(zip(wanted, (int(n) for n in pipe.execute()), strict=True))
+
+    def reindex(self) -> int:
+        """Put the unresolved tickets saved before the per-priority indexes existed into
+        them: once per Redis (a marker key says it was done). Returns how many."""
+        if not self.redis.set(f"{self.prefix}:tickets:indexed", "1", nx=True):
+            return 0
+        unresolved = [t.id for t in self._newest_first() if t.status in UNRESOLVED]
+        for unresolved_id in unresolved:
+            self._update(unresolved_id, lambda t: t)
+        return len(unresolved)
+
     def _update(self, ticket_id: str, change: Callable[[Ticket], Ticket],
                 expire_s: int | None = None, outbox: str = "",
                 retry_at: float = 0.0) -> Ticket:
@@ -179,9 +214,9 @@ class TicketStore:
                 raise UnknownTicket(ticket_id)
             ticket = change(Ticket.from_json(text))
             replaced = self._replace(
-                keys=[key, self._outbox],
+                keys=[key, self._outbox, *self._status_indexes(ticket)],
                 args=[text, ticket.to_json(), "" if expire_s is None else expire_s, outbox,
-                      retry_at, ticket_id])
+                      retry_at, ticket_id, str(ticket.status), ticket.created_at])
             if replaced:
                 return ticket
 
@@ -214,6 +249,13 @@ class TicketStore:
 
     def _key(self, ticket_id: str) -> str:
         return f"{self.prefix}:ticket:{ticket_id}"
+
+    def _status_index(self, status: TicketStatus, priority: Priority) -> str:
+        return f"{self.prefix}:tickets:{status}:{priority}"
+
+    def _status_indexes(self, ticket: Ticket) -> list[str]:
+        """The open and acked indexes of the ticket's priority (it belongs in one or none)."""
+        return [self._status_index(status, ticket.priority) for status in UNRESOLVED]
 
 
 def _text(value: object) -> str:

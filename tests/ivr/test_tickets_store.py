@@ -180,3 +180,20 @@ def test_desk_category_falls_back_to_general(store: TicketStore, tmp_path: Path,
         ticket = desk.open(caller="100", call_id="c", trunk="t", reason="asked for a person")
     assert (ticket.category, ticket.priority) == ("general", Priority.P3)
     assert f"Ticket {ticket.id} opened for call c from 100: P3, general" in caplog.text
+
+
+def test_reindex_counts_tickets_saved_before_the_priority_indexes(
+        store: TicketStore, redis_client: redis.Redis) -> None:
+    first, second = make_ticket(priority=Priority.P1), make_ticket(priority=Priority.P2)
+    store.add(first)
+    store.add(second)
+    store.ack(second.id)
+    store.add(done := make_ticket())
+    store.resolve(done.id)
+    for key in redis_client.scan_iter("hotline:tickets:*:P*"):  # as an older version left it
+        redis_client.delete(key)
+    assert sum(store.count_unresolved().values()) == 0
+    assert store.reindex() == 2
+    counts = {k: v for k, v in store.count_unresolved().items() if v}
+    assert counts == {(TicketStatus.OPEN, Priority.P1): 1, (TicketStatus.ACKED, Priority.P2): 1}
+    assert store.reindex() == 0  # once per Redis

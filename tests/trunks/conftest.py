@@ -1,22 +1,8 @@
-"""Fixtures shared by the trunk tests."""
+"""Helpers shared by the trunk tests (the RTP `engine` fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from trunks.voip.endpoint import InboundCall
-from trunks.voip.media import RtpEngine
-
-
-@pytest.fixture
-def engine() -> Iterator[RtpEngine]:
-    """A running RTP engine on loopback."""
-    rtp = RtpEngine()
-    rtp.start()
-    yield rtp
-    rtp.stop()
 
 
 def no_calls(call: InboundCall) -> None:

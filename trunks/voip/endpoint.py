@@ -546,6 +546,7 @@ class SipEndpoint:
                             caller_id or self.caller_id)
         with self._lock:
             self._outbound[call.call_id] = call
+            call.invited_at = self._clock()
             self._send_invite(call, None)
             self._schedule((call.call_id, "ring"), ring_timeout_s,
                            lambda: self._ring_timeout(call, ring_timeout_s))
@@ -565,6 +566,8 @@ class SipEndpoint:
         self._timers.pop((call.call_id, "provisional"), None)
         if code < 200:
             call.provisional = code
+            if code >= 180:
+                call.time_setup(self._clock(), "ringing")
             if take_media(call, response):
                 call.early_media = True
             return
@@ -575,6 +578,7 @@ class SipEndpoint:
             ack, destination = in_dialog_request(call, "ACK", call.cseq)
             self._send(ack, destination)  # every copy of the 2xx gets its ACK
             if call.outcome is Outcome.PENDING:
+                call.time_setup(self._clock(), "answered")
                 call.outcome, call.status, call.reason = Outcome.ANSWERED, code, response.reason
                 call.answered.set()
                 call.finished.set()
@@ -633,6 +637,8 @@ class SipEndpoint:
     def _end_outbound(self, call: OutboundCall, outcome: Outcome, status: int | None,
                       reason: str) -> None:
         first_outcome = call.outcome is Outcome.PENDING
+        if first_outcome:
+            call.time_setup(self._clock(), outcome)
         if first_outcome or outcome is Outcome.ENDED:
             call.outcome, call.reason = outcome, reason
             call.status = status if status is not None else call.status

@@ -13,7 +13,9 @@ Stock pyVoIP's `invite()` blocks, and acts only on 200, 404 and 503. Here an
   route set (re-ACKed if retransmitted); every 3xx-6xx final is ACKed in the
   INVITE's transaction and reported with its status;
 - 401/407 is answered once with digest credentials;
-- `cancel()` (or the ring timeout) sends CANCEL and absorbs the 487.
+- `cancel()` (or the ring timeout) sends CANCEL and absorbs the 487;
+- the post-dial delay, from the first INVITE to the first 18x or 2xx (or to the
+  failure), goes to the `hotline_setup_seconds` histogram once per call.
 
 `outcome` tells a failure of the trunk (timeout, 408, 5xx) from a refusal by
 the callee (busy, declined, not found), which must not be retried elsewhere.
@@ -28,6 +30,8 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from prometheus_client import Histogram
 
 from trunks.voip.media import RtpStream
 from trunks.voip.message import (
@@ -53,6 +57,13 @@ PROVISIONAL_TIMEOUT_S = 1.0
 """A trunk that sends no 100 Trying within this long is failing."""
 TRUNK_FAILURE_STATUSES = frozenset({408, 480, 500, 502, 503, 504})
 """Finals that say the path failed, not the callee: try the next trunk."""
+SETUP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+SETUP_SECONDS = Histogram(
+    "hotline_setup_seconds", "Post-dial delay of outgoing calls: from the first INVITE to "
+    "the first 18x or 2xx, or to the failure; result is ringing, answered, trunk_failed, "
+    "refused or cancelled", ["trunk", "result"], buckets=SETUP_BUCKETS_S, registry=None)
+"""Process-wide; `ivr.metrics` registers it with each server's registry."""
 
 
 class Outcome(enum.StrEnum):
@@ -91,6 +102,9 @@ class OutboundCall:
     route: list[str] = field(default_factory=list)
     remote_target: str = ""
     invite: bytes = b""
+    invited_at: float | None = None
+    """Monotonic time the first INVITE went out, for the post-dial delay."""
+    setup_timed: bool = False
     authenticated: bool = False
     ended_at: float | None = None
     """Monotonic time the call ended; the endpoint forgets it some time after."""
@@ -117,6 +131,13 @@ class OutboundCall:
     @property
     def trunk_failed(self) -> bool:
         return self.outcome is Outcome.TRUNK_FAILED
+
+    def time_setup(self, now: float, result: str) -> None:
+        """Observe the post-dial delay once, at the first 18x or 2xx or at the failure."""
+        if self.invited_at is not None and not self.setup_timed:
+            self.setup_timed = True
+            SETUP_SECONDS.labels(self.endpoint.name, result.replace(" ", "_")).observe(
+                now - self.invited_at)
 
     def wait(self, timeout: float | None = None) -> Outcome:
         """Wait for the set-up to finish; return the outcome (PENDING on timeout)."""

@@ -1,0 +1,240 @@
+"""Prometheus metrics: the process's instruments, and one registry per server for /metrics.
+
+Instruments that count and time events are module-level objects made with
+``registry=None``, each beside the code it watches, since lower packages cannot
+import `ivr`: `trunks.voip.outbound.SETUP_SECONDS`, `speech.recognizer.RECOGNIZER_SECONDS`,
+`kb.search.SEARCH_SECONDS` and `ANSWERS`, `ivr.tickets.desk.TICKETS_OPENED`,
+`failover.notify.ALERTS`, and the call counters here. `build_registry` registers them,
+the process collectors and a `StateCollector` in a fresh `CollectorRegistry`, so nothing
+goes to prometheus_client's global registry and tests can build many servers in one process.
+
+`StateCollector` reads state when Prometheus scrapes: trunk health from the in-process
+monitor, and overrides, unresolved tickets and the last drill from Redis. With Redis
+unreachable a scrape still succeeds, with the in-process metrics and
+``hotline_redis_up 0``. Labels are few and bounded: trunk names, fixed outcome words,
+priorities; never a caller's number, a call id or free text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import redis
+from flask import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from failover.drill import DrillReport, DrillStore, Result
+from failover.notify import ALERTS
+from ivr.tickets.desk import TICKETS_OPENED
+from ivr.tickets.model import Priority, TicketStatus
+from ivr.tickets.store import TicketStore
+from kb.search import ANSWERS, SEARCH_SECONDS
+from speech.recognizer import RECOGNIZER_SECONDS
+from trunks.health import HealthSnapshot, TrunkState
+from trunks.monitor import TrunkMonitor
+from trunks.overrides import Override, OverrideAction
+from trunks.store import TrunkStore
+from trunks.voip.endpoint import CUT_OFF
+from trunks.voip.outbound import SETUP_SECONDS
+
+logger = logging.getLogger(__name__)
+
+REDIS_WARNING_EVERY_S = 300.0
+"""While Redis stays unreachable, scrapes repeat their warning at most this often."""
+OUTCOMES = ("forwarded", "completed", "bot_answered", "bot_ticket", "bot_other", "hung_up",
+            "cut_off", "drill", "error", "other")
+"""Every value of the `outcome` label of hotline_calls_total."""
+_BOT_OUTCOMES = {"bot: answered": "bot_answered", "bot: ticket": "bot_ticket"}
+_HUNG_UP = frozenset({"caller hung up", "cancelled by caller", "callee hung up", "canceled"})
+"""A caller hanging up: "callee hung up" is the caller on a call-back, "canceled" a Twilio
+caller who hung up before the flow began."""
+_ERRORS = frozenset({"", "error", "failed", "flow loop"})
+"""A flow that failed or looped; "failed" is Twilio's status for a call that did."""
+
+CALLS_ACTIVE = Gauge("hotline_calls_active", "Calls in progress on this node, by channel",
+                     ["channel"], registry=None)
+CALLS = Counter("hotline_calls", "Calls ended on this node, by channel and outcome",
+                ["channel", "outcome"], registry=None)
+INSTRUMENTS = (CALLS_ACTIVE, CALLS, SETUP_SECONDS, RECOGNIZER_SECONDS, SEARCH_SECONDS, ANSWERS,
+               TICKETS_OPENED, ALERTS)
+"""The process-wide instruments every server's registry exposes."""
+
+
+@dataclass(frozen=True)
+class RedisState:
+    """What a scrape read from Redis."""
+
+    overrides: dict[str, Override] = field(default_factory=dict)
+    tickets: dict[tuple[TicketStatus, Priority], int] = field(default_factory=dict)
+    drill: DrillReport | None = None
+
+
+def outcome_label(outcome: str | None) -> str:
+    """The `outcome` label for a call record's outcome: one of OUTCOMES.
+
+    None counts as an error: only a flow that failed leaves a call without one."""
+    if outcome is None:
+        return "error"
+    text = outcome.strip().lower()
+    if text in ("forwarded", "completed"):
+        return text
+    if text.startswith("bot:"):
+        return _BOT_OUTCOMES.get(text, "bot_other")
+    if text.startswith("drill"):
+        return "drill"
+    if text.startswith(CUT_OFF):
+        return "cut_off"
+    if text in _HUNG_UP:
+        return "hung_up"
+    return "error" if text in _ERRORS else "other"
+
+
+def call_started(channel: str) -> None:
+    """Count a call in progress on `channel` ("sip", "twilio", ...; a fixed word)."""
+    CALLS_ACTIVE.labels(channel).inc()
+
+
+def call_ended(channel: str, outcome: str | None) -> None:
+    """Count a call that `call_started` counted as ended, with its record's outcome."""
+    CALLS_ACTIVE.labels(channel).dec()
+    CALLS.labels(channel, outcome_label(outcome)).inc()
+
+
+def trunk_families(snapshots: Mapping[str, HealthSnapshot]) -> list[Metric]:
+    """Each trunk's health as this node's monitor sees it."""
+    state = GaugeMetricFamily("hotline_trunk_state", "1 for the trunk's health state on this "
+                              "node, 0 for the other states", labels=["trunk", "state"])
+    up = GaugeMetricFamily("hotline_trunk_up", "1 while the trunk is up (answering probes) "
+                           "on this node", labels=["trunk"])
+    rtt = GaugeMetricFamily("hotline_trunk_probe_rtt_seconds", "Round-trip time of the "
+                            "trunk's latest answered probe", labels=["trunk"])
+    smoothed = GaugeMetricFamily("hotline_trunk_probe_rtt_smoothed_seconds", "Smoothed "
+                                 "round-trip time of the trunk's probes", labels=["trunk"])
+    for name, snapshot in sorted(snapshots.items()):
+        for each in TrunkState:
+            state.add_metric([name, each.value], float(snapshot.state is each))
+        up.add_metric([name], float(snapshot.state is TrunkState.UP))
+        if snapshot.rtt_last_ms is not None:
+            rtt.add_metric([name], snapshot.rtt_last_ms / 1000)
+        if snapshot.rtt_smoothed_ms is not None:
+            smoothed.add_metric([name], snapshot.rtt_smoothed_ms / 1000)
+    return [state, up, rtt, smoothed]
+
+
+def redis_families(trunks: Sequence[str], read: RedisState | None) -> list[Metric]:
+    """Overrides, tickets and the last drill; only `hotline_redis_up 0` if `read` is None."""
+    redis_up = GaugeMetricFamily("hotline_redis_up", "1 if this scrape could read Redis",
+                                 value=float(read is not None))
+    override = GaugeMetricFamily("hotline_trunk_override", "1 for the operator override "
+                                 "(drain or force) the trunk has, 0 otherwise",
+                                 labels=["trunk", "action"])
+    tickets = {
+        TicketStatus.OPEN: GaugeMetricFamily("hotline_tickets_open", "Tickets nobody has "
+                                             "acknowledged yet, by priority", labels=["priority"]),
+        TicketStatus.ACKED: GaugeMetricFamily("hotline_tickets_acked", "Tickets acknowledged "
+                                              "but not resolved, by priority", labels=["priority"])}
+    passed = GaugeMetricFamily("hotline_drill_last_passed", "1 if the latest drill passed, "
+                               "0 if it failed or was interrupted", labels=["trunk"])
+    finished = GaugeMetricFamily("hotline_drill_last_finished_timestamp_seconds",
+                                 "When the latest drill ended (Unix time)", labels=["trunk"])
+    if read is not None:
+        for name in trunks:
+            current = read.overrides.get(name)
+            for action in OverrideAction:
+                override.add_metric([name, action.value],
+                                    float(current is not None and current.action is action))
+        for (status, priority), count in sorted(read.tickets.items()):
+            tickets[status].add_metric([priority.value], count)
+        if read.drill is not None:
+            passed.add_metric([read.drill.trunk], float(read.drill.result is Result.PASSED))
+            if read.drill.ended_at is not None:
+                finished.add_metric([read.drill.trunk], read.drill.ended_at)
+    return [redis_up, override, *tickets.values(), passed, finished]
+
+
+def build_registry(monitor: TrunkMonitor | None, client: redis.Redis,
+                   prefix: str = "hotline") -> CollectorRegistry:
+    """A registry for one server's /metrics: the process-wide instruments, the process's
+    own (CPU, memory, file descriptors, GC) and the state read at each scrape. Give it a
+    client that fails fast, so a scrape does not wait long for an absent Redis."""
+    registry = CollectorRegistry()
+    for instrument in INSTRUMENTS:
+        registry.register(instrument)
+    registry.register(StateCollector(monitor, client, prefix))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def metrics_response(registry: CollectorRegistry) -> Response:
+    """The registry's metrics in Prometheus's text format, for the /metrics route."""
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+class StateCollector(Collector):
+    """Reads trunk health, overrides, tickets and the last drill whenever it is scraped."""
+
+    def __init__(self, monitor: TrunkMonitor | None, client: redis.Redis,
+                 prefix: str = "hotline", *, warn_every_s: float = REDIS_WARNING_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.monitor = monitor
+        self.trunks = TrunkStore(client, prefix)
+        self.tickets = TicketStore(client, prefix)
+        self.drills = DrillStore(client, prefix)
+        self.warn_every_s = warn_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._redis_down = False
+        self._warned_at = float("-inf")
+
+    def describe(self) -> Iterator[Metric]:
+        """The families, without reading anything (the registry checks names with it)."""
+        yield from trunk_families({})
+        yield from redis_families([], None)
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots = {} if self.monitor is None else self.monitor.snapshots()
+        yield from trunk_families(snapshots)
+        yield from redis_families(sorted(snapshots), self._read_redis(sorted(snapshots)))
+
+    def _read_redis(self, trunks: list[str]) -> RedisState | None:
+        try:
+            reports = self.drills.reports(1)
+            read = RedisState(self.trunks.overrides(trunks), self.tickets.count_unresolved(),
+                              reports[0] if reports else None)
+        except redis.RedisError as exc:
+            self._redis_failed(exc)
+            return None
+        with self._lock:
+            was_down, self._redis_down = self._redis_down, False
+        if was_down:
+            logger.info("Metrics: Redis reachable again")
+        return read
+
+    def _redis_failed(self, exc: redis.RedisError) -> None:
+        """Warn on the first failure and then every `warn_every_s`; the rest go to debug."""
+        now = self._clock()
+        with self._lock:
+            warn = not self._redis_down or now - self._warned_at >= self.warn_every_s
+            self._redis_down = True
+            if warn:
+                self._warned_at = now
+        logger.log(logging.WARNING if warn else logging.DEBUG,
+                   "Metrics: Redis unreachable; serving this node's metrics only: %s", exc)
