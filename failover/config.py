@@ -45,6 +45,33 @@ def check_http_url(value: str | None) -> str | None:
     return value
 
 
+def check_account_sid(value: str) -> str:
+    """A validator body: a Twilio Account SID."""
+    if not value:
+        raise ValueError("is empty; set it, or leave out the twilio section")
+    if not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+        raise ValueError("expected AC followed by 32 hex digits (the Account SID, "
+                         "not an API key SK...)")
+    return value
+
+
+def check_api_base(value: object) -> object:
+    """A validator body (mode "before"): Twilio's API address, http(s)://host[:port]; an
+    empty string is unset."""
+    if value == "":
+        return None
+    if isinstance(value, str) and not re.match(r"^https?://[^/\s]+/?$", value):
+        raise ValueError("expected http(s)://host[:port] with no path")
+    return value
+
+
+def check_auth_token(value: SecretStr) -> SecretStr:
+    """A validator body: a Twilio auth token, which must not be empty."""
+    if not value.get_secret_value():
+        raise ValueError("is empty; set it, or leave out the twilio section")
+    return value
+
+
 class CallbackSettings(BaseModel):
     """What happens to a caller cut off by a trunk failure."""
 
@@ -156,22 +183,8 @@ class TwilioSettings(BaseModel):
                                      "https://api.twilio.com")
     timeout_s: float = Field(NOTIFY_TIMEOUT_S, gt=0)
 
-    @field_validator("account_sid")
-    @classmethod
-    def _check_sid(cls, value: str) -> str:
-        if not value:
-            raise ValueError("is empty; set it, or leave out the twilio section")
-        if not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
-            raise ValueError("expected AC followed by 32 hex digits (the Account SID, "
-                             "not an API key SK...)")
-        return value
-
-    @field_validator("auth_token")
-    @classmethod
-    def _check_token(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("is empty; set it, or leave out the twilio section")
-        return value
+    _sid = field_validator("account_sid")(check_account_sid)
+    _token = field_validator("auth_token")(check_auth_token)
 
     @field_validator("from_number", mode="before")
     @classmethod
@@ -182,14 +195,7 @@ class TwilioSettings(BaseModel):
                              "e.g. '+15559990000'")
         return value
 
-    @field_validator("api_base_url", mode="before")
-    @classmethod
-    def _check_base(cls, value: object) -> object:
-        if value == "":
-            return None
-        if isinstance(value, str) and not re.match(r"^https?://[^/\s]+/?$", value):
-            raise ValueError("expected http(s)://host[:port] with no path")
-        return value
+    _base = field_validator("api_base_url", mode="before")(check_api_base)
 
 
 class WebhookSettings(BaseModel):

@@ -15,13 +15,17 @@ import dataclasses
 import hmac
 import json
 import logging
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import Flask, Response, jsonify, request
+from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
 from failover.drill import DrillStore
+from ivr import dashboard
+from ivr.metrics import metrics_response
 from ivr.operations import (
     BadRequest,
     NotRunning,
@@ -40,6 +44,9 @@ from trunks.health import TrunkState
 from trunks.overrides import OverrideAction
 from trunks.store import TrunkStore
 
+if TYPE_CHECKING:
+    from ivr.twilio_voice import TwilioVoice
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 50
@@ -48,21 +55,27 @@ READY_STATES = frozenset({TrunkState.UP, TrunkState.SUSPECT})
 """Trunk states that make the hotline ready: usable, and seen to answer."""
 API_BY = "api"
 """Who an action is by when the request does not say."""
+ACTIVE_MAX_S = 6 * 3600
+"""`?active=true` leaves out unfinished calls older than this: their node died mid-call."""
 
 
-def create_app(settings: Settings, client: redis.Redis, token: str) -> Flask:
-    """The app for `settings`, reading and writing state in `client`'s Redis."""
+def create_app(settings: Settings, client: redis.Redis, token: str,
+               twilio: TwilioVoice | None = None,
+               metrics: CollectorRegistry | None = None) -> Flask:
+    """The app for `settings`, reading and writing state in `client`'s Redis; with
+    `twilio`, also the webhooks of a Twilio number (which check their own signatures);
+    with `metrics`, /metrics for Prometheus (behind the token, like /api/)."""
     if not token:
         raise ValueError("the HTTP API needs a token")
     prefix = settings.redis.prefix
     trunks, calls = TrunkStore(client, prefix), CallStore(client, prefix)
     tickets, drills = TicketStore(client, prefix), DrillStore(client, prefix)
-    app = Flask("hotline")
+    app = Flask("hotline", static_folder=None)  # the dashboard serves its own files
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     @app.before_request
     def _authenticate() -> Response | None:
-        if not request.path.startswith("/api/"):
+        if not (request.path.startswith("/api/") or request.path == "/metrics"):
             return None
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
@@ -131,7 +144,15 @@ def create_app(settings: Settings, client: redis.Redis, token: str) -> Flask:
 
     @app.get("/api/calls")
     def call_list() -> Response:
-        return jsonify([dataclasses.asdict(r) for r in calls.recent(_limit())])
+        limit, active = _limit(), request.args.get("active")
+        if active is None:
+            records = calls.recent(limit)
+        elif active == "true":
+            records = [r for r in calls.since(time.time() - ACTIVE_MAX_S)
+                       if r.ended_at is None][:limit]
+        else:
+            raise BadRequest("active: expected true, or leave it out for every call")
+        return jsonify([dataclasses.asdict(r) for r in records])
 
     @app.get("/api/calls/<call_id>")
     def call(call_id: str) -> Response:
@@ -170,6 +191,12 @@ def create_app(settings: Settings, client: redis.Redis, token: str) -> Flask:
     def http_error(exc: HTTPException) -> Response:
         return _error(exc.code or 500, exc.description or exc.name)
 
+    if metrics is not None:
+        registry = metrics
+        app.add_url_rule("/metrics", "metrics", lambda: metrics_response(registry))
+    dashboard.register(app)
+    if twilio is not None:
+        app.register_blueprint(twilio.blueprint())
     return app
 
 

@@ -15,9 +15,9 @@ A flow is a set of named nodes and a `start`. Node types:
   call); nobody answers: go to `failure`;
 - `voicebot`: the voice assistant (`ivr.voicebot`): greet, listen to the caller's
   question, answer it from the FAQ, ask whether that helped (yes/no or 1/2), and open
-  a ticket when it could not help; a request for a person goes to the `person` node
-  (a forward) while nobody has yet been tried in the call; then go to `next`
-  (none: end the call);
+  a ticket when it could not help (on Twilio, after recording the caller's message); a
+  request for a person goes to the `person` node (a forward) while nobody has yet been
+  tried in the call; then go to `next` (none: end the call);
 - `goto`: go to `next`;
 - `hangup`: optionally say something, then end the call.
 
@@ -178,6 +178,12 @@ class VoicebotNode(_Spoken):
                    "Your ticket number is")
     ticket_failed: str = ("Sorry, I could not take down your request. "
                           "Please call again a little later.")
+    message: str = ("Please tell us about your problem after the tone, and press the "
+                    "pound key or hang up when you are done.")
+    """Before a ticket, on channels that record (Twilio): the caller's message, transcribed
+    into the ticket."""
+    message_s: int = Field(60, ge=5, le=600)
+    """The longest message recorded."""
     questions: int = Field(3, ge=1, le=50)
     """Questions answered in one call before the bot says goodbye."""
     retries: int = Field(2, ge=0, le=5)
@@ -190,7 +196,7 @@ class VoicebotNode(_Spoken):
         yield from super().prompts()
         yield from (self.reprompt, self.ask, self.rephrase, self.clarify, self.choose,
                     self.confirm, self.yes_no, self.help_check, self.another, self.ticket,
-                    self.ticket_failed)
+                    self.ticket_failed, self.message)
 
 
 class GotoNode(_Node):

@@ -90,6 +90,15 @@ class CallStore:
 
     def recent(self, limit: int) -> list[CallRecord]:
         ids = cast(list[str], self.redis.zrevrange(f"{self.prefix}:calls", 0, limit - 1))
+        return self._records(ids)
+
+    def since(self, started_at: float) -> list[CallRecord]:
+        """Every call started at or after `started_at`, newest first."""
+        ids = cast(list[str], self.redis.zrevrangebyscore(f"{self.prefix}:calls", "+inf",
+                                                          started_at))
+        return self._records(ids)
+
+    def _records(self, ids: list[str]) -> list[CallRecord]:
         if not ids:
             return []
         texts = cast(list[str | None], self.redis.mget([self._key(i) for i in ids]))

@@ -23,6 +23,7 @@ from ivr.api import create_app
 from ivr.callbacks import CallbackService
 from ivr.drill import DrillService
 from ivr.flow import load_flow
+from ivr.metrics import build_registry
 from ivr.oncall import load_oncall
 from ivr.records import CallStore
 from ivr.redis_server import EmbeddedRedis, connect
@@ -30,6 +31,8 @@ from ivr.session import CallHandler, FlowRunner
 from ivr.settings import ConfigError, Settings, config_path, load_yaml
 from ivr.tickets import Outbox, TicketDesk, build_tickets
 from ivr.tickets.model import Ticket
+from ivr.tickets.store import TicketStore
+from ivr.twilio_voice import TwilioVoice
 from ivr.voicebot import VoiceBot
 from kb.calibration import Calibration
 from kb.faq import Faq
@@ -72,6 +75,7 @@ class Server:
         self.notifier: Notifier | None = None
         self.scheduler: BackgroundScheduler | None = None
         self.http: TcpWSGIServer | None = None
+        self.twilio: TwilioVoice | None = None
         self._http_thread: threading.Thread | None = None
         try:
             self._api_token = (settings.http.api_token(os.environ)
@@ -102,6 +106,9 @@ class Server:
         logger.info("Hotline server running as node %s", self.settings.node)
 
     def stop(self) -> None:
+        if self.twilio is not None:  # its calls end, and their waiting requests answer
+            self.twilio.stop()
+            self.twilio = None
         if self.http is not None:
             self.http.close()
             # idle keep-alive connections would keep it running (waitress's own
@@ -163,12 +170,11 @@ class Server:
 
     def _start_calls(self, calls: CallStore) -> None:
         trunks = [t for t in self.settings.trunks if t.listen]
-        if not trunks:
-            logger.info("No trunk has a listen address: monitoring only, taking no calls")
+        twilio = self.settings.http.twilio
+        if not trunks and twilio is None:
+            logger.info("No trunk has a listen address and no Twilio number: monitoring "
+                        "only, taking no calls")
             return
-        media = self.settings.media
-        self.engine = RtpEngine(media.address, media.port_range)
-        self.engine.start()
         prompts = PromptCache(self.settings.data_dir / "prompts",
                               create_synthesizer(self.flow.voice.engine,
                                                  **self.flow.voice.options))
@@ -179,6 +185,15 @@ class Server:
         desk = self._tickets()
         runner = FlowRunner(self.flow, prompts, oncall=self.oncall, dialer=router,
                             bot=self._voicebot(prompts, desk) if self.flow.voicebots else None)
+        if twilio is not None:
+            self.twilio = TwilioVoice(twilio, runner, calls,
+                                      no_input_s=self.settings.speech.vad.no_input_ms / 1000)
+        if not trunks:
+            logger.info("No trunk has a listen address: calls come only from Twilio")
+            return
+        media = self.settings.media
+        self.engine = RtpEngine(media.address, media.port_range)
+        self.engine.start()
         if self.settings.drill.number is not None:
             self.drill = self._drill(router)
         callback = self.settings.failover.callback
@@ -205,7 +220,9 @@ class Server:
 
     def _start_http(self, listen: str) -> None:
         host, port = split_hostport(listen)
-        app = create_app(self.settings, self._connect(fail_fast=True), self._api_token)
+        app = create_app(self.settings, self._connect(fail_fast=True), self._api_token,
+                         self.twilio, build_registry(self.monitor, self._connect(fail_fast=True),
+                                                     self.settings.redis.prefix))
         server = create_server(app, host=host, port=port, threads=self.settings.http.threads,
                                ident="hotline")
         assert isinstance(server, TcpWSGIServer)  # one address: not a MultiSocketServer
@@ -229,7 +246,14 @@ class Server:
     def _tickets(self) -> TicketDesk:
         """The ticket desk (for the voice bot and cut-off callers) and its outbox."""
         settings = self.settings
-        desk, self.outbox = build_tickets(settings.tickets, self._connect(fail_fast=True),
+        client = self._connect(fail_fast=True)
+        try:
+            indexed = TicketStore(client, settings.redis.prefix).reindex()
+            if indexed:
+                logger.info("Indexed %d unresolved tickets by priority", indexed)
+        except redis.RedisError as exc:  # the spool takes tickets while Redis is away
+            logger.warning("Tickets not indexed by priority, Redis unreachable: %s", exc)
+        desk, self.outbox = build_tickets(settings.tickets, client,
                                           prefix=settings.redis.prefix,
                                           data_dir=settings.data_dir, node=settings.node)
         self.outbox.start()

@@ -14,9 +14,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 from failover.router import Dialer
+from ivr import metrics
 from ivr.drill import DrillService
 from ivr.flow import (
     Flow,
@@ -57,8 +59,22 @@ class CallEnded(Exception):
     says why."""
 
 
+@dataclass(frozen=True)
+class Dialled:
+    """How a call a channel placed itself to a person went."""
+
+    outcome: Outcome
+    trunk: str
+    status: str | None = None
+    reason: str | None = None
+
+
 class Channel(abc.ABC):
     """What a flow does with a call."""
+
+    dials_out: ClassVar[bool] = False
+    """Whether the channel places forwarded calls itself (`dial`); otherwise the runner
+    places them through the trunks and hands them to `ring` and `bridge`."""
 
     @abc.abstractmethod
     def play(self, samples: Samples, barge_in: bool) -> str | None:
@@ -85,6 +101,18 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     def hangup(self) -> None:
         """End the call."""
+
+    def dial(self, number: str, ring_s: float) -> Dialled:
+        """For a channel that `dials_out`: ring `number` for up to `ring_s` while the
+        caller hears ringback; when answered, connect the two until either hangs up."""
+        raise NotImplementedError(f"{type(self).__name__} does not dial out")
+
+    def leave_message(self, samples: Samples, recognizer: Recognizer,
+                      max_s: int) -> str | None:
+        """Play `samples`, record the caller's message (at most `max_s` seconds) and
+        transcribe it; None when the channel takes no messages (a SIP call: the voice
+        bot has heard the caller already)."""
+        return None
 
 
 class Leg(Protocol):
@@ -307,6 +335,19 @@ class FlowRunner:
         self._say(node, channel, barge_in=False)
         for key in self.dialer.available(self.oncall.roster(self.now()))[:node.people]:
             person = self.oncall.people[key]
+            if channel.dials_out:
+                with self.dialer.busy(key):
+                    dialled = channel.dial(person.phone, node.ring_s)
+                record.forward_attempts.append({
+                    "person": key, "trunk": dialled.trunk, "outcome": str(dialled.outcome),
+                    "status": dialled.status, "reason": dialled.reason})
+                if dialled.outcome is Outcome.ANSWERED:
+                    record.forwarded_to = key
+                    record.outcome = "forwarded"
+                    logger.info("Call %s forwarded to %s through %s", record.id,
+                                self.oncall.name(key), dialled.trunk)
+                    return node.next
+                continue
             tried: set[str] = set()
             while (placed := self.dialer.dial(person.phone, node.ring_s,
                                               frozenset(tried))) is not None:
@@ -353,6 +394,7 @@ class CallHandler:
     def __call__(self, call: InboundCall) -> None:
         record = CallRecord(call.id, self.trunk, call.caller, call.called, call.started_at)
         self.store.save_quietly(record)
+        metrics.call_started("sip")
         try:
             call.answer()
             record.answered_at = self._wallclock()
@@ -371,8 +413,9 @@ class CallHandler:
                 except Exception:  # the call's record must still be saved
                     logger.exception("Call %s: handling its cut-off failed", call.id)
             self.store.save_quietly(record)
+            metrics.call_ended("sip", record.outcome)
             logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
                         " > ".join(record.path))
 
 
-__all__ = ["CallEnded", "CallHandler", "Channel", "FlowRunner", "SipChannel"]
+__all__ = ["CallEnded", "CallHandler", "Channel", "Dialled", "FlowRunner", "SipChannel"]

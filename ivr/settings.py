@@ -27,7 +27,15 @@ from pydantic import (
     model_validator,
 )
 
-from failover.config import DrillSettings, FailoverSettings, NotifySettings, empty_is_unset
+from failover.config import (
+    DrillSettings,
+    FailoverSettings,
+    NotifySettings,
+    check_account_sid,
+    check_api_base,
+    check_auth_token,
+    empty_is_unset,
+)
 from ivr.tickets.config import TicketSettings
 from speech.recognizer import SpeechSettings
 from trunks.config import TrunkConfig, check_hostport
@@ -90,6 +98,39 @@ class MediaSettings(BaseModel):
         return range(low + low % 2, high + 1)
 
 
+class TwilioVoiceSettings(BaseModel):
+    """A hotline number hosted at Twilio, whose calls run the flow through webhooks
+    (`ivr.twilio_voice`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account_sid: str = Field(description="AC followed by 32 hex digits")
+    auth_token: SecretStr = Field(description="signs every webhook; fetches recordings")
+    public_url: str = Field(description="where Twilio reaches this server, e.g. "
+                            "https://hotline.example.com; webhook signatures are over it")
+    language: str = Field("en-US", description="what Twilio's speech recognition listens for")
+    max_calls: int = Field(20, ge=1, le=500)
+    trunk: str = Field("twilio", description="the trunk name in call records")
+    api_base_url: str | None = Field(None, description="tests and proxies only; unset: "
+                                     "https://api.twilio.com")
+
+    _sid = field_validator("account_sid")(check_account_sid)
+    _token = field_validator("auth_token")(check_auth_token)
+    _base = field_validator("api_base_url", mode="before")(check_api_base)
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+            raise ValueError("expected http(s)://host[:port][/path], the address Twilio "
+                             "requests")
+        return value.rstrip("/")
+
+    @property
+    def api_base(self) -> str:
+        return (self.api_base_url or "https://api.twilio.com").rstrip("/")
+
+
 class HttpSettings(BaseModel):
     """The HTTP API (`ivr.api`) that `hotline serve` runs."""
 
@@ -99,6 +140,7 @@ class HttpSettings(BaseModel):
     token: SecretStr | None = Field(None, description="bearer token for /api/; unset: "
                                     "$HOTLINE_API_TOKEN")
     threads: int = Field(4, ge=1, le=64)
+    twilio: TwilioVoiceSettings | None = Field(None, description="unset: no Twilio number")
 
     _unset = field_validator("listen", "token", mode="before")(empty_is_unset)
 
@@ -111,6 +153,12 @@ class HttpSettings(BaseModel):
             raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters; generate one "
                              "with `openssl rand -hex 24`")
         return value
+
+    @model_validator(mode="after")
+    def _twilio_needs_listen(self) -> HttpSettings:
+        if self.twilio is not None and self.listen is None:
+            raise ValueError("twilio: Twilio's webhooks need http.listen")
+        return self
 
     def api_token(self, environ: Mapping[str, str]) -> str:
         """The token: `token`, else $HOTLINE_API_TOKEN; raise ValueError if neither."""

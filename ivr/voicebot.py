@@ -93,6 +93,11 @@ class Listener(Protocol):
     def play(self, samples: Samples, barge_in: bool) -> str | None:
         """Play to the end (see `Channel.play`)."""
 
+    def leave_message(self, samples: Samples, recognizer: Recognizer,
+                      max_s: int) -> str | None:
+        """Record and transcribe the caller's message, or None (see
+        `Channel.leave_message`)."""
+
 
 def asks_for_person(text: str) -> bool:
     """Whether a turn asks to speak to a person: "can I talk to an engineer", "agent",
@@ -316,7 +321,9 @@ class Conversation:
         return self.ticket("the caller asked for a person; nobody could be reached")
 
     def ticket(self, reason: str) -> str | None:
-        """Open a ticket with everything heard so far, and read its number out."""
+        """Take the caller's message where the channel records one, open a ticket with
+        everything heard, and read its number out."""
+        self._message()
         faq = self.bot.searcher.faq
         considered = [] if self.last is None else self.last.candidates[:3]
         candidates = [Candidate(c.id, e.questions[0], round(c.score, 4), e.category,
@@ -333,6 +340,17 @@ class Conversation:
         record.ticket = ticket.id
         self._say(self.node.ticket, ticket.id)
         return self._finish("ticket")
+
+    def _message(self) -> None:
+        try:
+            message = self.channel.leave_message(self._text(self.node.message),
+                                                 self.recognizer, self.node.message_s)
+        except RecognizerError as exc:
+            message = f"[not transcribed: {exc}]"
+        if message is not None:
+            self._turn("bot", self.node.message)
+            self._turn("caller", f"[message] {message}" if message.strip()
+                       else "[message: no words recognized]")
 
     def _finish(self, outcome: str) -> str | None:
         self.record.outcome = f"bot: {outcome}"

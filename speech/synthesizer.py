@@ -149,6 +149,17 @@ def read_wav_bytes(data: bytes) -> tuple[Samples, int]:
     return np.clip(samples, -32768, 32767).astype(np.int16), rate
 
 
+def wav_bytes(samples: Samples, rate: int) -> bytes:
+    """`samples` as a 16-bit mono WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(np.asarray(samples, dtype="<i2").tobytes())
+    return buffer.getvalue()
+
+
 def read_wav(path: Path) -> tuple[Samples, int]:
     try:
         data = path.read_bytes()

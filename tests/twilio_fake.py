@@ -1,9 +1,10 @@
-"""Local stand-ins for the far ends of alerts: Twilio's REST API, and a webhook receiver.
+"""Local stand-ins for Twilio's REST API and a webhook receiver.
 
 `FakeTwilio` checks requests as Twilio's 2010-04-01 API does (Basic auth, the
 account in the path, the required fields, phone numbers, TwiML that parses) and
 answers with Twilio's error codes, so tests see the same exceptions the twilio
-package raises against the real service. Both record what they received.
+package raises against the real service; it also serves the recordings a test
+stores, as <Record> leaves them. Both record what they received.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "tw-auth-7f3a9c1e5b"
 FROM_NUMBER = "+15559990000"
 _PATH = re.compile(r"^/2010-04-01/Accounts/([^/]+)/(Messages|Calls)\.json$")
+_RECORDING = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Recordings/(RE[0-9a-f]{32})\.wav$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
@@ -41,6 +43,7 @@ class Received:
     fields: dict[str, str]
     status: int = 0
     code: int | None = None
+    reply_type: str = "application/json"
 
 
 class _Server(abc.ABC):
@@ -89,7 +92,7 @@ class _Server(abc.ABC):
                     server.received.append(request)
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", request.reply_type)
                     self.send_header("Content-Length", str(len(reply)))
                     self.end_headers()
                     self.wfile.write(reply)
@@ -125,6 +128,15 @@ class FakeTwilio(_Server):
         super().__init__()
         self.account_sid, self.auth_token = account_sid, auth_token
         self._plan: list[_Failure] = []
+        self.recordings: dict[str, bytes] = {}
+        """WAV files by RecordingSid, served at the recording's URL + ``.wav``."""
+
+    def add_recording(self, wav: bytes) -> tuple[str, str]:
+        """Store a recording; its RecordingSid and RecordingUrl, as <Record> reports."""
+        sid = "RE" + secrets.token_hex(16)
+        with self.lock:
+            self.recordings[sid] = wav
+        return sid, f"{self.url}/2010-04-01/Accounts/{self.account_sid}/Recordings/{sid}"
 
     def __enter__(self) -> FakeTwilio:
         super().__enter__()
@@ -160,6 +172,15 @@ class FakeTwilio(_Server):
     def _check(self, request: Received) -> tuple[int, bytes]:
         if not self._authorized(request.headers.get("authorization", "")):
             return self._refuse(request, 401, 20003, "Authenticate")
+        recording = _RECORDING.match(request.path)
+        if request.method == "GET" and recording is not None:
+            with self.lock:
+                wav = self.recordings.get(recording[2])
+            if recording[1] != self.account_sid or wav is None:
+                return self._refuse(request, 404, 20404,
+                                    f"The requested resource {request.path} was not found")
+            request.status, request.reply_type = 200, "audio/wav"
+            return 200, wav
         match = _PATH.match(request.path)
         if request.method != "POST" or match is None or match[1] != self.account_sid:
             return self._refuse(request, 404, 20404,

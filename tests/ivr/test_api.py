@@ -15,6 +15,7 @@ import redis
 import requests
 from click.testing import CliRunner
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from ivr.api import create_app
 from ivr.cli import cli
@@ -197,6 +198,14 @@ def test_serve_runs_the_api_over_http(write_config: WriteConfig, redis_server: R
         base = f"http://127.0.0.1:{port}"
         assert requests.get(f"{base}/healthz", timeout=5).json()["status"] == "ok"
         assert requests.get(f"{base}/api/trunks", timeout=5).status_code == 401
+        assert requests.get(f"{base}/metrics", timeout=5).status_code == 401
+        scraped = requests.get(f"{base}/metrics", headers=AUTH, timeout=5)
+        assert scraped.status_code == 200 and scraped.headers["Content-Type"].startswith(
+            "text/plain")
+        families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
+        assert {"hotline_trunk_state", "hotline_redis_up", "hotline_calls_active",
+                "process_resident_memory_bytes"} <= families.keys()
+        assert [s.value for s in families["hotline_redis_up"].samples] == [1.0]
         with requests.Session() as browser:  # keeps its connection open, as browsers do
             trunks = browser.get(f"{base}/api/trunks", headers=AUTH, timeout=5)
             assert trunks.status_code == 200 and trunks.json()[0]["name"] == "carrier-a"
@@ -216,3 +225,31 @@ def test_an_api_without_a_token_is_a_config_error(write_config: WriteConfig,
     with pytest.raises(ConfigError, match=r"http\.token: must be at least 16 characters"):
         load_settings(write_config({"carrier-a": "127.0.0.1:5999"},
                                    http={"listen": "127.0.0.1:8080", "token": "short"}))
+
+
+def test_active_calls_are_the_unfinished_recent_ones(client: FlaskClient,
+                                                     redis_client: redis.Redis) -> None:
+    from ivr.api import ACTIVE_MAX_S  # here, so this addition stays at the end of the file
+
+    now, calls = time.time(), CallStore(redis_client)
+    calls.save(CallRecord("live", "carrier-a", "13900000001", "400", now - 30,
+                          path=["welcome", "menu"]))
+    calls.save(CallRecord("ended", "carrier-a", "13900000002", "400", now - 20,
+                          ended_at=now - 1, outcome="completed"))
+    calls.save(CallRecord("orphan", "carrier-b", "13900000003", "400",
+                          now - ACTIVE_MAX_S - 60))  # its node died mid-call
+    calls.save(CallRecord("newer", "carrier-b", "13900000004", "400", now - 10))
+    active = client.get("/api/calls?active=true", headers=AUTH).json or []
+    assert [c["id"] for c in active] == ["newer", "live"]
+    assert active[1]["path"] == ["welcome", "menu"]
+    assert [c["id"] for c in client.get("/api/calls?active=true&limit=1",
+                                        headers=AUTH).json or []] == ["newer"]
+    assert [c["id"] for c in client.get("/api/calls", headers=AUTH).json or []] == [
+        "newer", "ended", "live", "orphan"]
+
+
+@pytest.mark.parametrize("value", ["false", "1", "yes", "", "TRUE"])
+def test_active_takes_only_true(client: FlaskClient, value: str) -> None:
+    response = client.get(f"/api/calls?active={value}", headers=AUTH)
+    assert response.status_code == 400
+    assert response.json == {"error": "active: expected true, or leave it out for every call"}
