@@ -139,7 +139,7 @@ class HttpSettings(BaseModel):
     listen: str | None = Field(None, description="host:port; unset: no HTTP API")
     token: SecretStr | None = Field(None, description="bearer token for /api/; unset: "
                                     "$HOTLINE_API_TOKEN")
-    threads: int = Field(4, ge=1, le=64)
+    threads: int = Field(8, ge=1, le=64)
     twilio: TwilioVoiceSettings | None = Field(None, description="unset: no Twilio number")
 
     _unset = field_validator("listen", "token", mode="before")(empty_is_unset)

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import redis
 import requests
 from flask import Blueprint, Response, abort, request
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
@@ -80,9 +81,12 @@ INPUT_SLACK_S = 30.0
 """How long past a document's own timeouts the flow waits for Twilio's next request."""
 BRIDGE_MAX_S = 4 * 3600.0
 """The longest a forwarded call is waited for."""
-RECORD_GRACE_S = 15.0
-"""How long a recording's action is waited for after the caller hangs up: Twilio sends
-it and the status callback at about the same time."""
+ACTION_GRACE_S = 15.0
+"""How long a <Record> or <Dial> action is still waited for after the caller hangs up:
+Twilio sends it and the status callback at about the same time, in either order."""
+SPEECH_MAX_S = 60.0
+"""The longest answer Twilio's speech <Gather> hears."""
+
 RECORDING_WAIT_S = 10.0
 """How long a recording that Twilio has not stored yet (404) is asked for again."""
 FINISHED_KEEP_S = 120.0
@@ -154,6 +158,8 @@ class TwilioCall:
         self._ended_at = 0.0
         self.finished_at: float | None = None
         """When the flow finished (monotonic)."""
+        self.saved = threading.Event()
+        """Set once the flow's thread has saved the call's record for the last time."""
 
     # -- the flow's side
 
@@ -172,8 +178,9 @@ class TwilioCall:
         deadline = time.monotonic() + timeout
         with self._cond:
             while seq not in self._answers:
-                if self.ended is not None:
-                    deadline = min(deadline, self._ended_at + grace)
+                if self.ended is not None:  # no grace when the server is stopping
+                    deadline = min(deadline, self._ended_at + (
+                        grace if self.ended in FINAL_STATUSES else 0.0))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise CallEnded("Twilio stopped asking" if self.ended is None else
@@ -280,7 +287,7 @@ class TwilioChannel(Channel):
                           answer_on_bridge=True).number(number)
             return response
 
-        answer = self._exchange(build, ring_s + BRIDGE_MAX_S)
+        answer = self._exchange(build, ring_s + BRIDGE_MAX_S, grace=ACTION_GRACE_S)
         status = answer.get("DialCallStatus", "failed")
         return Dialled(DIAL_OUTCOMES.get(status, Outcome.REFUSED), self._settings.trunk,
                        status, answer.get("DialCallSid"))
@@ -298,7 +305,10 @@ class TwilioChannel(Channel):
             response.redirect(action)  # no audio: Twilio goes on without the action
             return response
 
-        answer = self._exchange(build, max_s + 10, grace=RECORD_GRACE_S)
+        try:
+            answer = self._exchange(build, max_s + 10, grace=ACTION_GRACE_S)
+        except CallEnded as ended:  # before the tone: the ticket is still opened
+            return f"[no message: {ended.args[0] if ended.args else 'the call ended'}]"
         url, sid = answer.get("RecordingUrl"), answer.get("RecordingSid", "")
         if not url:
             return ""
@@ -326,7 +336,7 @@ class TwilioChannel(Channel):
 
         def build(action: str) -> VoiceResponse:
             response = self._response()
-            options: dict[str, Any] = {"input": kind, "num_digits": 1,
+            options: dict[str, Any] = {"input": kind, "num_digits": 1, "finish_on_key": "",
                                        "timeout": max(1, round(timeout)), "action": action,
                                        "action_on_empty_result": True}
             if "speech" in kind:
@@ -336,7 +346,8 @@ class TwilioChannel(Channel):
                 gather.play(url)
             return response
 
-        return self._exchange(build, seconds + timeout)
+        return self._exchange(build, seconds + timeout
+                              + (SPEECH_MAX_S if "speech" in kind else 0.0))
 
     def _exchange(self, build: Callable[[str], VoiceResponse], timeout: float,
                   grace: float = 0.0) -> Params:
@@ -443,6 +454,11 @@ class TwilioVoice:
         if not _SID.match(sid):
             abort(400)
         with self._lock:
+            known = sid in self._calls
+        if not known and self._seen(sid):
+            logger.warning("Twilio call %s is over already; a replayed request?", sid)
+            return _twiml(_hangup())
+        with self._lock:
             self._forget_finished()
             call = self._calls.get(sid)
             busy = (self._stopping or sum(1 for c in self._calls.values()
@@ -490,6 +506,8 @@ class TwilioVoice:
             call = self._calls.get(sid)
         if call is not None and call.end(status):
             return Response(status=204)  # the flow's thread completes the record
+        if call is not None:
+            call.saved.wait(RESPONSE_WAIT_S)  # its last save first, then the status
         try:
             self._complete(sid, status, params)
         except Exception:  # Twilio retries nothing; the log must say
@@ -514,6 +532,8 @@ class TwilioVoice:
         metrics.call_started("twilio")
         try:
             self.runner.run(channel, record)
+            if call.ended is None and call.finished_at is None:
+                channel.hangup()  # the flow ended without a hangup node: its last plays
         except Exception:  # the record is kept whatever went wrong
             logger.exception("Twilio call %s: the flow failed", call.sid)
             record.outcome = record.outcome or "error"
@@ -522,6 +542,7 @@ class TwilioVoice:
             record.ended_at = self._wallclock()
             record.end_reason = f"twilio: {call.ended}" if call.ended else "flow ended"
             self.store.save_quietly(record)
+            call.saved.set()
             metrics.call_ended("twilio", record.outcome)
             logger.info("Twilio call %s: %s via %s", call.sid, record.outcome,
                         " > ".join(record.path))
@@ -540,6 +561,13 @@ class TwilioVoice:
         record.end_reason = f"twilio: {status}"
         self.store.save(record)
         logger.info("Twilio call %s: %s", sid, status)
+
+    def _seen(self, sid: str) -> bool:
+        """Whether a call record exists already for `sid` (one forgotten here)."""
+        try:
+            return self.store.get(sid) is not None
+        except redis.RedisError:
+            return False  # a new call is far likelier than a replay
 
     def _forget_finished(self) -> None:
         cutoff = time.monotonic() - FINISHED_KEEP_S

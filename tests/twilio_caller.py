@@ -18,6 +18,8 @@ from speech.synthesizer import Samples
 from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN
 
 PUBLIC_URL = "https://hotline.example.com"
+HOLDS_MAX = 30
+"""Pause-and-ask-again documents followed before a test gives up on a stuck flow."""
 VERBS = {"Play", "Gather", "Dial", "Record", "Redirect", "Pause", "Hangup", "Reject", "Say"}
 
 
@@ -106,8 +108,12 @@ class VoiceCaller:
         assert reply.status_code == 200, (reply.status_code, reply.data)
         assert reply.mimetype == "text/xml"
         document = Document(reply.get_data(as_text=True))
-        while document.hold:  # the flow is busy: Twilio pauses, then asks again
+        for _ in range(HOLDS_MAX):
+            if not document.hold:
+                break
+            # the flow is busy: Twilio pauses, then asks again
             document = Document(self.post(document.verb("Redirect").text or "",
                                           CallStatus="in-progress").get_data(as_text=True))
+        assert not document.hold, f"the flow was busy for {HOLDS_MAX} holds"
         self.documents.append(document)
         return document

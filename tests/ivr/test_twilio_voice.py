@@ -137,6 +137,7 @@ def test_a_menu_and_a_forward_escalating_to_the_next_engineer(
     gather = first.verb("Gather")
     assert gather.get("input") == "dtmf" and gather.get("numDigits") == "1"
     assert gather.get("timeout") == "4" and gather.get("actionOnEmptyResult") == "true"
+    assert gather.get("finishOnKey") == ""  # else "#" ends the gather and never reaches a menu
     welcome, menu = first.plays()
     assert [p.text for p in gather.iter("Play")] == [menu]  # the menu, not the welcome,
     # may be interrupted by a key
@@ -449,3 +450,59 @@ def test_serve_runs_the_twilio_webhooks(write_config: WriteConfig, redis_server:
         assert requests.post(f"{base}/twilio/voice", data=form, timeout=10).status_code == 403
     finally:
         server.stop()
+
+
+def test_a_forward_ended_by_the_caller_is_still_recorded_as_forwarded(
+        make_voice: MakeVoice, redis_client: redis.Redis) -> None:
+    _, client = make_voice(MENU_FLOW)
+    caller = VoiceCaller(client, CALLER)
+    dial = caller.answer(caller.call(), "Gather", Digits="1")
+    assert caller.status("completed", 90).status_code == 204  # before the Dial's action
+    caller.post(dial.verb("Dial").get("action") or "", CallStatus="completed",
+                DialCallStatus="completed", DialCallDuration="80")
+    record = record_of(redis_client, caller.sid)
+    assert record.outcome == "forwarded" and record.forwarded_to == "alice"
+    assert record.end_reason == "twilio: completed"
+
+
+def test_a_flow_without_a_hangup_node_still_plays_its_last_words(
+        make_voice: MakeVoice, voicebot: VoiceBot, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(twilio_voice, "ACTION_GRACE_S", 0.5)
+    alone = {**BOT_FLOW, "nodes": {"assistant": {
+        k: v for k, v in BOT_FLOW["nodes"]["assistant"].items() if k != "next"}}}
+    _, client = make_voice(alone, bot=voicebot)
+    caller = VoiceCaller(client, CALLER)
+    answer = caller.answer(caller.call(), "Gather", SpeechResult="Where is my order?")
+    message = caller.answer(answer, "Gather", SpeechResult="No.")
+    ended = caller.redirect(message)  # silence: no recording, Twilio goes on
+    assert ended.verbs == ["Play", "Hangup"]  # the ticket number, then the end
+    record = record_of(redis_client, caller.sid)
+    assert record.outcome == "bot: ticket" and record.ticket is not None
+
+
+def test_a_caller_gone_before_the_tone_still_gets_a_ticket(
+        make_voice: MakeVoice, voicebot: VoiceBot, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(twilio_voice, "ACTION_GRACE_S", 0.5)
+    _, client = make_voice(BOT_FLOW, bot=voicebot)
+    caller = VoiceCaller(client, CALLER)
+    answer = caller.answer(caller.call(), "Gather", SpeechResult="Where is my order?")
+    assert caller.answer(answer, "Gather", SpeechResult="No.").verbs[-2] == "Record"
+    assert caller.status("completed", 20).status_code == 204
+    record = record_of(redis_client, caller.sid)
+    assert record.ticket is not None and record.end_reason == "twilio: completed"
+    ticket = TicketStore(redis_client).get(record.ticket)
+    assert ("caller", "[message] [no message: caller hung up]") in [
+        (t.speaker, t.text) for t in ticket.transcript]
+
+
+def test_a_replayed_first_request_of_a_finished_call_starts_nothing(
+        make_voice: MakeVoice, redis_client: redis.Redis) -> None:
+    voice, client = make_voice(MENU_FLOW)
+    caller = VoiceCaller(client, CALLER)
+    assert caller.status("no-answer").status_code == 204  # its record exists
+    assert caller.call().verbs == ["Hangup"]
+    assert voice.active() == 0
+    stored = CallStore(redis_client).get(caller.sid)
+    assert stored is not None and stored.outcome == "no-answer"
