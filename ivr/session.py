@@ -105,7 +105,7 @@ class Channel(abc.ABC):
     def dial(self, number: str, ring_s: float) -> Dialled:
         """For a channel that `dials_out`: ring `number` for up to `ring_s` while the
         caller hears ringback; when answered, connect the two until either hangs up."""
-        raise NotImplementedError(f"{type(self).__name__} does not dial out")
+        raise TypeError(f"{type(self).__name__} does not dial out")
 
     def leave_message(self, samples: Samples, recognizer: Recognizer,
                       max_s: int) -> str | None:

@@ -273,10 +273,10 @@ class TwilioChannel(Channel):
         return Heard(text=answer.get("SpeechResult", "").strip())
 
     def ring(self, leg: OutboundCall, seconds: float) -> Outcome:
-        raise NotImplementedError("a Twilio call forwards with dial()")
+        raise TypeError("a Twilio call forwards with dial(), not ring() or bridge()")
 
     def bridge(self, leg: OutboundCall) -> None:
-        raise NotImplementedError("a Twilio call forwards with dial()")
+        raise TypeError("a Twilio call forwards with dial(), not ring() or bridge()")
 
     def dial(self, number: str, ring_s: float) -> Dialled:
         """<Dial> `number`: the caller hears ringing, then talks to whoever answers."""
