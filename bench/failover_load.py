@@ -54,6 +54,7 @@ from ivr.settings import load_settings  # noqa: E402
 from tests.peers import (  # noqa: E402
     Carrier,
     RedisServer,
+    end_process,
     forward_flow,
     free_udp_port,
     require,
@@ -202,13 +203,7 @@ class Staff:
 
     def stop(self) -> None:
         """End the phone; calls still waiting for a BYE (whose path died) end with it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
 
 
 class Dispatcher(Carrier):

@@ -127,7 +127,7 @@ class AudioStore:
             if key in self._wavs:
                 self._wavs.move_to_end(key)
                 return key
-            wav = wav_bytes(np.frombuffer(pcm, dtype="<i2"), TELEPHONE_RATE)
+            wav = wav_bytes(samples, TELEPHONE_RATE)
             self._wavs[key] = wav
             self._bytes += len(wav)
             while self._bytes > self._max_bytes and len(self._wavs) > 1:
@@ -418,7 +418,7 @@ class TwilioVoice:
 
     def active(self) -> int:
         with self._lock:
-            return sum(1 for c in self._calls.values() if c.finished_at is None)
+            return self._running()
 
     def stop(self) -> None:
         """End every call's flow and wait for it."""
@@ -461,8 +461,7 @@ class TwilioVoice:
         with self._lock:
             self._forget_finished()
             call = self._calls.get(sid)
-            busy = (self._stopping or sum(1 for c in self._calls.values()
-                                          if c.finished_at is None) >= self.settings.max_calls)
+            busy = self._stopping or self._running() >= self.settings.max_calls
             if call is None and not busy:
                 call = self._calls[sid] = TwilioCall(sid, self._next_url)
                 record = CallRecord(sid, self.settings.trunk, params.get("From", ""),
@@ -561,6 +560,10 @@ class TwilioVoice:
         record.end_reason = f"twilio: {status}"
         self.store.save(record)
         logger.info("Twilio call %s: %s", sid, status)
+
+    def _running(self) -> int:
+        """Calls whose flow has not finished (with the lock held)."""
+        return sum(1 for c in self._calls.values() if c.finished_at is None)
 
     def _seen(self, sid: str) -> bool:
         """Whether a call record exists already for `sid` (one forgotten here)."""

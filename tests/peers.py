@@ -48,6 +48,18 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def end_process(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Terminate `process` if it still runs, killing it after `timeout` s; reap it."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def require(binary: str, package: str) -> str:
     path = shutil.which(binary)
     if path is None:

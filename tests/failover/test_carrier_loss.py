@@ -22,6 +22,7 @@ from tests.conftest import wait_for, wait_trunks_up
 from tests.peers import (
     Carrier,
     RedisServer,
+    end_process,
     forward_flow,
     free_udp_port,
     require,
@@ -66,13 +67,7 @@ class Sipp:
                        for p in self.workdir.glob("*_errors.log"))[-3000:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
 
 
 @pytest.fixture

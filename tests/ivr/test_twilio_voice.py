@@ -426,7 +426,7 @@ def test_recordings_at_other_rates_are_resampled() -> None:
 def test_serve_runs_the_twilio_webhooks(write_config: WriteConfig, redis_server: RedisServer,
                                         carrier: Carrier, tmp_path: Path) -> None:
     flow = tmp_path / "flow.yaml"
-    flow.write_text(yaml.safe_dump({k: v for k, v in MENU_FLOW.items()}))
+    flow.write_text(yaml.safe_dump(MENU_FLOW))
     port = free_udp_port()  # the same number is very likely free on TCP too
     config = write_config({"carrier-a": carrier.address}, redis_url=redis_server.url,
                           flow=str(flow), http={
