@@ -21,6 +21,7 @@ from failover.notify import Alert, AlertKind, Notifier, mask_number
 from failover.router import Router
 from ivr.api import create_app
 from ivr.callbacks import CallbackService
+from ivr.clock import Now, utc_now
 from ivr.drill import DrillService
 from ivr.flow import load_flow
 from ivr.metrics import build_registry
@@ -51,13 +52,18 @@ logger = logging.getLogger(__name__)
 
 NOTIFY_FLUSH_S = 10.0
 """How long shutdown waits for queued alerts to go out."""
+HTTP_STOP_S = 5.0
+"""How long shutdown waits for the HTTP server's loop to end."""
 
 
 class Server:
     """Owns everything `serve` runs, started in dependency order, stopped in reverse."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 now: Now = utc_now) -> None:
+        """`now` is the clock the flows read: business hours and who is on call."""
         self.settings = settings
+        self.now = now
         self.flow = load_flow(settings.flow)  # a bad flow fails before anything starts
         node = settings.failover.callback.node
         if node is not None and node not in self.flow.nodes:
@@ -110,13 +116,7 @@ class Server:
             self.twilio.stop()
             self.twilio = None
         if self.http is not None:
-            self.http.close()
-            # idle keep-alive connections would keep it running (waitress's own
-            # MultiSocketServer.close does the same with its map)
-            close_all(self.http._map)  # type: ignore[attr-defined]
-            if self._http_thread is not None:
-                self._http_thread.join(5)
-            self.http.task_dispatcher.shutdown()
+            self._stop_http(self.http)
             self.http = None
         if self.drill is not None:  # a running drill is stopped and restores first
             self.drill.stop()
@@ -183,7 +183,7 @@ class Server:
         assert monitor is not None
         router = Router(monitor, self.endpoints, self.settings.failover.hold_down_s)
         desk = self._tickets()
-        runner = FlowRunner(self.flow, prompts, oncall=self.oncall, dialer=router,
+        runner = FlowRunner(self.flow, prompts, now=self.now, oncall=self.oncall, dialer=router,
                             bot=self._voicebot(prompts, desk) if self.flow.voicebots else None)
         if twilio is not None:
             self.twilio = TwilioVoice(twilio, runner, calls,
@@ -232,6 +232,18 @@ class Server:
         logger.info("HTTP API on http://%s:%s/ (/api/ needs the bearer token)",
                     *server.getsockname()[:2])
 
+    def _stop_http(self, server: TcpWSGIServer) -> None:
+        """Close the listening socket and every connection (idle keep-alive ones would
+        keep the loop running) inside waitress's own loop thread, woken by its trigger:
+        closing them from here would pull sockets from under its select()."""
+        server.trigger.pull_trigger(lambda: close_all(server._map))  # type: ignore[attr-defined]
+        if self._http_thread is not None:
+            self._http_thread.join(HTTP_STOP_S)
+            if self._http_thread.is_alive():
+                logger.warning("HTTP server did not stop within %.0f s", HTTP_STOP_S)
+            self._http_thread = None
+        server.task_dispatcher.shutdown()
+
     def _drill(self, router: Router) -> DrillService:
         settings = self.settings
         client = self._connect()
@@ -273,7 +285,7 @@ class Server:
         models_dir = settings.speech.models_path(settings.data_dir)
         preload(settings.speech, models_dir)
         bot = VoiceBot(searcher, lambda: create_recognizer(settings.speech, models_dir), desk,
-                       prompts, self.oncall)
+                       prompts, self.oncall, now=self.now)
         bot.warm()
         return bot
 

@@ -8,7 +8,6 @@ in the call's `CallRecord`.
 from __future__ import annotations
 
 import abc
-import datetime
 import logging
 import queue
 import threading
@@ -19,6 +18,7 @@ from typing import ClassVar, Protocol
 
 from failover.router import Dialer
 from ivr import metrics
+from ivr.clock import Now, utc_now
 from ivr.drill import DrillService
 from ivr.flow import (
     Flow,
@@ -260,8 +260,7 @@ class FlowRunner:
     """Runs `flow` on calls; one instance serves every call."""
 
     def __init__(self, flow: Flow, prompts: PromptCache,
-                 now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
-                     datetime.UTC), oncall: OnCall | None = None,
+                 now: Now = utc_now, oncall: OnCall | None = None,
                  dialer: Dialer | None = None, bot: VoiceBot | None = None) -> None:
         if flow.forwards and (oncall is None or dialer is None):
             raise ValueError("the flow forwards calls: it needs an on-call roster and a dialer")

@@ -26,7 +26,6 @@ from cached digits.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import re
 import time
@@ -36,6 +35,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ivr.clock import Now, utc_now
 from ivr.flow import VoicebotNode
 from ivr.oncall import OnCall
 from ivr.records import CallRecord
@@ -137,8 +137,7 @@ class VoiceBot:
 
     def __init__(self, searcher: Searcher, recognizers: Callable[[], Recognizer],
                  desk: TicketDesk, prompts: PromptCache, oncall: OnCall | None = None,
-                 now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
-                     datetime.UTC),
+                 now: Now = utc_now,
                  wallclock: Callable[[], float] = time.time) -> None:
         self.searcher = searcher
         self.recognizers = recognizers

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 import sys
+import zoneinfo
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from ivr.cli.kb import kb
 from ivr.cli.speech import speech
 from ivr.cli.tickets import tickets
 from ivr.cli.trunks import trunks
+from ivr.clock import utc_now
 from ivr.flow import load_flow
 from ivr.oncall import load_oncall
 from ivr.redis_server import RedisUnavailable
@@ -64,7 +66,9 @@ def config_group() -> None:
 
 @config_group.command("check")
 @click.argument("file", type=click.Path(path_type=Path))
-def config_check(file: Path) -> None:
+@click.option("--at", "at", metavar="TIME", help="Say who is on call at TIME (ISO 8601, e.g. "
+              "2026-12-25T10:00; without an offset, in the roster's time zone) instead of now.")
+def config_check(file: Path, at: str | None) -> None:
     """Validate FILE without starting anything."""
     try:
         settings = load_settings(file)
@@ -79,12 +83,22 @@ def config_check(file: Path) -> None:
     click.echo(f"{file}: OK ({len(settings.trunks)} trunks: {names})")
     click.echo(f"{settings.flow}: OK ({len(flow.nodes)} nodes, starting at {flow.start})")
     if oncall is not None:
+        moment = utc_now() if at is None else _moment(at, oncall.timezone)
         click.echo(f"{settings.oncall}: OK ({len(oncall.people)} people, "
-                   f"{oncall.name(oncall.on_duty(datetime.datetime.now(datetime.UTC)))} "
-                   "on duty now)")
+                   f"{oncall.name(oncall.on_duty(moment))} on duty "
+                   f"{'now' if at is None else 'at ' + moment.isoformat(timespec='minutes')})")
     if faq is not None:
         click.echo(f"{settings.kb.faq}: OK ({len(faq.entries)} entries)")
         click.echo(f"speech: {settings.speech.engine} model at {model}")
+
+
+def _moment(text: str, timezone: str) -> datetime.datetime:
+    """`text` as an aware time; without an offset, local to `timezone`."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint="--at") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=zoneinfo.ZoneInfo(timezone))
 
 
 cli.add_command(trunks)

