@@ -277,7 +277,7 @@ def run_hotline(load: Load, work: Path) -> Run:
     through its trunks: the primary first, the backup when a set-up fails there."""
     print("hotline ...", flush=True)
     forwards = ForwardLog()
-    session_log = logging.getLogger("ivr.session")
+    session_log = logging.getLogger("ivr.flow.runner")
     with contextlib.ExitStack() as stack:
         session_log.addHandler(forwards)
         stack.callback(session_log.setLevel, session_log.level)

@@ -9,7 +9,8 @@ import zoneinfo
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-_PHONE = re.compile(r"^\+?[0-9]{2,20}$")
+from trunks.validators import check_http_url, empty_is_unset, phone_number
+
 NOTIFY_TIMEOUT_S = 10.0
 """A request to Twilio or the webhook with no answer after this long has failed."""
 DEDUPE_S = 900.0
@@ -21,28 +22,6 @@ RATE_WINDOW_S = 3600.0
 SIGNATURE_HEADER = "X-Hotline-Signature"
 _NUMBER = re.compile(r"^\+?[0-9]{3,15}$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-
-
-def phone_number(value: object) -> str:
-    """A validator body (mode "before"): a number to dial, digits with an optional
-    leading +, as text with spaces and dashes removed."""
-    text = str(value).replace(" ", "").replace("-", "") if isinstance(value, str | int) \
-        else value
-    if not isinstance(text, str) or not _PHONE.match(text):
-        raise ValueError("expected a phone number of digits, optionally starting with +")
-    return text
-
-
-def empty_is_unset(value: object) -> object:
-    """A validator body (mode "before"): an empty string, as ``${VAR:-}`` gives, is unset."""
-    return None if value == "" else value
-
-
-def check_http_url(value: str | None) -> str | None:
-    """A validator body: `value`, if set, must be an http:// or https:// URL."""
-    if value is not None and not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError("expected an http:// or https:// URL")
-    return value
 
 
 def check_account_sid(value: str) -> str:

@@ -39,8 +39,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from failover.drill import DrillReport, DrillStore, Result
-from failover.notify import ALERTS
+from failover.drill.report import DrillReport, Result
+from failover.drill.store import DrillStore
+from failover.notify.notifier import ALERTS
 from ivr.tickets.desk import TICKETS_OPENED
 from ivr.tickets.model import Priority, TicketStatus
 from ivr.tickets.store import TicketStore

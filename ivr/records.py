@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -51,6 +51,44 @@ class CallRecord:
     """For a call cut off: the call-back scheduled for it, or the ticket opened instead."""
     callback_of: str | None = None
     """For a call-back: the id of the call that was cut off."""
+    routing: dict[str, str] = field(default_factory=dict)
+    """Trunks passed over while placing this call's forwards, and why ("DOWN since
+    10:02", "drained by alice: carrier maintenance", "hold-down 40 s")."""
+
+    def visit(self, node: str) -> None:
+        """The call reached flow node `node`."""
+        self.path.append(node)
+
+    def add_forward_attempt(self, person: str, trunk: str, outcome: str,
+                            status: int | str | None, reason: str | None) -> None:
+        """A call placed to on-call `person` through `trunk` ended with `outcome`."""
+        self.forward_attempts.append({"person": person, "trunk": trunk, "outcome": outcome,
+                                      "status": status, "reason": reason})
+
+    def note_routing(self, notes: Mapping[str, str]) -> None:
+        """Why trunks were passed over for a call placed now (latest reason per trunk)."""
+        self.routing.update(notes)
+
+    def add_turn(self, speaker: str, text: str, at: float | None) -> None:
+        """One line of the voice bot's conversation: "caller" or "bot" said `text`."""
+        self.transcript.append({"speaker": speaker, "text": text, "at": at})
+
+    def add_search(self, text: str, decision: str, entry: str | None, confidence: float,
+                   elapsed_ms: float, candidates: Sequence[str]) -> None:
+        """The bot searched the FAQ for `text`: its decision, the entry, the best ids."""
+        self.bot_turns.append({"text": text, "decision": decision, "id": entry,
+                               "confidence": round(confidence, 3),
+                               "elapsed_ms": round(elapsed_ms, 1),
+                               "candidates": list(candidates)})
+
+    def settle_search(self, entry: str, by: str) -> None:
+        """The latest search ended in an answer after all, `by` "clarified" (the caller
+        chose between two) or "confirmed" (the caller said yes to the best guess)."""
+        self.bot_turns[-1].update(decision="answer", id=entry, **{by: True})
+
+    def judge_search(self, helped: bool) -> None:
+        """The caller said whether the latest search's answer helped."""
+        self.bot_turns[-1]["helped"] = helped
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

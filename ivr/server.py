@@ -14,27 +14,29 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from waitress.server import TcpWSGIServer, create_server
 from waitress.wasyncore import close_all
 
-from failover.alerts import TrunkAlerts, drill_alert
 from failover.callbacks import Callbacks
-from failover.drill import DrillStore
-from failover.notify import Alert, AlertKind, Notifier, mask_number
+from failover.drill.service import DrillService
+from failover.drill.store import DrillStore
+from failover.notify.alert import Alert, AlertKind, mask_number
+from failover.notify.alerts import TrunkAlerts, drill_alert
+from failover.notify.notifier import Notifier
 from failover.router import Router
-from ivr.api import create_app
-from ivr.callbacks import CallbackService
+from ivr.calls.cut_off import CallbackService
+from ivr.calls.handler import CallHandler
 from ivr.clock import Now, utc_now
-from ivr.drill import DrillService
-from ivr.flow import load_flow
+from ivr.flow.model import load_flow
+from ivr.flow.oncall import load_oncall
+from ivr.flow.runner import FlowRunner
+from ivr.flow.voicebot import VoiceBot
+from ivr.http.app import create_app
+from ivr.http.twilio import TwilioVoice
 from ivr.metrics import build_registry
-from ivr.oncall import load_oncall
 from ivr.records import CallStore
 from ivr.redis_server import EmbeddedRedis, connect
-from ivr.session import CallHandler, FlowRunner
 from ivr.settings import ConfigError, Settings, config_path, load_yaml
 from ivr.tickets import Outbox, TicketDesk, build_tickets
 from ivr.tickets.model import Ticket
 from ivr.tickets.store import TicketStore
-from ivr.twilio_voice import TwilioVoice
-from ivr.voicebot import VoiceBot
 from kb.calibration import Calibration
 from kb.faq import Faq
 from kb.index import open_index

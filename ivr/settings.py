@@ -34,11 +34,11 @@ from failover.config import (
     check_account_sid,
     check_api_base,
     check_auth_token,
-    empty_is_unset,
 )
 from ivr.tickets.config import TicketSettings
 from speech.recognizer import SpeechSettings
 from trunks.config import TrunkConfig, check_hostport
+from trunks.validators import empty_is_unset
 
 DEFAULT_CONFIG = Path("config/hotline.yaml")
 M = TypeVar("M", bound=BaseModel)
@@ -100,7 +100,7 @@ class MediaSettings(BaseModel):
 
 class TwilioVoiceSettings(BaseModel):
     """A hotline number hosted at Twilio, whose calls run the flow through webhooks
-    (`ivr.twilio_voice`)."""
+    (`ivr.http.twilio`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -132,7 +132,7 @@ class TwilioVoiceSettings(BaseModel):
 
 
 class HttpSettings(BaseModel):
-    """The HTTP API (`ivr.api`) that `hotline serve` runs."""
+    """The HTTP API (`ivr.http`) that `hotline serve` runs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

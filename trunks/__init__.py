@@ -1,4 +1,4 @@
-"""SIP trunks: settings, OPTIONS probing, health, operator overrides and selection.
+"""SIP trunks: settings, OPTIONS probing, health and operator overrides.
 
 Nothing here imports the application packages; the monitor receives its Redis
 store, clocks and settings from the caller.
@@ -14,12 +14,11 @@ from trunks.errors import (
            UnknownTrunk,
 )
 from trunks.health import HealthSnapshot, TrunkHealth, TrunkState
-from trunks.monitor import TrunkMonitor
+from trunks.monitor import TrunkMonitor, TrunkView
 from trunks.overrides import Override, OverrideAction
-from trunks.selection import CallNeeds, select_trunks
 from trunks.store import TrunkStore
 
-__all__ = ["CallNeeds", "HealthSnapshot", "Override", "OverrideAction", "ProbeError",
+__all__ = ["HealthSnapshot", "Override", "OverrideAction", "ProbeError",
            "ProbeRejected", "ProbeSettings", "ProbeTimeout", "ProbeUnreachable", "TrunkConfig",
            "TrunkError", "TrunkHealth", "TrunkMonitor", "TrunkState", "TrunkStore",
-           "UnknownTrunk", "select_trunks"]
+           "TrunkView", "UnknownTrunk"]

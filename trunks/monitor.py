@@ -16,7 +16,7 @@ import selectors
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -24,8 +24,8 @@ import redis
 from trunks.config import TrunkConfig
 from trunks.errors import UnknownTrunk
 from trunks.health import HealthSnapshot, Transition, TrunkHealth
+from trunks.overrides import Override
 from trunks.probe import OptionsProbe, Probe, ProbeOutcome
-from trunks.selection import CallNeeds, select_trunks
 from trunks.store import TrunkStore
 from trunks.waker import Waker, stop_loop
 
@@ -41,6 +41,17 @@ MAX_QUEUED_TRANSITIONS = 10_000
 """Transitions kept while Redis is unreachable; the oldest are dropped beyond this."""
 
 
+@dataclass(frozen=True)
+class TrunkView:
+    """Every trunk's configuration, health and override, read at one moment."""
+
+    trunks: tuple[TrunkConfig, ...]
+    health: Mapping[str, HealthSnapshot]
+    overrides: Mapping[str, Override]
+    overrides_error: str | None = None
+    """Why the overrides could not be read (Redis unreachable), if they could not."""
+
+
 @dataclass
 class _Watch:
     trunk: TrunkConfig
@@ -54,7 +65,7 @@ class _Watch:
 
 
 class TrunkMonitor:
-    """Watches a set of trunks; thread-safe for `report_failure`, `snapshots`, `select`."""
+    """Watches a set of trunks; thread-safe for `report_failure`, `snapshots`, `view`."""
 
     def __init__(self, trunks: Sequence[TrunkConfig], store: TrunkStore, node: str, *,
                  clock: Callable[[], float] = time.monotonic,
@@ -110,15 +121,16 @@ class TrunkMonitor:
         with self._lock:
             return {name: w.health.snapshot() for name, w in self._watches.items()}
 
-    def select(self, needs: CallNeeds | None = None) -> list[TrunkConfig]:
-        """The usable trunks for a call, best first, by this node's view of health."""
-        states = {name: snap.state for name, snap in self.snapshots().items()}
+    def view(self) -> TrunkView:
+        """One read of every trunk's state, for a routing decision: this node's health and
+        the operators' overrides (none, with the error, while Redis is unreachable)."""
+        health = self.snapshots()
         try:
-            overrides = self.store.overrides(self._watches)
+            overrides, error = self.store.overrides(self._watches), None
         except redis.RedisError as exc:
-            logger.warning("Selecting trunks without overrides: Redis unreachable (%s)", exc)
-            overrides = {}
-        return select_trunks(self.trunks, states, overrides, needs or CallNeeds())
+            logger.warning("Routing without overrides: Redis unreachable (%s)", exc)
+            overrides, error = {}, str(exc)
+        return TrunkView(tuple(self.trunks), health, overrides, error)
 
     def _transition(self, transition: Transition) -> None:
         self._publisher.transition(transition)

@@ -22,8 +22,8 @@ from ivr.cli.speech import speech
 from ivr.cli.tickets import tickets
 from ivr.cli.trunks import trunks
 from ivr.clock import utc_now
-from ivr.flow import load_flow
-from ivr.oncall import load_oncall
+from ivr.flow.model import load_flow
+from ivr.flow.oncall import load_oncall
 from ivr.redis_server import RedisUnavailable
 from ivr.server import Server
 from ivr.settings import ConfigError, load_settings, load_yaml
@@ -44,7 +44,21 @@ def cli() -> None:
 @cli.command()
 @config_option
 def serve(config: str | None) -> None:
-    """Run the server: trunk monitor and, unless redis.url is set, an embedded Redis."""
+    """Run the hotline until SIGINT or SIGTERM, which end every call cleanly.
+
+    \b
+    What runs, as the configuration asks:
+      - the trunk monitor: OPTIONS probes, health, alerts on changes;
+      - a SIP endpoint per trunk with a listen address, answering callers with
+        the flow of ivr.yaml (menus, forwards to the on-call roster through the
+        healthiest trunk, the voice bot with its tickets);
+      - the RTP engine carrying every call's audio;
+      - call-backs to callers cut off by a trunk failure (failover.callback);
+      - the drill responder, and the drill schedule (drill.schedule);
+      - the ticket outbox to the helpdesk (tickets.helpdesk) and alerts (notify);
+      - with http.listen: the JSON API, /metrics, the dashboard, Twilio webhooks;
+      - unless redis.url is set, an embedded redis-server under data_dir.
+    """
     settings = load(config)
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, stream=sys.stderr)
     try:

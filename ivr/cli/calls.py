@@ -61,6 +61,7 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
     data = _as_json(record)
     attempts = data.pop("forward_attempts")
     transcript, searches = data.pop("transcript"), data.pop("bot_turns")
+    routing = data.pop("routing")
     for key, value in data.items():
         shown = " > ".join(value) if isinstance(value, list) else value
         click.echo(f"{key + ':':<14}{'-' if shown in (None, '') else shown}")
@@ -68,6 +69,10 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
     for attempt in attempts:
         reason = f" ({attempt['reason']})" if attempt["reason"] else ""
         click.echo(f"  {attempt['person']} via {attempt['trunk']}: {attempt['outcome']}{reason}")
+    if routing:
+        click.echo("trunks passed over:")
+    for trunk, why in sorted(routing.items()):
+        click.echo(f"  {trunk}: {why}")
     if searches:
         click.echo("FAQ searches:")
     for search in searches:

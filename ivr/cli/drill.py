@@ -22,7 +22,9 @@ from typing import Any
 import click
 import redis
 
-from failover.drill import DrillReport, DrillStore, Result, new_id
+from failover.drill.report import DrillReport, Result
+from failover.drill.run import new_id
+from failover.drill.store import DrillStore
 from ivr.cli.common import (
     BadUsage,
     CliError,

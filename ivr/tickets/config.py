@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from failover.config import check_http_url, empty_is_unset
 from ivr.tickets.model import Priority
+from trunks.validators import check_http_url, empty_is_unset
 
 HELPDESK_TIMEOUT_S = 10.0
 """A POST to the helpdesk with no answer after this long has failed."""

@@ -18,7 +18,8 @@ import redis
 import yaml
 from click.testing import CliRunner
 
-from failover.drill import DrillReport, DrillStore
+from failover.drill.report import DrillReport
+from failover.drill.store import DrillStore
 from ivr.cli import cli
 from ivr.records import CallStore
 from ivr.server import Server

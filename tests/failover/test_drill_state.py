@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from failover.drill import Drill, DrillRefused, DrillStore, Result
+from failover.drill.report import Result
+from failover.drill.run import Drill, DrillRefused
+from failover.drill.store import DrillStore
 from trunks.overrides import Override, OverrideAction
 from trunks.store import TrunkStore
 

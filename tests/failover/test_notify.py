@@ -20,7 +20,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from failover.config import NotifySettings, TwilioSettings, WebhookSettings
-from failover.notify import Alert, AlertKind, Delivery, Notifier, mask_number, twilio_client
+from failover.notify.alert import Alert, AlertKind, Delivery, mask_number
+from failover.notify.notifier import Notifier
+from failover.notify.twilio import twilio_client
 from ivr.settings import ConfigError, load_yaml
 from tests.conftest import wait_for
 from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, FakeTwilio, WebhookReceiver

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
-from failover.router import Need, Router
+from failover.router import Endpoint, Need, Router
 from trunks.config import TrunkConfig
 from trunks.health import HealthSnapshot, TrunkState
-from trunks.selection import CallNeeds, select_trunks
-from trunks.voip.endpoint import SipEndpoint
+from trunks.monitor import TrunkView
 
 NOW = 1_000_000.0
 
@@ -18,20 +18,17 @@ def trunk(name: str, priority: int) -> TrunkConfig:
 
 
 class StaticMonitor:
-    """Health as given; selection by the real `select_trunks`."""
+    """Health as given, no overrides."""
 
     def __init__(self, states: dict[str, tuple[TrunkState, float | None]]) -> None:
-        self.trunks = [trunk(name, i + 1) for i, name in enumerate(states)]
+        self.trunks = tuple(trunk(name, i + 1) for i, name in enumerate(states))
         self.states = states
 
-    def snapshots(self) -> dict[str, HealthSnapshot]:
-        return {name: HealthSnapshot(name, state, NOW - 1000, None, None, None, None, None,
-                                     recovered)
-                for name, (state, recovered) in self.states.items()}
-
-    def select(self, needs: CallNeeds | None = None) -> list[TrunkConfig]:
-        return select_trunks(self.trunks, {n: s for n, (s, _) in self.states.items()}, {},
-                             needs)
+    def view(self) -> TrunkView:
+        return TrunkView(self.trunks, {
+            name: HealthSnapshot(name, state, NOW - 1000, None, None, None, None, None,
+                                 recovered)
+            for name, (state, recovered) in self.states.items()}, {})
 
 
 class RecordingEndpoint:
@@ -46,7 +43,7 @@ class RecordingEndpoint:
 def router(states: dict[str, tuple[TrunkState, float | None]],
            endpoints: dict[str, RecordingEndpoint] | None = None) -> Router:
     endpoints = endpoints if endpoints is not None else {n: RecordingEndpoint() for n in states}
-    return Router(StaticMonitor(states), cast(dict[str, SipEndpoint], endpoints),
+    return Router(StaticMonitor(states), cast(dict[str, Endpoint], endpoints),
                   hold_down_s=60, wallclock=lambda: NOW)
 
 
@@ -67,7 +64,8 @@ def test_a_held_down_trunk_is_used_when_nothing_else_is() -> None:
     r = router({"a": (TrunkState.UP, NOW - 5), "b": (TrunkState.DOWN, None)}, endpoints)
     assert r.dial("13800000002", 20, frozenset()) == ("a", "call to 13800000002")
     assert endpoints["a"].placed == [("13800000002", 20)] and not endpoints["b"].placed
-    assert r.plan(Need.FORWARD).left_out == {"b": "not usable (down or drained)"}
+    assert r.plan(Need.FORWARD).left_out == {
+        "b": f"DOWN since {time.strftime('%H:%M', time.localtime(NOW - 1000))}"}
 
 
 def test_a_drill_plan_holds_only_its_trunk() -> None:
@@ -81,7 +79,8 @@ def test_trunks_without_an_endpoint_are_left_out() -> None:
     r = router({"a": (TrunkState.UP, None), "b": (TrunkState.UP, None)},
                {"b": RecordingEndpoint()})
     plan = r.plan(Need.CALLBACK, exclude=frozenset())
-    assert plan.trunks == ("b",) and plan.left_out == {"a": "takes no calls (no listen address)"}
+    assert plan.trunks == ("b",) and plan.left_out == {
+        "a": "takes no calls on this node (no listen address)"}
 
 
 def test_people_talking_to_a_caller_are_not_available() -> None:

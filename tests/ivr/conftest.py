@@ -9,16 +9,16 @@ import pytest
 import redis
 import yaml
 
-from ivr.oncall import load_oncall
+from ivr.flow.oncall import load_oncall
+from ivr.flow.voicebot import VoiceBot
 from ivr.tickets import TicketDesk, build_tickets
 from ivr.tickets.config import TicketSettings
-from ivr.voicebot import VoiceBot
 from kb.search import Searcher
 from speech.prompts import PromptCache
 from speech.recognizer import SpeechSettings, create_recognizer
 from speech.synthesizer import EspeakSynthesizer
 from tests.conftest import FAST_PROBES
-from tests.ivr.ticket_peers import persistent_redis
+from tests.ivr.tickets.peers import persistent_redis
 from tests.peers import RedisServer
 
 EXAMPLE_FLOW = Path(__file__).resolve().parents[2] / "config" / "ivr.yaml"

@@ -13,6 +13,7 @@ import redis
 from click.testing import CliRunner, Result
 
 from ivr.cli import cli
+from ivr.records import CallRecord, CallStore
 from ivr.settings import load_settings
 from tests.conftest import wait_for
 from tests.ivr.conftest import EXAMPLE_FAQ, EXAMPLE_FLOW, EXAMPLE_ONCALL, WriteConfig
@@ -180,3 +181,20 @@ def test_real_subprocess_exit_codes(running: Path, tmp_path: Path) -> None:
     done = hotline("trunks", "drain", "carrier-a", "--config", str(tmp_path / "none.yaml"),
                    "--reason", "x")
     assert done.returncode == 2 and "cannot read: No such file or directory" in done.stderr
+
+
+def test_calls_show_says_which_trunks_were_passed_over_and_why(
+        config: Path, redis_client: redis.Redis) -> None:
+    record = CallRecord("call-routing-1", "carrier-b", "+8613800000000", "4001", 1000.0,
+                        answered_at=1001.0, ended_at=1060.0, outcome="forwarded")
+    record.visit("support")
+    record.note_routing({"carrier-a": "drained by alice: carrier maintenance"})
+    record.add_forward_attempt("bob", "carrier-b", "answered", 200, "OK")
+    CallStore(redis_client).save(record)
+    shown = run("calls", "show", "call-routing-1", "--config", str(config)).output.splitlines()
+    assert shown[shown.index("trunks passed over:") + 1] == \
+        "  carrier-a: drained by alice: carrier maintenance"
+    assert "  bob via carrier-b: answered (OK)" in shown
+    as_json = json.loads(run("calls", "show", "call-routing-1", "--json", "--config",
+                             str(config)).output)
+    assert as_json["routing"] == {"carrier-a": "drained by alice: carrier maintenance"}

@@ -18,7 +18,6 @@ from trunks.errors import UnknownTrunk
 from trunks.health import TrunkState
 from trunks.monitor import TrunkMonitor
 from trunks.overrides import Override, OverrideAction
-from trunks.selection import CallNeeds
 from trunks.store import TrunkStore
 
 pytestmark = pytest.mark.slow
@@ -137,20 +136,22 @@ def test_steady_probing_respects_the_interval(
     assert sent in (3, 4), f"interval 1 s over 3 s sent {sent} OPTIONS"
 
 
-def test_select_combines_health_and_overrides(
+def test_the_view_reads_health_and_overrides_at_once(
         carrier_factory: Callable[[str], Carrier], redis_client: redis.Redis,
         monitor_factory: Callable[..., TrunkMonitor]) -> None:
     a, b = carrier_factory("carrier-a"), carrier_factory("carrier-b")
     monitor = monitor_factory(make_trunk("carrier-a", a, 1), make_trunk("carrier-b", b, 2))
     wait_for(lambda: {s.state for s in monitor.snapshots().values()} == {TrunkState.UP})
-    assert [t.name for t in monitor.select()] == ["carrier-a", "carrier-b"]
-    monitor.store.set_override(Override("carrier-b", OverrideAction.FORCE, "drill", "ops",
-                                        time.time()))
-    assert [t.name for t in monitor.select()] == ["carrier-b", "carrier-a"]
+    assert [t.name for t in monitor.view().trunks] == ["carrier-a", "carrier-b"]
+    assert monitor.view().overrides == {}
+    forced = Override("carrier-b", OverrideAction.FORCE, "drill", "ops", time.time())
+    monitor.store.set_override(forced)
+    assert monitor.view().overrides == {"carrier-b": forced}
     a.pause()
     wait_for(lambda: state(monitor) is TrunkState.DOWN, timeout=3.0)
-    assert [t.name for t in monitor.select()] == ["carrier-b"]
-    assert monitor.select(CallNeeds(exclude=frozenset({"carrier-b"}))) == []
+    seen = monitor.view()
+    assert seen.health["carrier-a"].state is TrunkState.DOWN
+    assert seen.health["carrier-b"].state is TrunkState.UP and seen.overrides_error is None
     a.resume()
 
 

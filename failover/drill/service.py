@@ -1,0 +1,139 @@
+"""Drills inside `hotline serve`: requests from `hotline drill run` (through Redis),
+the monthly schedule, and the responder for drill calls coming back in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from failover.config import DrillSettings
+from failover.drill.calls import CallCheck, Responder, check_call
+from failover.drill.report import DrillReport
+from failover.drill.run import Drill, DrillRefused
+from failover.drill.store import DrillStore
+from failover.router import Need, Router
+from trunks.store import TrunkStore
+from trunks.voip.endpoint import InboundCall
+
+logger = logging.getLogger(__name__)
+
+RECOVER_EVERY_S = 60.0
+"""How often a node looks for a drill that a dead node left half done."""
+
+
+class DrillService:
+    """Drills on this node: requests from `hotline drill run`, the schedule, and the
+    responder for drill calls coming back in."""
+
+    def __init__(self, drills: DrillStore, trunks: TrunkStore, dialer: Router,
+                 settings: DrillSettings, *, default_trunk: str, trunk_names: list[str],
+                 node: str, reports_dir: Path,
+                 on_report: Callable[[DrillReport], None] | None = None) -> None:
+        assert settings.number is not None
+        self.drill = Drill(drills, trunks, trunk_names, self.test_call, node=node,
+                           number=settings.number, lock_s=settings.lock_s, keep=settings.keep,
+                           reports_dir=reports_dir, on_report=on_report)
+        self.drills, self.dialer = drills, dialer
+        self.settings = settings
+        self.default_trunk = default_trunk
+        self.responder = Responder(settings.step_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve_requests, name="drill-requests",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self.drill.recover()
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking requests; a running drill is interrupted and restores state."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def claims(self, call: InboundCall) -> bool:
+        """Whether `call` is one of our drill calls coming back in (while a drill runs)."""
+        number = self.settings.number
+        if number is None or call.caller != self.settings.caller_id:
+            return False
+        if call.called.lstrip("+") != number.lstrip("+"):
+            return False
+        try:
+            return self.drills.holder() is not None
+        except redis.RedisError:
+            return False
+
+    def scheduled(self) -> None:
+        """The schedule's job: run a drill unless another node already is."""
+        try:
+            self.run(self.default_trunk, self.settings.calls, by="schedule",
+                     trigger="schedule")
+        except DrillRefused as exc:
+            logger.info("Scheduled drill skipped: %s", exc)
+        except redis.RedisError as exc:
+            logger.error("Scheduled drill not run: Redis unreachable: %s", exc)
+
+    def run(self, trunk: str, calls: int, **kwargs: Any) -> DrillReport:
+        settings = self.settings  # the lock outlives the longest the calls can take
+        longest = calls * (settings.ring_s + 5 + 3 * settings.step_s) + 60
+        return self.drill.run(trunk, calls, stop=self._stop, lock_s=longest, **kwargs)
+
+    def test_call(self, n: int, trunk: str, cancelled: Callable[[], bool]) -> dict[str, Any]:
+        check = CallCheck(n, trunk)
+        placed = self.dialer.dial(cast(str, self.settings.number), self.settings.ring_s,
+                                  frozenset(), Need.DRILL, only=trunk,
+                                  caller_id=self.settings.caller_id)
+        if placed is None:
+            plan = self.dialer.plan(Need.DRILL, only=trunk)
+            check.error = f"no route: {plan.left_out.get(trunk, 'trunk not usable')}"
+            return check.to_dict()
+        return check_call(placed[1], check, self.settings.ring_s, self.settings.step_s,
+                          cancelled).to_dict()
+
+    def _serve_requests(self) -> None:
+        next_recovery = time.monotonic() + RECOVER_EVERY_S
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_recovery:
+                    next_recovery = time.monotonic() + RECOVER_EVERY_S
+                    self.drill.recover()
+                request = self.drills.next_request(1.0)
+            except redis.RedisError as exc:
+                logger.warning("Drill requests: Redis unreachable: %s", exc)
+                self._stop.wait(2.0)
+                continue
+            if request is not None:
+                self._answer(request)
+
+    def _answer(self, request: dict[str, Any]) -> None:
+        drill_id = request["id"]
+
+        def progress(text: str) -> None:
+            with contextlib.suppress(redis.RedisError):
+                self.drills.event(drill_id, "progress", text=text)
+
+        try:
+            progress(f"taken by node {self.drill.node}")
+            report = self.run(request.get("trunk") or self.default_trunk,
+                              request.get("calls") or self.settings.calls,
+                              by=request.get("by") or "cli", drill_id=drill_id,
+                              progress=progress)
+            self.drills.event(drill_id, "done", report=json.loads(report.to_json()))
+        except DrillRefused as exc:
+            self.drills.event(drill_id, "refused", text=str(exc))
+        except Exception as exc:  # the CLI waiting must hear of any failure
+            logger.exception("Drill %s failed", drill_id)
+            with contextlib.suppress(redis.RedisError):
+                self.drills.event(drill_id, "error", text=f"{type(exc).__name__}: {exc}")
+
+
+__all__ = ["DrillService"]

@@ -1,0 +1,63 @@
+"""What a trunk's endpoint does with each call: answer, run the flow (or the drill's
+responder), keep the record, and report a cut-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from failover.drill.service import DrillService
+from ivr import metrics
+from ivr.channels.sip import SipChannel
+from ivr.flow.runner import FlowRunner
+from ivr.records import CallRecord, CallStore
+from speech.recognizer import VadSettings
+from trunks.voip.endpoint import InboundCall
+
+logger = logging.getLogger(__name__)
+
+
+class CallHandler:
+    """What a trunk's endpoint does with each call: answer, run the flow, keep the record."""
+
+    def __init__(self, runner: FlowRunner, store: CallStore, trunk: str,
+                 wallclock: Callable[[], float] = time.time,
+                 vad: VadSettings | None = None, drill: DrillService | None = None,
+                 on_cut_off: Callable[[InboundCall, CallRecord], None] | None = None) -> None:
+        self.runner, self.store, self.trunk = runner, store, trunk
+        self._wallclock = wallclock
+        self._vad = vad
+        self.drill = drill
+        self.on_cut_off = on_cut_off
+        """Told of each call that ended without a goodbye, before its record is saved."""
+
+    def __call__(self, call: InboundCall) -> None:
+        record = CallRecord(call.id, self.trunk, call.caller, call.called, call.started_at)
+        self.store.save_quietly(record)
+        metrics.call_started("sip")
+        try:
+            call.answer()
+            record.answered_at = self._wallclock()
+            if self.drill is not None and self.drill.claims(call):
+                record.visit("drill")
+                record.outcome = self.drill.responder(call)
+            else:
+                self.runner.run(SipChannel(call, vad=self._vad), record)
+        finally:
+            call.hangup()
+            record.ended_at = self._wallclock()
+            record.end_reason = call.end_reason
+            if call.cut_off and self.on_cut_off is not None and record.path != ["drill"]:
+                try:
+                    self.on_cut_off(call, record)
+                except Exception:  # the call's record must still be saved
+                    logger.exception("Call %s: handling its cut-off failed", call.id)
+            self.store.save_quietly(record)
+            metrics.call_ended("sip", record.outcome)
+            logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
+                        " > ".join(record.path))
+
+
+__all__ = ["CallHandler"]

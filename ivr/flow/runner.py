@@ -1,0 +1,155 @@
+"""Running a flow on a call: prompts with barge-in, digit collection, forwards, the
+voice bot, and the path taken, recorded in the call's `CallRecord`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from failover.router import Dialer, Need
+from ivr.channels.base import CallEnded, Channel
+from ivr.clock import Now, utc_now
+from ivr.flow.model import (
+    Flow,
+    ForwardNode,
+    GotoNode,
+    HangupNode,
+    HoursNode,
+    MenuNode,
+    SayNode,
+    Spoken,
+    VoicebotNode,
+)
+from ivr.flow.oncall import OnCall
+from ivr.flow.voicebot import VoiceBot
+from ivr.records import CallRecord
+from speech.prompts import PromptCache
+from trunks.voip.outbound import Outcome
+
+logger = logging.getLogger(__name__)
+
+MAX_STEPS = 200
+"""Nodes visited before a flow is considered to loop forever and the call ends."""
+
+class FlowRunner:
+    """Runs `flow` on calls; one instance serves every call."""
+
+    def __init__(self, flow: Flow, prompts: PromptCache,
+                 now: Now = utc_now, oncall: OnCall | None = None,
+                 dialer: Dialer | None = None, bot: VoiceBot | None = None) -> None:
+        if flow.forwards and (oncall is None or dialer is None):
+            raise ValueError("the flow forwards calls: it needs an on-call roster and a dialer")
+        if flow.voicebots and bot is None:
+            raise ValueError("the flow has a voice bot: it needs one")
+        self.flow = flow
+        self.prompts = prompts
+        self.now = now
+        self.oncall = oncall
+        self.dialer = dialer
+        self.bot = bot
+
+    def run(self, channel: Channel, record: CallRecord, start: str | None = None) -> None:
+        """Walk the flow from `start` (default: the flow's) until it hangs up, the caller
+        does, or it loops."""
+        name: str | None = start or self.flow.start
+        try:
+            for _ in range(MAX_STEPS):
+                if name is None:
+                    return
+                record.visit(name)
+                name = self._step(self.flow.nodes[name], channel, record)
+            logger.error("Call %s: flow exceeded %d steps; hanging up", record.id, MAX_STEPS)
+            record.outcome = "flow loop"
+        except CallEnded as ended:
+            record.outcome = record.outcome or (ended.args[0] if ended.args and ended.args[0]
+                                                else "caller hung up")
+            return
+        channel.hangup()
+
+    def _step(self, node: object, channel: Channel, record: CallRecord) -> str | None:
+        if isinstance(node, SayNode):
+            self._say(node, channel, barge_in=False)
+            return node.next
+        if isinstance(node, MenuNode):
+            return self._menu(node, channel, record)
+        if isinstance(node, HoursNode):
+            return node.open_next if node.is_open(self.now()) else node.closed_next
+        if isinstance(node, ForwardNode):
+            return self._forward(node, channel, record)
+        if isinstance(node, VoicebotNode):
+            assert self.bot is not None
+            return self.bot.run(node, channel, record)
+        if isinstance(node, GotoNode):
+            return node.next
+        if isinstance(node, HangupNode):
+            self._say(node, channel, barge_in=False)
+            record.outcome = record.outcome or "completed"
+            channel.hangup()
+            return None
+        raise TypeError(f"unknown node {node!r}")
+
+    def _menu(self, node: MenuNode, channel: Channel, record: CallRecord) -> str:
+        for attempt in range(node.retries):
+            digit = self._say(node, channel, barge_in=True)
+            if digit is None:
+                digit = channel.wait_digit(node.timeout_s)
+            if digit is not None:
+                record.digits += digit
+                if digit in node.options:
+                    return node.options[digit]
+            if attempt + 1 < node.retries:
+                channel.play(self.prompts.text(node.no_input if digit is None else node.invalid),
+                             barge_in=False)
+        return node.failure
+
+    def _forward(self, node: ForwardNode, channel: Channel, record: CallRecord) -> str | None:
+        """Ring each person in turn, each through the best trunk and then the next ones
+        while set-ups fail on the trunk; a refusal or no answer moves to the next person."""
+        assert self.oncall is not None and self.dialer is not None
+        self._say(node, channel, barge_in=False)
+        for key in self.dialer.available(self.oncall.roster(self.now()))[:node.people]:
+            person = self.oncall.people[key]
+            if channel.dials_out:
+                with self.dialer.busy(key):
+                    dialled = channel.dial(person.phone, node.ring_s)
+                record.add_forward_attempt(key, dialled.trunk, str(dialled.outcome),
+                                           dialled.status, dialled.reason)
+                if dialled.outcome is Outcome.ANSWERED:
+                    record.forwarded_to = key
+                    record.outcome = "forwarded"
+                    logger.info("Call %s forwarded to %s through %s", record.id,
+                                self.oncall.name(key), dialled.trunk)
+                    return node.next
+                continue
+            tried: set[str] = set()
+            while True:
+                plan = self.dialer.plan(Need.FORWARD, frozenset(tried))
+                record.note_routing(plan.notes)
+                placed = self.dialer.place(plan, person.phone, node.ring_s)
+                if placed is None:
+                    break
+                trunk, leg = placed
+                tried.add(trunk)
+                outcome = channel.ring(leg, node.ring_s)
+                record.add_forward_attempt(key, trunk, str(outcome), leg.status, leg.reason)
+                if outcome is Outcome.ANSWERED:
+                    record.forwarded_to = key
+                    record.outcome = "forwarded"
+                    logger.info("Call %s forwarded to %s through %s", record.id,
+                                self.oncall.name(key), trunk)
+                    with self.dialer.busy(key):
+                        channel.bridge(leg)
+                    return node.next
+                if outcome is not Outcome.TRUNK_FAILED:
+                    break
+        return node.failure
+
+    def _say(self, node: Spoken, channel: Channel, barge_in: bool) -> str | None:
+        samples = (self.prompts.file(node.file) if node.file is not None else
+                   self.prompts.text(node.text) if node.text else None)
+        if samples is None:
+            return None
+        return channel.play(samples, barge_in)
+
+
+__all__ = ["FlowRunner"]

@@ -1,0 +1,281 @@
+"""Twilio Voice: a hotline number hosted at Twilio runs the flow of ``ivr.yaml`` as TwiML.
+
+Twilio asks the server what to do with a call by webhook, then does it: play audio,
+gather keys or speech, dial, record. The flow, though, is straight-line code that
+plays, waits and listens (`ivr.flow.runner.FlowRunner`). `TwilioChannel` joins the two:
+each call runs the flow in a thread of its own, and every step that needs the caller
+(`wait_digit`, `ask`, `dial`, `leave_message`, `hangup`) becomes one TwiML document,
+whose action URL brings Twilio's next request -- the key, the words, the dial's result
+or the recording -- back to the waiting flow::
+
+    Twilio --POST /twilio/voice-----------------> a thread runs the flow for CallSid
+           <--TwiML 1: Play, Gather action=/twilio/voice/next?seq=1
+    Twilio --POST /twilio/voice/next?seq=1 Digits=2--> the flow's wait_digit returns "2"
+           <--TwiML 2: ...
+
+Plays that need no input are held back and sent with the next document. A request
+waits up to `RESPONSE_WAIT_S` for the flow's next document; a flow busy for longer
+(transcribing a long message) gets Twilio to pause and ask again, and a repeated
+request gets the same document again.
+
+The audio is the flow's own: every prompt the flow plays (Piper, cached) is served as
+WAV from ``/twilio/audio/<key>.wav``, the key a keyed hash of the audio, so Twilio
+caches it and nobody can guess the address of audio they were not sent.
+
+Every webhook must carry a valid ``X-Twilio-Signature`` over `public_url` plus the path
+and the form, and name our account (403 otherwise). Calls are only forwarded to the
+on-call roster, never to a number a request names. Recordings are fetched only from
+Twilio's API, for our account. Status callbacks (the number's "call status changes"
+URL, ``/twilio/voice/status``) end a call's flow and complete its record, or make a
+record of a call that never reached the flow (rejected while at `max_calls`, say).
+
+A call's state lives in the process that answered it: every request of a call must
+reach the same node (one node per Twilio number, or routing by CallSid).
+
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from flask import Blueprint, Response, abort, request
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-untyped]
+
+from failover.notify.alert import mask_number
+from ivr import metrics
+from ivr.channels.twilio import (
+    FINAL_STATUSES,
+    RESPONSE_WAIT_S,
+    AudioStore,
+    Params,
+    Recordings,
+    TwilioCall,
+    TwilioChannel,
+    hangup_twiml,
+)
+from ivr.flow.runner import FlowRunner
+from ivr.records import CallRecord, CallStore
+from ivr.settings import TwilioVoiceSettings
+
+logger = logging.getLogger(__name__)
+
+VOICE_PATH = "/twilio/voice"
+"""The number's "a call comes in" webhook."""
+NEXT_PATH = "/twilio/voice/next"
+"""Where every document's action and redirect lead."""
+STATUS_PATH = "/twilio/voice/status"
+"""The number's "call status changes" webhook."""
+AUDIO_PATH = "/twilio/audio"
+FINISHED_KEEP_S = 120.0
+"""How long a finished call is remembered, for late and repeated requests."""
+_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+_AUDIO_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+
+class TwilioVoice:
+    """The webhooks of a Twilio number, and the calls running on them."""
+
+    def __init__(self, settings: TwilioVoiceSettings, runner: FlowRunner, store: CallStore,
+                 no_input_s: float = 5.0, wallclock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.runner, self.store = runner, store
+        self._no_input_s = no_input_s
+        self._wallclock = wallclock
+        self._validator = RequestValidator(settings.auth_token.get_secret_value())
+        self._recordings = Recordings(settings)
+        self.audio = AudioStore()
+        self._calls: dict[str, TwilioCall] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def blueprint(self) -> Blueprint:
+        blueprint = Blueprint("twilio", __name__)
+        blueprint.before_request(self._authenticate)
+        blueprint.add_url_rule(VOICE_PATH, "voice", self._voice, methods=["POST"])
+        blueprint.add_url_rule(NEXT_PATH, "next", self._next, methods=["POST"])
+        blueprint.add_url_rule(STATUS_PATH, "status", self._status, methods=["POST"])
+        blueprint.add_url_rule(f"{AUDIO_PATH}/<key>.wav", "audio", self._audio, methods=["GET"])
+        return blueprint
+
+    def active(self) -> int:
+        with self._lock:
+            return self._running()
+
+    def stop(self) -> None:
+        """End every call's flow and wait for it."""
+        with self._lock:
+            self._stopping = True
+            calls, threads = list(self._calls.values()), list(self._threads.values())
+        for call in calls:
+            call.end("server stopping")
+        for thread in threads:
+            thread.join(5)
+
+    # -- webhooks
+
+    def _authenticate(self) -> None:
+        if request.path.startswith(f"{AUDIO_PATH}/"):
+            return None  # addressed by keyed hash; Twilio fetches it without a signature
+        query = request.query_string.decode()
+        url = self.settings.public_url + request.path + (f"?{query}" if query else "")
+        signature = request.headers.get("X-Twilio-Signature", "")
+        params = request.form.to_dict()
+        if not signature or not self._validator.validate(url, params, signature):
+            logger.warning("Twilio webhook %s refused: bad or missing signature (from %s)",
+                           request.path, request.remote_addr)
+            abort(403)
+        if params.get("AccountSid") != self.settings.account_sid:
+            logger.warning("Twilio webhook %s refused: for another account", request.path)
+            abort(403)
+        return None
+
+    def _voice(self) -> Response:
+        params = request.form.to_dict()
+        sid = params.get("CallSid", "")
+        if not _SID.match(sid):
+            abort(400)
+        with self._lock:
+            known = sid in self._calls
+        if not known and self._seen(sid):
+            logger.warning("Twilio call %s is over already; a replayed request?", sid)
+            return _twiml(hangup_twiml())
+        with self._lock:
+            self._forget_finished()
+            call = self._calls.get(sid)
+            busy = self._stopping or self._running() >= self.settings.max_calls
+            if call is None and not busy:
+                call = self._calls[sid] = TwilioCall(sid, self._next_url)
+                record = CallRecord(sid, self.settings.trunk, params.get("From", ""),
+                                    params.get("To", ""), self._wallclock(),
+                                    answered_at=self._wallclock())
+                thread = threading.Thread(target=self._run, args=(call, record),
+                                          name=f"twilio-{sid[-8:]}", daemon=True)
+                self._threads[sid] = thread
+                thread.start()
+        if call is None:
+            logger.warning("Twilio call %s from %s refused: %s", sid,
+                           mask_number(params.get("From", "")),
+                           "stopping" if self._stopping else
+                           f"{self.settings.max_calls} calls already")
+            response = VoiceResponse()
+            response.reject(reason="busy")
+            return _twiml(str(response))
+        return _twiml(call.respond(0, params))
+
+    def _next(self) -> Response:
+        params = request.form.to_dict()
+        seq = request.args.get("seq", "")
+        if not seq.isdigit():
+            abort(400)
+        with self._lock:
+            call = self._calls.get(params.get("CallSid", ""))
+        if call is None:
+            logger.warning("Twilio request for call %s, which is not running here",
+                           params.get("CallSid"))
+            return _twiml(hangup_twiml())
+        return _twiml(call.respond(int(seq), params))
+
+    def _status(self) -> Response:
+        params = request.form.to_dict()
+        sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
+        if not _SID.match(sid):
+            abort(400)
+        if status not in FINAL_STATUSES:
+            return Response(status=204)
+        with self._lock:
+            call = self._calls.get(sid)
+        if call is not None and call.end(status):
+            return Response(status=204)  # the flow's thread completes the record
+        if call is not None:
+            call.saved.wait(RESPONSE_WAIT_S)  # its last save first, then the status
+        try:
+            self._complete(sid, status, params)
+        except Exception:  # Twilio retries nothing; the log must say
+            logger.exception("Twilio call %s: record not completed", sid)
+        return Response(status=204)
+
+    def _audio(self, key: str) -> Response:
+        wav = self.audio.get(key) if _AUDIO_KEY.match(key) else None
+        if wav is None:
+            abort(404)
+        response = Response(wav, mimetype="audio/wav")
+        response.headers["Cache-Control"] = "public, max-age=86400, immutable"
+        return response
+
+    # -- calls
+
+    def _run(self, call: TwilioCall, record: CallRecord) -> None:
+        channel = TwilioChannel(call, self.audio, self._audio_url, self.settings,
+                                self._recordings, self._no_input_s)
+        logger.info("Twilio call %s from %s", call.sid, mask_number(record.caller))
+        self.store.save_quietly(record)
+        metrics.call_started("twilio")
+        try:
+            self.runner.run(channel, record)
+            if call.ended is None and call.finished_at is None:
+                channel.hangup()  # the flow ended without a hangup node: its last plays
+        except Exception:  # the record is kept whatever went wrong
+            logger.exception("Twilio call %s: the flow failed", call.sid)
+            record.outcome = record.outcome or "error"
+        finally:
+            call.finish()
+            record.ended_at = self._wallclock()
+            record.end_reason = f"twilio: {call.ended}" if call.ended else "flow ended"
+            self.store.save_quietly(record)
+            call.saved.set()
+            metrics.call_ended("twilio", record.outcome)
+            logger.info("Twilio call %s: %s via %s", call.sid, record.outcome,
+                        " > ".join(record.path))
+
+    def _complete(self, sid: str, status: str, params: Params) -> None:
+        """Complete the record of a call whose flow is over, or make one."""
+        now = self._wallclock()
+        record = self.store.get(sid)
+        if record is None:
+            duration = float(params["CallDuration"]) if params.get(
+                "CallDuration", "").isdigit() else 0.0
+            record = CallRecord(sid, self.settings.trunk, params.get("From", ""),
+                                params.get("To", ""), now - duration)
+            record.outcome = status
+        record.ended_at = now
+        record.end_reason = f"twilio: {status}"
+        self.store.save(record)
+        logger.info("Twilio call %s: %s", sid, status)
+
+    def _running(self) -> int:
+        """Calls whose flow has not finished (with the lock held)."""
+        return sum(1 for c in self._calls.values() if c.finished_at is None)
+
+    def _seen(self, sid: str) -> bool:
+        """Whether a call record exists already for `sid` (one forgotten here)."""
+        try:
+            return self.store.get(sid) is not None
+        except redis.RedisError:
+            return False  # a new call is far likelier than a replay
+
+    def _forget_finished(self) -> None:
+        cutoff = time.monotonic() - FINISHED_KEEP_S
+        for sid in [s for s, c in self._calls.items()
+                    if c.finished_at is not None and c.finished_at < cutoff]:
+            del self._calls[sid]
+            self._threads.pop(sid, None)
+
+    def _next_url(self, seq: int) -> str:
+        return f"{self.settings.public_url}{NEXT_PATH}?seq={seq}"
+
+    def _audio_url(self, key: str) -> str:
+        return f"{self.settings.public_url}{AUDIO_PATH}/{key}.wav"
+
+
+def _twiml(document: str) -> Response:
+    return Response(document, mimetype="text/xml")
+
+
+__all__ = ["TwilioVoice"]
