@@ -59,9 +59,10 @@ from ivr.records import CallRecord, CallStore
 from ivr.session import CallEnded, Channel, Dialled, FlowRunner
 from ivr.settings import TwilioVoiceSettings
 from ivr.voicebot import Heard
+from speech.errors import AudioFileError, RecognizerError
 from speech.prompts import TELEPHONE_RATE
-from speech.recognizer import FRAME_BYTES, Recognizer, RecognizerError
-from speech.synthesizer import AudioFileError, Samples, read_wav_bytes, resample, wav_bytes
+from speech.recognizer import FRAME_BYTES, Recognizer
+from speech.synthesizer import Samples, read_wav_bytes, resample, wav_bytes
 from trunks.voip.outbound import OutboundCall, Outcome
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from ivr.metrics import (
 from ivr.tickets import TicketDesk, TicketStore
 from ivr.tickets.model import Candidate, Priority, Turn
 from kb.search import Decision, Searcher
-from speech.recognizer import SpeechSettings, create_recognizer
+from speech.engines import create_recognizer
+from speech.recognizer import SpeechSettings
 from tests.conftest import FAST_PROBES, wait_for
 from tests.ivr.ticket_peers import fast_client
 from tests.peers import Carrier, Phone, RedisServer

@@ -11,7 +11,7 @@ from ivr.flow import VoicebotNode, load_flow
 from ivr.records import CallRecord
 from ivr.tickets.store import TicketStore
 from ivr.voicebot import Heard, VoiceBot, asks_for_person, choice, yes_or_no
-from speech.recognizer import RecognizerError
+from speech.errors import RecognizerError
 from tests.ivr.conftest import EXAMPLE_FLOW
 from tests.ivr.test_flow import ScriptedChannel
 
