@@ -37,8 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from speech.engines import create_recognizer as create  # noqa: E402
 from speech.recognizer import SHARED_MODELS, Recognizer, SpeechSettings  # noqa: E402
-from speech.recognizer import create_recognizer as create  # noqa: E402
 from speech.synthesizer import EspeakSynthesizer, Samples  # noqa: E402
 from tests.speech_audio import LINE_NOISE_DBFS, RATE, speak, telephone, turn  # noqa: E402
 

@@ -38,6 +38,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from trunks.voip.inbound import CUT_OFF
 
 from failover.drill.report import DrillReport, Result
 from failover.drill.store import DrillStore
@@ -51,7 +52,6 @@ from trunks.health import HealthSnapshot, TrunkState
 from trunks.monitor import TrunkMonitor
 from trunks.overrides import Override, OverrideAction
 from trunks.store import TrunkStore
-from trunks.voip.endpoint import CUT_OFF
 from trunks.voip.outbound import SETUP_SECONDS
 
 logger = logging.getLogger(__name__)

@@ -41,8 +41,8 @@ from kb.calibration import Calibration
 from kb.faq import Faq
 from kb.index import open_index
 from kb.search import Searcher
+from speech.engines import create_recognizer, preload
 from speech.prompts import PromptCache
-from speech.recognizer import create_recognizer, preload
 from speech.synthesizer import create_synthesizer
 from trunks.config import TrunkConfig, split_hostport
 from trunks.monitor import TrunkMonitor

@@ -11,6 +11,10 @@ file lock, so a crash leaves no half index and two processes never build the
 same one twice. An index directory that no longer loads (a truncated or
 damaged file) is moved aside to `.broken-<key>`, under the same lock, and
 built again.
+
+A build takes minutes, nearly all of it tuning the model. Its progress is counted
+in `BUILD_STEPS`: one per tuning step, then one for the ONNX export and one for the
+vectors, each about as long as a step.
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ import numpy.typing as npt
 from kb.encoder import MODEL_FILE, TOKENIZER_FILE, Encoder, Vectors
 from kb.errors import BuildError, IndexMissing
 from kb.faq import Faq
+from kb.progress import Progress
 from kb.text import Normaliser, content_words
-from kb.tune import RECIPE, tune_and_export
+from kb.tune import RECIPE, STEPS, tune_and_export
 
 logger = logging.getLogger(__name__)
 
 VECTORS_FILE = "vectors.npz"
 META_FILE = "meta.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")
+BUILD_STEPS = STEPS + 2
+"""Progress steps of a build: the tuning steps, the export and the vectors."""
 
 
 @dataclass(frozen=True)
@@ -116,9 +123,13 @@ def normaliser_for(faq: Faq) -> Normaliser:
     return Normaliser(faq.vocabulary(), faq.code_prefixes())
 
 
-def open_index(faq: Faq, cache_dir: Path, base: Path | None = None) -> Index:
+def open_index(faq: Faq, cache_dir: Path, base: Path | None = None,
+               progress: Progress | None = None) -> Index:
     """The index for `faq`, built first if the FAQ or the model changed since the last one,
-    or if the index on disk no longer loads."""
+    or if the index on disk no longer loads.
+
+    A build reports to `progress` from (0, BUILD_STEPS) to (BUILD_STEPS, BUILD_STEPS);
+    it is not called when the index is already on disk."""
     base = base or base_model_path()
     directory = cache_dir / index_key(faq, base)
     if (directory / META_FILE).is_file():
@@ -134,7 +145,7 @@ def open_index(faq: Faq, cache_dir: Path, base: Path | None = None) -> Index:
         except IndexMissing as exc:
             if directory.exists():
                 _set_aside(directory, exc)
-        _build(faq, base, directory)
+        _build(faq, base, directory, progress or _no_progress)
         try:
             return Index.load(directory)
         except IndexMissing as exc:
@@ -151,15 +162,23 @@ def _set_aside(directory: Path, exc: IndexMissing) -> None:
     directory.rename(aside)
 
 
-def _build(faq: Faq, base: Path, directory: Path) -> None:
+def _no_progress(done: int, total: int) -> None:
+    """Report nowhere."""
+
+
+def _build(faq: Faq, base: Path, directory: Path, progress: Progress) -> None:
     started = time.monotonic()
     logger.info("Building the FAQ index for %d entries in %s (a few minutes on a small CPU)",
                 len(faq.entries), directory)
+    progress(0, BUILD_STEPS)
     work = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
     try:
         normalise = normaliser_for(faq)
-        tune_and_export(faq, normalise, base, work)
+        tune_and_export(faq, normalise, base, work,
+                        progress=lambda step, _steps: progress(step, BUILD_STEPS))
+        progress(STEPS + 1, BUILD_STEPS)
         _write_vectors(faq, normalise, Encoder(work), work)
+        progress(BUILD_STEPS, BUILD_STEPS)
         work.rename(directory)
     finally:
         shutil.rmtree(work, ignore_errors=True)

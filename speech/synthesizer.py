@@ -1,9 +1,5 @@
 """Speech synthesis, offline: text to 16-bit mono PCM.
 
-    SpeechError
-     +-- SynthesisError    an engine failed or is not installed
-     +-- AudioFileError    a recorded prompt cannot be read
-
 `PiperSynthesizer` (neural, the packaged en_US "joe" voice by default) sounds
 natural; `EspeakSynthesizer` (espeak-ng, formant) is small and always at hand.
 `create_synthesizer` builds one from configuration, falling back to espeak-ng
@@ -26,22 +22,12 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from speech.errors import AudioFileError, SynthesisError
+
 logger = logging.getLogger(__name__)
 
 ESPEAK_TIMEOUT_S = 30.0
 Samples = npt.NDArray[np.int16]
-
-
-class SpeechError(Exception):
-    """Base of the speech package's errors."""
-
-
-class SynthesisError(SpeechError):
-    """Text could not be turned into speech."""
-
-
-class AudioFileError(SpeechError):
-    """A recorded audio file could not be used."""
 
 
 class Synthesizer(abc.ABC):

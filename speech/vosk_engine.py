@@ -27,12 +27,12 @@ import numpy as np
 import soxr
 import vosk
 
+from speech.errors import RecognizerError
 from speech.models import vosk_model_path
 from speech.recognizer import (
     RATE,
     SHARED_MODELS,
     Recognition,
-    RecognizerError,
     SpeechSettings,
     TurnRecognizer,
     VadSettings,

@@ -36,12 +36,11 @@ from typing import Any
 import numpy as np
 import soxr
 
+from speech.errors import ModelNotFound, RecognizerError
 from speech.recognizer import (
     RATE,
     SHARED_MODELS,
-    ModelNotFound,
     Recognition,
-    RecognizerError,
     SpeechSettings,
     TurnRecognizer,
     VadSettings,

@@ -25,9 +25,10 @@ from twilio.twiml.voice_response import Gather, VoiceResponse  # type: ignore[im
 
 from ivr.channels.base import CallEnded, Channel, Dialled, Heard
 from ivr.settings import TwilioVoiceSettings
+from speech.errors import AudioFileError, RecognizerError
 from speech.prompts import TELEPHONE_RATE
-from speech.recognizer import FRAME_BYTES, Recognizer, RecognizerError
-from speech.synthesizer import AudioFileError, Samples, read_wav_bytes, resample, wav_bytes
+from speech.recognizer import FRAME_BYTES, Recognizer
+from speech.synthesizer import Samples, read_wav_bytes, resample, wav_bytes
 from trunks.voip.outbound import OutboundCall, Outcome
 
 logger = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from ivr.server import Server
 from ivr.settings import ConfigError, load_settings, load_yaml
 from kb.errors import KbError
 from kb.faq import Faq
-from speech.recognizer import check_model
-from speech.synthesizer import SpeechError
+from speech.engines import check_model
+from speech.errors import SpeechError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -18,6 +18,7 @@ from kb.errors import KbError
 from kb.evaluate import Report, evaluate, labels, load_turns
 from kb.faq import Faq
 from kb.index import Index, open_index
+from kb.progress import Progress, progress_reporter
 from kb.search import Searcher
 
 DATA_DIR_ENV = "HOTLINE_DATA_DIR"
@@ -53,10 +54,13 @@ def kb() -> None:
 @faq_option
 @config_option
 def build(faq: Path | None, config: str | None) -> None:
-    """Build the FAQ's search index now (otherwise the first search does it)."""
+    """Build the FAQ's search index now (otherwise the first search does it).
+
+    Progress shows as a bar on a terminal, else as a line every few seconds on stderr."""
     files = _files(faq, config, None)
     started = time.monotonic()
-    index = _index(_faq(files.faq), files.cache_dir)
+    with progress_reporter(emit=lambda line: click.echo(line, err=True)) as progress:
+        index = _index(_faq(files.faq), files.cache_dir, progress)
     click.echo(f"{files.faq}: index of {len(index.entry_ids)} entries in {index.directory} "
                f"({time.monotonic() - started:.1f} s)")
 
@@ -157,9 +161,9 @@ def _faq(path: Path) -> Faq:
         raise BadUsage(str(exc)) from exc
 
 
-def _index(faq: Faq, cache_dir: Path) -> Index:
+def _index(faq: Faq, cache_dir: Path, progress: Progress | None = None) -> Index:
     try:
-        return open_index(faq, cache_dir)
+        return open_index(faq, cache_dir, progress=progress)
     except KbError as exc:
         raise CliError(str(exc)) from exc
 

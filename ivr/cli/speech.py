@@ -14,14 +14,8 @@ from typing import Any, TypeVar
 import click
 
 from ivr.cli.common import BadUsage, CliError, json_option, print_json, print_table
-from speech.models import (
-    ModelEntry,
-    ModelInstallError,
-    UnknownModel,
-    fetch_model_list,
-    install_model,
-    is_model_dir,
-)
+from speech.errors import ModelInstallError, UnknownModel
+from speech.models import ModelEntry, fetch_model_list, install_model, is_model_dir
 from speech.recognizer import DEFAULT_MODELS_DIR, VOSK_MODEL_LIST_URL
 
 F = TypeVar("F", bound=Callable[..., Any])

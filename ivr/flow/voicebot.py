@@ -46,8 +46,9 @@ from ivr.tickets.ids import spoken_ticket_id
 from ivr.tickets.model import Candidate, Priority, Turn
 from kb.faq import Entry
 from kb.search import Decision, Result, Searcher
+from speech.errors import RecognizerError
 from speech.prompts import TELEPHONE_RATE, PromptCache, trimmed
-from speech.recognizer import Recognizer, RecognizerError
+from speech.recognizer import Recognizer
 from speech.synthesizer import Samples
 
 logger = logging.getLogger(__name__)

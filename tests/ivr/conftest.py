@@ -14,8 +14,9 @@ from ivr.flow.voicebot import VoiceBot
 from ivr.tickets import TicketDesk, build_tickets
 from ivr.tickets.config import TicketSettings
 from kb.search import Searcher
+from speech.engines import create_recognizer
 from speech.prompts import PromptCache
-from speech.recognizer import SpeechSettings, create_recognizer
+from speech.recognizer import SpeechSettings
 from speech.synthesizer import EspeakSynthesizer
 from tests.conftest import FAST_PROBES
 from tests.ivr.tickets.peers import persistent_redis

@@ -1,8 +1,9 @@
-"""`hotline kb ask|eval|build|calibrate` on the example FAQ."""
+"""`hotline kb ask|eval|build|calibrate` on the example FAQ; `build` from scratch."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ivr.cli import cli
-from kb.index import Index
-from tests.kb.conftest import EXAMPLE_FAQ, TURNS
+from kb.index import BUILD_STEPS, Index
+from tests.kb.conftest import EXAMPLE_FAQ, INDEX_BUILD_TIMEOUT_S, SMALL_FAQ, TURNS
 
 Invoke = Callable[..., Result]
 
@@ -83,3 +84,20 @@ def test_eval_refuses_turns_expecting_unknown_ids(run: Invoke, tmp_path: Path) -
     result = run("kb", "eval", str(turns), "--faq", str(EXAMPLE_FAQ))
     assert result.exit_code == 2
     assert "no-such-entry" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(INDEX_BUILD_TIMEOUT_S)
+def test_build_shows_its_progress(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["kb", "build", "--faq", str(SMALL_FAQ)],
+                                env={"HOTLINE_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    # Not a terminal: a line every few seconds on stderr rather than a bar.
+    lines = re.findall(r"^FAQ index: (\d+)% \((\d+) of (\d+) steps\), about \d+ (?:s|min \d\d s) "
+                       r"left$", result.stderr, re.MULTILINE)
+    assert lines, result.stderr
+    done = [int(d) for _, d, _ in lines]
+    assert done == sorted(set(done)) and 0 < done[-1] < BUILD_STEPS
+    assert {int(total) for _, _, total in lines} == {BUILD_STEPS}
+    assert all(int(percent) == 100 * int(d) // BUILD_STEPS for percent, d, _ in lines)
+    assert f"{SMALL_FAQ}: index of 2 entries in {tmp_path / 'kb'}" in result.stdout

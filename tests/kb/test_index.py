@@ -1,4 +1,5 @@
-"""An index on disk that no longer loads is set aside and built again, once."""
+"""An index on disk that no longer loads is set aside and built again, once; a build
+reports its progress."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from pathlib import Path
 import pytest
 
 import kb.index
+from ivr.settings import load_yaml
 from kb.calibration import Calibration
 from kb.encoder import MODEL_FILE, TOKENIZER_FILE, Encoder
 from kb.errors import BuildError
 from kb.faq import Faq
-from kb.index import META_FILE, VECTORS_FILE, Index, open_index
+from kb.index import BUILD_STEPS, META_FILE, VECTORS_FILE, Index, open_index
+from kb.progress import Progress
 from kb.search import Decision, Searcher
 from kb.text import Normaliser
+from tests.kb.conftest import INDEX_BUILD_TIMEOUT_S, SMALL_FAQ
 
 
 def _truncate_vectors(directory: Path) -> None:
@@ -58,7 +62,8 @@ def builds(example_index: Index, cache: Path, monkeypatch: pytest.MonkeyPatch) -
     session's tuned model; the vectors are still computed and written by kb.index."""
     built: list[Path] = []
 
-    def tune(faq: Faq, normalise: Normaliser, base: Path, out: Path) -> None:
+    def tune(faq: Faq, normalise: Normaliser, base: Path, out: Path,
+             progress: Progress | None = None) -> None:
         assert out.parent == cache and out.name.startswith(".building-")
         assert base == kb.index.base_model_path() and len(faq.entries) > 2
         assert normalise("f zero one") == "f01"
@@ -134,3 +139,20 @@ def test_concurrent_openers_rebuild_once(example_faq: Faq, example_index: Index,
     assert len(opened) == 3
     assert {i.directory for i in opened} == {cache / example_index.directory.name}
     assert all(i.entry_ids == example_index.entry_ids for i in opened)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(INDEX_BUILD_TIMEOUT_S)
+def test_a_build_reports_every_step(tmp_path: Path) -> None:
+    faq = load_yaml(SMALL_FAQ, Faq)
+    reports: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        reports.append((done, total))
+
+    index = open_index(faq, tmp_path, progress=progress)
+    assert reports == [(done, BUILD_STEPS) for done in range(BUILD_STEPS + 1)]
+    assert index.entry_ids == ["hours", "oil"]
+    reports.clear()
+    assert open_index(faq, tmp_path, progress=progress).directory == index.directory
+    assert reports == []  # nothing to build

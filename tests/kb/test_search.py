@@ -20,7 +20,7 @@ from tests.kb.conftest import TURNS
 def test_the_index_is_reused_until_the_faq_changes(example_faq: Faq, example_index: Index,
                                                    kb_cache: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_build(*args: object) -> None:
+    def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("the index was rebuilt")
 
     monkeypatch.setattr(kb.index, "tune_and_export", no_build)

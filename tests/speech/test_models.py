@@ -26,15 +26,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ivr.cli.speech import speech
-from speech.models import (
-    ModelEntry,
-    UnknownModel,
-    find_entry,
-    install_model,
-    parse_model_list,
-    vosk_model_path,
-)
-from speech.recognizer import ModelNotFound, SpeechSettings, create_recognizer
+from speech.engines import create_recognizer
+from speech.errors import ModelNotFound, UnknownModel
+from speech.models import ModelEntry, find_entry, install_model, parse_model_list, vosk_model_path
+from speech.recognizer import SpeechSettings
 
 GOOD = "vosk-model-tiny-xx-0.1"
 

@@ -1,4 +1,4 @@
-"""Recognizer settings, the shared model loader and the factory's checks."""
+"""Recognizer settings, the shared model loader and frame splitting."""
 
 from __future__ import annotations
 
@@ -10,21 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from speech.models import packaged_vosk_model
-from speech.recognizer import (
-    DEFAULT_MODELS_DIR,
-    SHARED_MODELS,
-    ModelNotFound,
-    RecognizerError,
-    SharedModels,
-    SpeechSettings,
-    check_model,
-    preload,
-    split_frames,
-)
-from speech.synthesizer import SpeechError
-from speech.vosk_engine import VoskModel
-from speech.whisper_engine import WhisperModel, model_path
+from speech.recognizer import DEFAULT_MODELS_DIR, SharedModels, SpeechSettings, split_frames
 
 
 def test_settings_defaults_and_validation() -> None:
@@ -83,22 +69,3 @@ def test_split_frames() -> None:
     for bad in (b"", bytes(321), bytes(160)):
         with pytest.raises(ValueError, match="whole 20 ms frames"):
             list(split_frames(bad))
-
-
-def test_check_model_finds_the_packaged_models(tmp_path: Path) -> None:
-    packaged = packaged_vosk_model()
-    assert packaged is not None and check_model(SpeechSettings(), tmp_path) == packaged
-    assert (check_model(SpeechSettings(engine="whisper"), tmp_path) / "model.bin").is_file()
-    with pytest.raises(ModelNotFound, match=r"set speech\.whisper\.model"):
-        model_path(tmp_path)
-    assert issubclass(ModelNotFound, RecognizerError) and issubclass(RecognizerError, SpeechError)
-
-
-@pytest.mark.slow
-def test_preload_uses_the_shared_models(vosk_model: VoskModel, whisper_model: WhisperModel,
-                                        tmp_path: Path) -> None:
-    preload(SpeechSettings(), tmp_path)
-    preload(SpeechSettings(engine="whisper"), tmp_path)
-    loaded = SHARED_MODELS.loaded()
-    assert ("vosk", str(vosk_model.path)) in loaded
-    assert ("whisper", f"{whisper_model.path}#1") in loaded

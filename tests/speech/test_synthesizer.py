@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from speech.errors import AudioFileError, SynthesisError
 from speech.prompts import PromptCache, encode
 from speech.synthesizer import (
-    AudioFileError,
     EspeakSynthesizer,
     PiperSynthesizer,
     Samples,
-    SynthesisError,
     Synthesizer,
     create_synthesizer,
     read_wav,

@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from speech.recognizer import (
-    SHARED_MODELS,
-    Recognition,
-    SpeechSettings,
-    VadSettings,
-    create_recognizer,
-)
+from speech.engines import create_recognizer
+from speech.recognizer import SHARED_MODELS, Recognition, SpeechSettings, VadSettings
 from speech.vosk_engine import VoskModel, VoskRecognizer, model_sample_rate
 from tests.speech.conftest import Speak, frames, silence, turn
 

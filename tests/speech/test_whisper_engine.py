@@ -13,13 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speech.recognizer import (
-    Recognition,
-    SpeechSettings,
-    VadSettings,
-    WhisperSettings,
-    create_recognizer,
-)
+from speech.engines import create_recognizer
+from speech.recognizer import Recognition, SpeechSettings, VadSettings, WhisperSettings
 from speech.whisper_engine import WhisperModel, WhisperRecognizer
 from tests.speech.conftest import Speak, frames, silence, turn
 

@@ -12,7 +12,7 @@ from ivr.flow.model import VoicebotNode, load_flow
 from ivr.flow.voicebot import VoiceBot, asks_for_person, choice, yes_or_no
 from ivr.records import CallRecord
 from ivr.tickets.store import TicketStore
-from speech.recognizer import RecognizerError
+from speech.errors import RecognizerError
 from tests.ivr.conftest import EXAMPLE_FLOW
 from tests.ivr.flow.test_runner import ScriptedChannel
 

@@ -13,6 +13,7 @@ import pytest
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from trunks.voip.inbound import InboundCall
 
 from failover.drill.report import DrillReport, Result
 from failover.drill.store import DrillStore
@@ -27,7 +28,8 @@ from ivr.metrics import (
 from ivr.tickets import TicketDesk, TicketStore
 from ivr.tickets.model import Candidate, Priority, Turn
 from kb.search import Decision, Searcher
-from speech.recognizer import SpeechSettings, create_recognizer
+from speech.engines import create_recognizer
+from speech.recognizer import SpeechSettings
 from tests.conftest import FAST_PROBES, wait_for
 from tests.ivr.tickets.peers import fast_client
 from tests.peers import Carrier, Phone, RedisServer
@@ -37,7 +39,7 @@ from trunks.health import TrunkState
 from trunks.monitor import TrunkMonitor
 from trunks.overrides import Override, OverrideAction
 from trunks.store import TrunkStore
-from trunks.voip.endpoint import InboundCall, SipEndpoint
+from trunks.voip.endpoint import SipEndpoint
 from trunks.voip.media import RtpEngine
 from trunks.voip.outbound import Outcome
 
