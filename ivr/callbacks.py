@@ -25,7 +25,7 @@ from ivr.records import CallRecord, CallStore
 from ivr.session import FlowRunner, SipChannel
 from ivr.tickets import TicketDesk
 from trunks.health import HealthSnapshot
-from trunks.voip.endpoint import InboundCall
+from trunks.voip.inbound import InboundCall
 from trunks.voip.outbound import OutboundCall, Outcome
 
 logger = logging.getLogger(__name__)

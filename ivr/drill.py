@@ -39,7 +39,7 @@ from speech.prompts import PCMU, encode
 from speech.synthesizer import Samples
 from speech.tones import ToneDetector, tone
 from trunks.store import TrunkStore
-from trunks.voip.endpoint import InboundCall
+from trunks.voip.inbound import InboundCall
 from trunks.voip.media import RtpStream
 from trunks.voip.outbound import OutboundCall, Outcome
 

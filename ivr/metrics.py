@@ -50,7 +50,7 @@ from trunks.health import HealthSnapshot, TrunkState
 from trunks.monitor import TrunkMonitor
 from trunks.overrides import Override, OverrideAction
 from trunks.store import TrunkStore
-from trunks.voip.endpoint import CUT_OFF
+from trunks.voip.inbound import CUT_OFF
 from trunks.voip.outbound import SETUP_SECONDS
 
 logger = logging.getLogger(__name__)

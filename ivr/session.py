@@ -40,7 +40,7 @@ from speech.recognizer import Recognizer, VadSettings
 from speech.synthesizer import Samples
 from speech.tones import ringback
 from speech.vad import BargeIn
-from trunks.voip.endpoint import InboundCall
+from trunks.voip.inbound import InboundCall
 from trunks.voip.media import RtpStream
 from trunks.voip.outbound import OutboundCall, Outcome
 

@@ -21,7 +21,7 @@ from ivr.settings import load_settings
 from ivr.tickets.store import TicketStore
 from tests.conftest import FAST_PROBES, wait_for, wait_trunks_up
 from tests.peers import SIPP_SCENARIOS, Carrier, Phone, RedisServer, free_udp_port, require
-from trunks.voip.endpoint import CallState
+from trunks.voip.inbound import CallState
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -36,7 +36,8 @@ from trunks.health import TrunkState
 from trunks.monitor import TrunkMonitor
 from trunks.overrides import Override, OverrideAction
 from trunks.store import TrunkStore
-from trunks.voip.endpoint import InboundCall, SipEndpoint
+from trunks.voip.endpoint import SipEndpoint
+from trunks.voip.inbound import InboundCall
 from trunks.voip.media import RtpEngine
 from trunks.voip.outbound import Outcome
 

@@ -22,6 +22,8 @@ MAX_DATAGRAM_BYTES = 65_535
 SIP_VERSION = "SIP/2.0"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 """The methods this server's endpoints handle, for Allow headers."""
+USER_AGENT = "hotline"
+"""Our User-Agent and Server header value."""
 METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE",
            "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE")
 REQUIRED_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
@@ -244,6 +246,22 @@ def format_message(start_line: str, headers: list[tuple[str, str]], body: bytes 
     lines = [start_line, *(f"{name}: {value}" for name, value in headers),
              f"Content-Length: {len(body)}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+
+
+def build_response(request: Message, code: int, reason: str,
+                   headers: list[tuple[str, str]] | None = None, body: bytes = b"",
+                   to_tag: str | None = None) -> bytes:
+    """A response to `request`: its Via, From, Call-ID and CSeq, its To with `to_tag`
+    added (except on 100), then `headers` (Content-Type and Record-Route only on 2xx)."""
+    to = request.value("To") or ""
+    if to_tag and code > 100 and ";tag=" not in to:
+        to = f"{to};tag={to_tag}"
+    lines = [*(("Via", v) for v in request.values("Via")), ("From", request.value("From")
+             or ""), ("To", to), ("Call-ID", request.call_id),
+             ("CSeq", request.value("CSeq") or ""), ("Server", USER_AGENT), *(headers or [])]
+    if code < 200 or code >= 300:
+        lines = [line for line in lines if line[0] not in ("Content-Type", "Record-Route")]
+    return format_message(f"{SIP_VERSION} {code} {reason}", lines, body)
 
 
 def build_request(method: str, uri: str, *, local: tuple[str, int], call_id: str, cseq: int,
