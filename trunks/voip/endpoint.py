@@ -12,7 +12,10 @@ hands each message to the part it belongs to:
   (`inbound.py`), responses to our INVITEs and BYEs from the callee to the
   `Dialer` (`outbound.py`), responses to REGISTER to the `Registration`
   (`registration.py`);
-- other requests in unknown dialogs get 481, other methods 501;
+- other requests in unknown dialogs get 481, other methods 501, a Request-URI
+  that is not sip:, sips: or tel: 416;
+- a malformed request gets 400 (505 for another SIP version) when its Via, From,
+  To, Call-ID and CSeq can be read to answer it; other bad datagrams are dropped;
 - an ICMP error for an INVITE we sent (port or host unreachable) fails that call
   at once.
 
@@ -41,6 +44,7 @@ from trunks.voip.message import (
     SipParseError,
     build_response,
     parse_message,
+    shorten,
 )
 from trunks.voip.outbound import PROVISIONAL_TIMEOUT_S, Dialer, OutboundCall
 from trunks.voip.registration import REGISTER_EXPIRES_S, Registration
@@ -61,6 +65,8 @@ IP_RECVERR, IPV6_RECVERR = 11, 25
 """Linux socket options (<linux/in.h>, <linux/in6.h>) that Python's socket module lacks."""
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
 """struct sock_extended_err: errno, origin, ICMP type and code, pad, info, data."""
+URI_SCHEMES = ("sip:", "sips:", "tel:")
+"""Request-URI schemes we answer; others get 416."""
 _CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -264,9 +270,7 @@ class SipEndpoint:
             try:
                 message = parse_message(data)
             except SipParseError as exc:
-                self.ignored += 1
-                logger.debug("SIP endpoint %s ignored a datagram from %s: %s", self.name,
-                             source, exc)
+                self._on_parse_error(exc, source[:2])
                 continue
             with self._lock:
                 if message.is_response:
@@ -317,7 +321,9 @@ class SipEndpoint:
     def _on_request(self, request: Message, source: tuple[str, int]) -> None:
         method = request.method
         call = self._inbound.get(request.call_id)
-        if method == "OPTIONS":
+        if method != "ACK" and not request.uri.lower().startswith(URI_SCHEMES):
+            self._reply(request, source, 416, "Unsupported URI Scheme")
+        elif method == "OPTIONS":
             self._reply(request, source, 200, "OK", [("Allow", ALLOW),
                                                     ("Accept", "application/sdp")])
         elif method == "INVITE":
@@ -335,6 +341,16 @@ class SipEndpoint:
             self._reply(request, source, 481, "Call/Transaction Does Not Exist")
         else:
             self._reply(request, source, 501, "Not Implemented", [("Allow", ALLOW)])
+
+    def _on_parse_error(self, error: SipParseError, source: tuple[str, int]) -> None:
+        """Answer a malformed request that can be answered (400, 505); drop the rest."""
+        self.ignored += 1
+        answered = error.request is not None
+        logger.debug("SIP endpoint %s %s a datagram from %s:%d: %s", self.name,
+                     f"answered {error.status} to" if answered else "ignored", *source,
+                     shorten(str(error), 200))
+        if error.request is not None:
+            self._reply(error.request, source, error.status, error.reason)
 
     def _on_response(self, response: Message) -> None:
         method = response.cseq.method
