@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from trunks.voip.media import TELEPHONE_EVENT, RtpEngine, RtpStream
 from trunks.voip.message import (
     ALLOW,
+    SDP,
     SIP_VERSION,
     USER_AGENT,
     Message,
@@ -36,6 +37,7 @@ from trunks.voip.message import (
     format_message,
     new_branch,
     new_tag,
+    shorten,
     uri_address,
     uris,
     via,
@@ -300,10 +302,14 @@ class Answerer:
                            self.name, *source)
             self._reply(invite, source, 403, "Forbidden")
             return
+        if invite.content and invite.content_type != SDP:
+            self._reply(invite, source, 415, "Unsupported Media Type", [("Accept", SDP)])
+            return
         try:
             offer = read_offer(invite)
         except SdpError as exc:
-            logger.info("SIP endpoint %s: 488 for call %s: %s", self.name, invite.call_id, exc)
+            logger.info("SIP endpoint %s: 488 for call %s: %s", self.name, shorten(invite.call_id),
+                        exc)
             self._reply(invite, source, 488, "Not Acceptable Here")
             return
         self._reply(invite, source, 100, "Trying")
@@ -344,6 +350,6 @@ class Answerer:
             call.hangup()
             self._workers.discard(threading.current_thread())
 
-    def _reply(self, request: Message, source: tuple[str, int], code: int,
-               reason: str) -> None:
-        self.transport.send(build_response(request, code, reason), source)
+    def _reply(self, request: Message, source: tuple[str, int], code: int, reason: str,
+               headers: list[tuple[str, str]] | None = None) -> None:
+        self.transport.send(build_response(request, code, reason, headers), source)

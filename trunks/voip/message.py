@@ -29,6 +29,7 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 """The methods this server's endpoints handle, for Allow headers."""
 USER_AGENT = "hotline"
 """Our User-Agent and Server header value."""
+SDP = "application/sdp"
 METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE",
            "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE")
 REQUIRED_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
@@ -128,6 +129,11 @@ class Message(SIPMessage):
         for name, value in headers.items():
             handle(name, value)
 
+    def parse_header(self, header: str, data: str) -> None:
+        super().parse_header(header, data)
+        if header in ("From", "To"):  # pyVoIP's tag runs on over any later parameters
+            self.headers[header]["tag"] = self.headers[header]["tag"].split(";")[0]
+
     def parse_body(self, header: str, data: str) -> None:
         # pyVoIP fails on an rtpmap without a clock rate (a=rtpmap:31 LPC); no codec we
         # use is named that way, so such a line is skipped.
@@ -143,6 +149,11 @@ class Message(SIPMessage):
     def uri(self) -> str:
         """The Request-URI of a request ("" for a response)."""
         return "" if self.is_response else self.heading.split(b" ")[1].decode("utf-8")
+
+    @property
+    def content_type(self) -> str:
+        """The body's media type in lower case, without parameters ("" if none)."""
+        return (self.value("Content-Type") or "").split(";")[0].strip().lower()
 
     @property
     def call_id(self) -> str:
@@ -190,11 +201,11 @@ def parse_message(data: bytes) -> Message:
 
 def _parse(start: str, headers: list[tuple[str, str]], body: bytes) -> Message:
     content_type = next((v for n, v in headers if n == "Content-Type"), "")
-    sdp = content_type.split(";")[0].strip().lower() == "application/sdp"
+    sdp = content_type.split(";")[0].strip().lower() == SDP
     if sdp and b"\r\n\r\n" in body:
         raise SipParseError("SDP body contains a blank line")
     # pyVoIP parses only an SDP body, and knows it only by this exact Content-Type.
-    lines = [(n, "application/sdp" if n == "Content-Type" and sdp else v) for n, v in headers]
+    lines = [(n, SDP if n == "Content-Type" and sdp else v) for n, v in headers]
     raw = "\r\n".join([start, *(f"{name}: {value}" for name, value in lines)])
     try:
         message = Message(raw.encode("utf-8") + b"\r\n\r\n" + (body if sdp else b""))
