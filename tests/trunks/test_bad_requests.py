@@ -130,3 +130,18 @@ def test_rfc4475_messages_get_the_right_answer(endpoint: SipEndpoint, name: str,
         assert all(header is not None and header[1] in answer for answer in answers)
     assert still_answers_options(endpoint)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the loop raised"
+
+
+def test_refusals_of_a_stranger_are_logged_once_and_wire_text_short(
+        endpoint: SipEndpoint, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        assert statuses(exchange(endpoint, invite(SDP.format(m="m=audio 6000 RTP/AVP 0")),
+                                 STRANGER)) == [403]
+    refusals = [r.getMessage() for r in caplog.records if r.name == "trunks.voip.refusals"]
+    assert refusals == ["SIP endpoint carrier-a refused an INVITE from 127.0.0.2 "
+                        "(not a trunk address)"]
+    huge = invite(SDP.format(m="m=video 6000 RTP/AVP 0")).replace(
+        b"Call-ID: ", b"Call-ID: " + b"x" * 10240)
+    assert statuses(exchange(endpoint, huge)) == [488]
+    assert max(len(r.getMessage()) for r in caplog.records) < 400

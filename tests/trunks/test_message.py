@@ -8,7 +8,7 @@ import pytest
 
 from trunks.voip import CSeq, SipParseError, build_request, new_branch, parse_message
 from trunks.voip.auth import digest_authorization
-from trunks.voip.message import uri_address, uris
+from trunks.voip.message import shorten, uri_address, uris
 from trunks.voip.sdp import read_offer
 
 DATA = Path(__file__).parent.parent / "data"
@@ -295,3 +295,24 @@ def test_a_malformed_ack_is_not_answered() -> None:
     with pytest.raises(SipParseError, match="CSeq method INFO") as raised:
         parse_message(data)
     assert raised.value.request is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("short", "short"),
+    ("x" * 80, "x" * 80),
+    ("x" * 10240, "x" * 80 + "...(10240 bytes)"),
+    ("a\r\nb\x00c\x1b[31m", "a\\r\\nb\\x00c\\x1b[31m"),
+    (b"\xff\xfeok", "\\xff\\xfeok"),
+    ("\u5927" * 100, "\u5927" * 80 + "...(300 bytes)"),
+])
+def test_shorten_bounds_wire_text_for_logs(text: str | bytes, expected: str) -> None:
+    assert shorten(text) == expected
+
+
+def test_a_parse_error_about_a_10_kb_call_id_is_logged_short() -> None:
+    huge = OK_200.replace(b"Call-ID: 4b2f0c6e9a1d7e3f@127.0.0.1",
+                          b"Call-ID: " + b"c" * 10240).replace(b"CSeq: 1 OPTIONS",
+                                                               b"CSeq: x OPTIONS")
+    with pytest.raises(SipParseError) as raised:
+        parse_message(huge)
+    assert len(shorten(str(raised.value), 200)) < 240

@@ -47,6 +47,7 @@ from trunks.voip.message import (
     shorten,
 )
 from trunks.voip.outbound import PROVISIONAL_TIMEOUT_S, Dialer, OutboundCall
+from trunks.voip.refusals import REFUSED
 from trunks.voip.registration import REGISTER_EXPIRES_S, Registration
 from trunks.voip.transport import Key
 from trunks.waker import Waker, stop_loop
@@ -350,6 +351,7 @@ class SipEndpoint:
                      f"answered {error.status} to" if answered else "ignored", *source,
                      shorten(str(error), 200))
         if error.request is not None:
+            REFUSED.labels(self.name, "malformed").inc()
             self._reply(error.request, source, error.status, error.reason)
 
     def _on_response(self, response: Message) -> None:

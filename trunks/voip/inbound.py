@@ -42,6 +42,7 @@ from trunks.voip.message import (
     uris,
     via,
 )
+from trunks.voip.refusals import REFUSED, RefusalLog
 from trunks.voip.sdp import MediaOffer, SdpError, build_sdp, read_offer
 from trunks.voip.transport import Transport
 
@@ -207,7 +208,7 @@ class InboundCall:
                 ("Content-Type", "application/sdp")]
 
     def _no_ack(self) -> None:
-        logger.warning("Call %s: no ACK for our 200 within %g s", self.id,
+        logger.warning("Call %s: no ACK for our 200 within %g s", shorten(self.id),
                        self.transport.transaction_timeout_s)
         with self.transport.lock:
             if self.state is CallState.ANSWERED:
@@ -226,7 +227,7 @@ class InboundCall:
                 self.transport.schedule((self.id, "media"), MEDIA_CHECK_S, self._check_media)
                 return
             logger.warning("Call %s: nothing from the caller for %.1f s; ending it as cut off",
-                           self.id, silent_s)
+                           shorten(self.id), silent_s)
             self._send_bye()  # in case only the media path died
             self._end(f"{CUT_OFF}: no audio from the caller for {timeout:g} s")
 
@@ -257,7 +258,7 @@ class InboundCall:
         self.ended_at = self.transport.now()
         self.media.close()
         self.ended.set()
-        logger.info("Call %s ended: %s", self.id, reason)
+        logger.info("Call %s ended: %s", shorten(self.id), reason)
 
 
 class Answerer:
@@ -266,8 +267,11 @@ class Answerer:
     def __init__(self, transport: Transport, name: str, engine: RtpEngine,
                  on_call: Callable[[InboundCall], None], allowed: Iterable[str], *,
                  wallclock: Callable[[], float] = time.time,
-                 media_timeout_s: float | None = None) -> None:
+                 media_timeout_s: float | None = None,
+                 refusals: RefusalLog | None = None) -> None:
+        """`refusals`: where INVITEs from other addresses are counted and logged."""
         self.transport = transport
+        self.refusals = refusals or RefusalLog(name, clock=transport.now)
         self.name = name
         self.engine = engine
         self.on_call = on_call
@@ -298,18 +302,19 @@ class Answerer:
             self._reply(invite, source, 481, "Call/Transaction Does Not Exist")
             return
         if source[0] not in self.allowed:
-            logger.warning("SIP endpoint %s refused an INVITE from %s:%d, not a trunk address",
-                           self.name, *source)
+            self.refusals.refused(source[0], "INVITE", "not a trunk address", "not_trunk_address")
             self._reply(invite, source, 403, "Forbidden")
             return
         if invite.content and invite.content_type != SDP:
+            REFUSED.labels(self.name, "unsupported_media").inc()
             self._reply(invite, source, 415, "Unsupported Media Type", [("Accept", SDP)])
             return
         try:
             offer = read_offer(invite)
         except SdpError as exc:
+            REFUSED.labels(self.name, "unsupported_media").inc()
             logger.info("SIP endpoint %s: 488 for call %s: %s", self.name, shorten(invite.call_id),
-                        exc)
+                        shorten(str(exc)))
             self._reply(invite, source, 488, "Not Acceptable Here")
             return
         self._reply(invite, source, 100, "Trying")
@@ -335,7 +340,8 @@ class Answerer:
         call = InboundCall(self.transport, invite, source, offer, media, self.wallclock(),
                            self.media_timeout_s, self.wallclock)
         self._calls[call.id] = call
-        logger.info("Call %s from %s to %s on %s", call.id, call.caller, call.called, self.name)
+        logger.info("Call %s from %s to %s on %s", shorten(call.id), shorten(call.caller),
+                    shorten(call.called), self.name)
         worker = threading.Thread(target=self._run_call, args=(call,),
                                   name=f"call-{call.id[:8]}", daemon=True)
         self._workers.add(worker)
@@ -345,7 +351,7 @@ class Answerer:
         try:
             self.on_call(call)
         except Exception:
-            logger.exception("Call %s: the flow failed; hanging up", call.id)
+            logger.exception("Call %s: the flow failed; hanging up", shorten(call.id))
         finally:
             call.hangup()
             self._workers.discard(threading.current_thread())

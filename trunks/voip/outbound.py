@@ -45,6 +45,7 @@ from trunks.voip.message import (
     new_branch,
     new_call_id,
     new_tag,
+    shorten,
     sip_host,
     uri_address,
     uris,
@@ -408,7 +409,8 @@ class Dialer:
             call.media.close()
             call.ended_at = self.transport.now()
             call.ended.set()
-            logger.info("Call %s to %s: %s (%s)", call.call_id, call.number, outcome, reason)
+            logger.info("Call %s to %s: %s (%s)", call.call_id, call.number, outcome,
+                        shorten(reason))
         call.finished.set()  # last: whoever waits on it sees the call's final state
         if outcome is Outcome.TRUNK_FAILED and first_outcome and self.on_trunk_failure:
             self.on_trunk_failure(f"INVITE to {call.number}: {reason}")

@@ -23,6 +23,7 @@ from trunks.voip.message import (
     new_branch,
     new_call_id,
     new_tag,
+    shorten,
     sip_host,
     via,
 )
@@ -159,7 +160,7 @@ class Registration:
             delay, self.retry_s = self.retry_s, min(self.retry_s * 2, RETRY_S[1])
             self.transport.schedule(_REFRESH, delay, self._refresh)
         logger.warning("Trunk %s: registration failed (%s); retrying in %g s", self.trunk,
-                       reason, delay)
+                       shorten(reason), delay)
         if self.on_trunk_failure is not None:
             self.on_trunk_failure(f"REGISTER: {reason}")
 
