@@ -2,9 +2,10 @@
 
 Instruments that count and time events are module-level objects made with
 ``registry=None``, each beside the code it watches, since lower packages cannot
-import `ivr`: `trunks.voip.outbound.SETUP_SECONDS`, `speech.recognizer.RECOGNIZER_SECONDS`,
-`kb.search.SEARCH_SECONDS` and `ANSWERS`, `ivr.tickets.desk.TICKETS_OPENED`,
-`failover.notify.ALERTS`, and the call counters here. `build_registry` registers them,
+import `ivr`: `trunks.voip.outbound.SETUP_SECONDS`, `trunks.voip.refusals.REFUSED`,
+`speech.recognizer.RECOGNIZER_SECONDS`, `kb.search.SEARCH_SECONDS` and `ANSWERS`,
+`ivr.tickets.desk.TICKETS_OPENED`, `failover.notify.notifier.ALERTS`, and the call
+counters here. `build_registry` registers them,
 the process collectors and a `StateCollector` in a fresh `CollectorRegistry`, so nothing
 goes to prometheus_client's global registry and tests can build many servers in one process.
 
@@ -38,7 +39,6 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from trunks.voip.inbound import CUT_OFF
 
 from failover.drill.report import DrillReport, Result
 from failover.drill.store import DrillStore
@@ -52,7 +52,9 @@ from trunks.health import HealthSnapshot, TrunkState
 from trunks.monitor import TrunkMonitor
 from trunks.overrides import Override, OverrideAction
 from trunks.store import TrunkStore
+from trunks.voip.inbound import CUT_OFF
 from trunks.voip.outbound import SETUP_SECONDS
+from trunks.voip.refusals import REFUSED as SIP_REFUSED
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +74,8 @@ CALLS_ACTIVE = Gauge("hotline_calls_active", "Calls in progress on this node, by
                      ["channel"], registry=None)
 CALLS = Counter("hotline_calls", "Calls ended on this node, by channel and outcome",
                 ["channel", "outcome"], registry=None)
-INSTRUMENTS = (CALLS_ACTIVE, CALLS, SETUP_SECONDS, RECOGNIZER_SECONDS, SEARCH_SECONDS, ANSWERS,
-               TICKETS_OPENED, ALERTS)
+INSTRUMENTS = (CALLS_ACTIVE, CALLS, SETUP_SECONDS, SIP_REFUSED, RECOGNIZER_SECONDS,
+               SEARCH_SECONDS, ANSWERS, TICKETS_OPENED, ALERTS)
 """The process-wide instruments every server's registry exposes."""
 
 

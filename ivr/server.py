@@ -40,6 +40,7 @@ from ivr.tickets.store import TicketStore
 from kb.calibration import Calibration
 from kb.faq import Faq
 from kb.index import open_index
+from kb.progress import progress_reporter
 from kb.search import Searcher
 from speech.engines import create_recognizer, preload
 from speech.prompts import PromptCache
@@ -282,8 +283,9 @@ class Server:
         assert self.faq is not None and settings.kb.cache_dir is not None
         logger.info("Opening the FAQ search index for %s (the first time, building it takes "
                     "a few minutes)", settings.kb.faq)
-        searcher = Searcher(self.faq, open_index(self.faq, settings.kb.cache_dir),
-                            Calibration.load(settings.kb.calibration))
+        with progress_reporter() as progress:  # a bar on a terminal, else log lines
+            index = open_index(self.faq, settings.kb.cache_dir, progress=progress)
+        searcher = Searcher(self.faq, index, Calibration.load(settings.kb.calibration))
         models_dir = settings.speech.models_path(settings.data_dir)
         preload(settings.speech, models_dir)
         bot = VoiceBot(searcher, lambda: create_recognizer(settings.speech, models_dir), desk,

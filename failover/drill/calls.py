@@ -25,12 +25,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from trunks.voip.inbound import InboundCall
-
 from speech import g711
 from speech.prompts import PCMU, encode
 from speech.synthesizer import Samples
 from speech.tones import ToneDetector, tone
+from trunks.voip.inbound import InboundCall
 from trunks.voip.media import RtpStream
 from trunks.voip.outbound import OutboundCall, Outcome
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 
 import redis
-from trunks.voip.inbound import InboundCall
 
 from failover.callbacks import CallbackRecord, Callbacks
 from failover.config import CallbackSettings
@@ -27,6 +26,7 @@ from ivr.flow.runner import FlowRunner
 from ivr.records import CallRecord, CallStore
 from ivr.tickets import TicketDesk
 from trunks.health import HealthSnapshot
+from trunks.voip.inbound import InboundCall
 from trunks.voip.outbound import OutboundCall, Outcome
 
 logger = logging.getLogger(__name__)

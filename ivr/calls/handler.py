@@ -8,14 +8,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from trunks.voip.inbound import InboundCall
-
 from failover.drill.service import DrillService
 from ivr import metrics
 from ivr.channels.sip import SipChannel
 from ivr.flow.runner import FlowRunner
 from ivr.records import CallRecord, CallStore
 from speech.recognizer import VadSettings
+from trunks.voip.inbound import InboundCall
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
-from trunks.voip.inbound import CallState
 
 from failover.callbacks import CallbackRecord, Callbacks
 from failover.config import CallbackSettings
@@ -22,6 +21,7 @@ from ivr.settings import load_settings
 from ivr.tickets.store import TicketStore
 from tests.conftest import FAST_PROBES, wait_for, wait_trunks_up
 from tests.peers import SIPP_SCENARIOS, Carrier, Phone, RedisServer, free_udp_port, require
+from trunks.voip.inbound import CallState
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trunks.voip.endpoint import InboundCall
+from trunks.voip.inbound import InboundCall
 
 
 def no_calls(call: InboundCall) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.peers import Carrier, free_udp_port, require, sipp_trace
-from trunks.voip.endpoint import CallState, InboundCall, SipEndpoint
+from trunks.voip.endpoint import SipEndpoint
+from trunks.voip.inbound import CallState, InboundCall
 from trunks.voip.media import RtpEngine
 from trunks.voip.message import format_message, new_branch, parse_message, via
 from trunks.voip.sdp import build_sdp

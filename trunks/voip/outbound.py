@@ -19,39 +19,42 @@ Stock pyVoIP's `invite()` blocks, and acts only on 200, 404 and 503. Here an
 
 `outcome` tells a failure of the trunk (timeout, 408, 5xx) from a refusal by
 the callee (busy, declined, not found), which must not be retried elsewhere.
+A `Dialer` places one trunk's calls and keeps them a while after they end, to
+ACK a retransmitted final.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import re
-import secrets
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from prometheus_client import Histogram
 
-from trunks.voip.media import RtpStream
+from trunks.voip.auth import digest_authorization
+from trunks.voip.media import RtpEngine, RtpStream
 from trunks.voip.message import (
     ALLOW,
     SIP_VERSION,
     Message,
     SipParseError,
+    build_response,
     format_message,
     new_branch,
     new_call_id,
     new_tag,
+    shorten,
     sip_host,
     uri_address,
     uris,
     via,
 )
 from trunks.voip.sdp import SdpError, build_offer, read_offer
+from trunks.voip.transport import Transport
 
-if TYPE_CHECKING:
-    from trunks.voip.endpoint import SipEndpoint
+logger = logging.getLogger(__name__)
 
 PROVISIONAL_TIMEOUT_S = 1.0
 """A trunk that sends no 100 Trying within this long is failing."""
@@ -82,7 +85,7 @@ class Outcome(enum.StrEnum):
 class OutboundCall:
     """An outgoing call; its public methods are for the worker that placed it."""
 
-    endpoint: SipEndpoint
+    dialer: Dialer
     number: str
     uri: str
     media: RtpStream
@@ -115,12 +118,12 @@ class OutboundCall:
 
     def __post_init__(self) -> None:
         if not self.call_id:
-            self.call_id = new_call_id(self.endpoint.address[0])
+            self.call_id = new_call_id(self.dialer.transport.address[0])
 
     @property
     def from_header(self) -> str:
         """Our From header value, the same in every request of the call."""
-        host = sip_host(self.endpoint.address[0])
+        host = sip_host(self.dialer.transport.address[0])
         return f"<sip:{self.caller_id}@{host}>;tag={self.local_tag}"
 
     @property
@@ -136,7 +139,7 @@ class OutboundCall:
         """Observe the post-dial delay once, at the first 18x or 2xx or at the failure."""
         if self.invited_at is not None and not self.setup_timed:
             self.setup_timed = True
-            SETUP_SECONDS.labels(self.endpoint.name, result.replace(" ", "_")).observe(
+            SETUP_SECONDS.labels(self.dialer.name, result.replace(" ", "_")).observe(
                 now - self.invited_at)
 
     def wait(self, timeout: float | None = None) -> Outcome:
@@ -146,16 +149,16 @@ class OutboundCall:
 
     def cancel(self) -> None:
         """Give up on a call that has not been answered."""
-        self.endpoint._cancel_outbound(self)
+        self.dialer.cancel(self)
 
     def hangup(self) -> None:
         """BYE if answered, CANCEL if still ringing."""
-        self.endpoint._hangup_outbound(self)
+        self.dialer.hangup(self)
 
 
 def build_invite(call: OutboundCall, authorization: tuple[str, str] | None = None) -> bytes:
     """The INVITE (or its authenticated retry) for `call`; it goes to the trunk's proxy."""
-    local = call.endpoint.address
+    local = call.dialer.transport.address
     headers = [("Via", via(local, call.branch)), ("Max-Forwards", "70"),
                ("From", call.from_header), ("To", f"<{call.uri}>"), ("Call-ID", call.call_id),
                ("CSeq", f"{call.cseq} INVITE"),
@@ -173,7 +176,7 @@ def in_transaction_request(call: OutboundCall, method: str, to: str,
     (the current one, or the earlier `transaction` given as (branch, CSeq number))."""
     branch, cseq = transaction or (call.branch, call.cseq)
     return format_message(f"{method} {call.uri} {SIP_VERSION}", [
-        ("Via", via(call.endpoint.address, branch)), ("Max-Forwards", "70"),
+        ("Via", via(call.dialer.transport.address, branch)), ("Max-Forwards", "70"),
         ("From", call.from_header), ("To", to),
         ("Call-ID", call.call_id), ("CSeq", f"{cseq} {method}")])
 
@@ -181,7 +184,7 @@ def in_transaction_request(call: OutboundCall, method: str, to: str,
 def in_dialog_request(call: OutboundCall, method: str, cseq: int) -> tuple[bytes,
                                                                            tuple[str, int]]:
     """ACK for a 2xx or BYE: new branch, along the route set to the remote target."""
-    headers = [("Via", via(call.endpoint.address, new_branch())), ("Max-Forwards", "70")]
+    headers = [("Via", via(call.dialer.transport.address, new_branch())), ("Max-Forwards", "70")]
     if call.route:
         headers.append(("Route", ", ".join(f"<{r}>" for r in call.route)))
     headers += [("From", call.from_header),
@@ -192,7 +195,7 @@ def in_dialog_request(call: OutboundCall, method: str, cseq: int) -> tuple[bytes
     try:
         destination = uri_address(call.route[0] if call.route else target)
     except SipParseError:
-        destination = call.endpoint.proxy or call.endpoint.address
+        destination = call.dialer.proxy or call.dialer.transport.address
     return data, destination
 
 
@@ -220,29 +223,194 @@ def take_media(call: OutboundCall, response: Message) -> bool:
     return True
 
 
-def digest_authorization(response: Message, method: str, uri: str, username: str,
-                         password: str) -> tuple[str, str] | None:
-    """The (Proxy-)Authorization header answering a 401/407 challenge (RFC 2617, MD5)."""
-    name = "Proxy-Authenticate" if response.status_code == 407 else "WWW-Authenticate"
-    challenge = response.value(name)
-    if challenge is None or not challenge.lower().startswith("digest"):
-        return None
-    params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge[6:]))
-    realm, nonce = params.get("realm", ""), params.get("nonce", "")
+class Dialer:
+    """Places calls through one trunk's proxy and drives their INVITE transactions from
+    the endpoint's loop; it remembers each call a while after it ends."""
 
-    def md5(text: str) -> str:
-        return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+    def __init__(self, transport: Transport, name: str, engine: RtpEngine, *,
+                 proxy: tuple[str, int] | None, domain: str | None,
+                 credentials: tuple[str, str] | None, caller_id: str,
+                 provisional_timeout_s: float = PROVISIONAL_TIMEOUT_S,
+                 on_trunk_failure: Callable[[str], None] | None = None) -> None:
+        self.transport = transport
+        self.name = name
+        self.engine = engine
+        self.proxy = proxy
+        self.domain = domain
+        self.credentials = credentials
+        self.caller_id = caller_id
+        self.provisional_timeout_s = provisional_timeout_s
+        self.on_trunk_failure = on_trunk_failure
+        self._calls: dict[str, OutboundCall] = {}
 
-    ha1, ha2 = md5(f"{username}:{realm}:{password}"), md5(f"{method}:{uri}")
-    fields = [f'username="{username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"',
-              'algorithm=MD5']
-    if "auth" in params.get("qop", "").split(","):
-        cnonce, nc = secrets.token_hex(8), "00000001"
-        digest = md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
-        fields += [f'response="{digest}"', "qop=auth", f"nc={nc}", f'cnonce="{cnonce}"']
-    else:
-        fields.append(f'response="{md5(f"{ha1}:{nonce}:{ha2}")}"')
-    if "opaque" in params:
-        fields.append(f'opaque="{params["opaque"]}"')
-    header = "Proxy-Authorization" if response.status_code == 407 else "Authorization"
-    return header, "Digest " + ", ".join(fields)
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._calls
+
+    def place_call(self, number: str, ring_timeout_s: float = 30.0,
+                   caller_id: str | None = None) -> OutboundCall:
+        """Call `number` from `caller_id` (default: the trunk's); returns at once."""
+        if self.proxy is None or self.domain is None:
+            raise ValueError(f"trunk {self.name} has no proxy for outgoing calls")
+        call = OutboundCall(self, number, f"sip:{number}@{self.domain}", self.engine.open(),
+                            caller_id or self.caller_id)
+        with self.transport.lock:
+            self._calls[call.call_id] = call
+            call.invited_at = self.transport.now()
+            self._send_invite(call, None)
+            self.transport.schedule((call.call_id, "ring"), ring_timeout_s,
+                                    lambda: self._ring_timeout(call, ring_timeout_s))
+        logger.info("Calling %s through %s (call %s)", number, self.name, call.call_id)
+        return call
+
+    def cancel(self, call: OutboundCall, reason: str = "cancelled") -> None:
+        """CANCEL a call still being set up (nothing if it has an outcome)."""
+        with self.transport.lock:
+            if call.outcome is not Outcome.PENDING:
+                return
+            self._stop_setup(call)
+            if call.provisional is not None and self.proxy is not None:
+                cancel = in_transaction_request(call, "CANCEL", f"<{call.uri}>")
+                self.transport.transmit((call.call_id, "cancel"), cancel, self.proxy)
+            self._end(call, Outcome.CANCELLED, None, reason)
+
+    def hangup(self, call: OutboundCall) -> None:
+        """BYE if answered, CANCEL if still ringing."""
+        with self.transport.lock:
+            if call.outcome is Outcome.ANSWERED:
+                self._send_bye(call)
+                self._end(call, Outcome.ENDED, None, "hung up by hotline")
+            else:
+                self.cancel(call)
+
+    def hangup_all(self) -> None:
+        with self.transport.lock:
+            calls = list(self._calls.values())
+        for call in calls:
+            call.hangup()
+
+    def on_response(self, response: Message) -> None:
+        """A response to one of our INVITEs (others are ignored)."""
+        call = self._calls.get(response.call_id)
+        if call is None or response.cseq.method != "INVITE":
+            return
+        if response.cseq.number == call.cseq:
+            self._on_invite_response(call, response)
+        elif response.status_code >= 300 and self.proxy is not None:
+            # a retransmitted challenge of an earlier attempt: ACK it again in its transaction
+            ack = in_transaction_request(call, "ACK", response.value("To") or "",
+                                         (response.branch or "", response.cseq.number))
+            self.transport.send(ack, self.proxy)
+
+    def on_bye(self, bye: Message, source: tuple[str, int]) -> bool:
+        """End the call this BYE is for and answer 200; False if it is not for one of ours."""
+        call = self._calls.get(bye.call_id)
+        if call is None or bye.headers["To"]["tag"] != call.local_tag:
+            return False
+        self.transport.send(build_response(bye, 200, "OK"), source)
+        self._end(call, Outcome.ENDED, None, "callee hung up")
+        return True
+
+    def unreachable(self, call_id: str, reason: str) -> None:
+        """Fail the set-up of a call whose INVITE came back as an ICMP error (`reason`),
+        unless the trunk has answered it already."""
+        with self.transport.lock:
+            call = self._calls.get(call_id)
+            if call is None or call.outcome is not Outcome.PENDING or call.provisional:
+                return
+            self._stop_setup(call)
+            self._end(call, Outcome.TRUNK_FAILED, None, f"ICMP: {reason}")
+
+    def forget_ended(self, now: float, linger_s: float) -> None:
+        """Drop the calls that ended more than `linger_s` ago."""
+        for call_id, ended in [(i, c.ended_at) for i, c in self._calls.items()]:
+            if ended is not None and now - ended > linger_s:
+                del self._calls[call_id]
+
+    def _send_invite(self, call: OutboundCall, authorization: tuple[str, str] | None) -> None:
+        assert self.proxy is not None
+        call.invite = build_invite(call, authorization)
+        self.transport.transmit((call.call_id, "out-invite"), call.invite, self.proxy)
+        self.transport.schedule((call.call_id, "provisional"), self.provisional_timeout_s,
+                                lambda: self._no_provisional(call))
+
+    def _on_invite_response(self, call: OutboundCall, response: Message) -> None:
+        code = response.status_code
+        self.transport.stop_retransmit((call.call_id, "out-invite"))
+        self.transport.cancel((call.call_id, "provisional"))
+        if code < 200:
+            call.provisional = code
+            if code >= 180:
+                call.time_setup(self.transport.now(), "ringing")
+            if take_media(call, response):
+                call.early_media = True
+            return
+        self.transport.cancel((call.call_id, "ring"))
+        if code < 300:
+            self._on_success(call, response)
+            return
+        assert self.proxy is not None
+        self.transport.send(in_transaction_request(call, "ACK", response.value("To") or ""),
+                            self.proxy)
+        if code in (401, 407) and not call.authenticated and self.credentials:
+            authorization = digest_authorization(response, "INVITE", call.uri,
+                                                 *self.credentials)
+            if authorization is not None:
+                call.authenticated, call.cseq, call.branch = True, call.cseq + 1, new_branch()
+                self._send_invite(call, authorization)
+                return
+        outcome = Outcome.TRUNK_FAILED if code in TRUNK_FAILURE_STATUSES else Outcome.REFUSED
+        self._end(call, outcome, code, f"{code} {response.reason}".strip())
+
+    def _on_success(self, call: OutboundCall, response: Message) -> None:
+        learn_dialog(call, response)
+        take_media(call, response)
+        ack, destination = in_dialog_request(call, "ACK", call.cseq)
+        self.transport.send(ack, destination)  # every copy of the 2xx gets its ACK
+        if call.outcome is Outcome.PENDING:
+            call.time_setup(self.transport.now(), "answered")
+            call.outcome, call.status, call.reason = (Outcome.ANSWERED, response.status_code,
+                                                      response.reason)
+            call.answered.set()
+            call.finished.set()
+            logger.info("Call %s to %s answered", call.call_id, call.number)
+        elif call.outcome is not Outcome.ANSWERED:  # answered after we gave up
+            self._send_bye(call)
+
+    def _no_provisional(self, call: OutboundCall) -> None:
+        with self.transport.lock:
+            if call.provisional is None and call.outcome is Outcome.PENDING:
+                self.transport.stop_retransmit((call.call_id, "out-invite"))
+                self._end(call, Outcome.TRUNK_FAILED, None,
+                          f"no provisional reply within {self.provisional_timeout_s:g} s")
+
+    def _ring_timeout(self, call: OutboundCall, seconds: float) -> None:
+        with self.transport.lock:
+            if call.outcome is Outcome.PENDING:
+                self.cancel(call, f"no answer within {seconds:g} s")
+
+    def _stop_setup(self, call: OutboundCall) -> None:
+        self.transport.stop_retransmit((call.call_id, "out-invite"))
+        for kind in ("provisional", "ring"):
+            self.transport.cancel((call.call_id, kind))
+
+    def _send_bye(self, call: OutboundCall) -> None:
+        bye, destination = in_dialog_request(call, "BYE", call.cseq + 1)
+        self.transport.transmit((call.call_id, "bye"), bye, destination)
+
+    def _end(self, call: OutboundCall, outcome: Outcome, status: int | None,
+             reason: str) -> None:
+        first_outcome = call.outcome is Outcome.PENDING
+        if first_outcome:
+            call.time_setup(self.transport.now(), outcome)
+        if first_outcome or outcome is Outcome.ENDED:
+            call.outcome, call.reason = outcome, reason
+            call.status = status if status is not None else call.status
+        if outcome is not Outcome.ANSWERED and not call.ended.is_set():
+            call.media.close()
+            call.ended_at = self.transport.now()
+            call.ended.set()
+            logger.info("Call %s to %s: %s (%s)", call.call_id, call.number, outcome,
+                        shorten(reason))
+        call.finished.set()  # last: whoever waits on it sees the call's final state
+        if outcome is Outcome.TRUNK_FAILED and first_outcome and self.on_trunk_failure:
+            self.on_trunk_failure(f"INVITE to {call.number}: {reason}")

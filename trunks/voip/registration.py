@@ -3,8 +3,8 @@
 Driven by the endpoint's loop like every other transaction: REGISTER, one
 digest retry on 401/407, a new attempt with Min-Expires on 423, and a refresh
 at 80% of the expiry the registrar granted. A refusal or a timeout is reported
-through the endpoint's `on_trunk_failure` (a passive signal for the monitor) and
-retried with a growing delay.
+through `on_trunk_failure` (a passive signal for the monitor) and retried with a
+growing delay.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from __future__ import annotations
 import enum
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from trunks.voip.auth import digest_authorization
 from trunks.voip.message import (
     SIP_VERSION,
     Message,
@@ -22,13 +23,11 @@ from trunks.voip.message import (
     new_branch,
     new_call_id,
     new_tag,
+    shorten,
     sip_host,
     via,
 )
-from trunks.voip.outbound import digest_authorization
-
-if TYPE_CHECKING:
-    from trunks.voip.endpoint import SipEndpoint
+from trunks.voip.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +37,7 @@ REFRESH_FRACTION = 0.8
 """Refresh once this share of the granted lifetime has passed."""
 RETRY_S = (2.0, 60.0)
 """First and longest delay before registering again after a failure."""
+_REQUEST, _REFRESH = ("register", "request"), ("register", "refresh")
 
 
 class RegistrationState(enum.StrEnum):
@@ -51,10 +51,14 @@ class RegistrationState(enum.StrEnum):
 class Registration:
     """One trunk's registration; its state is read by the monitor and the CLI."""
 
-    endpoint: SipEndpoint
+    transport: Transport
+    trunk: str
+    proxy: tuple[str, int]
+    domain: str
     username: str
     password: str
     expires_s: int = REGISTER_EXPIRES_S
+    on_trunk_failure: Callable[[str], None] | None = None
     state: RegistrationState = RegistrationState.REGISTERING
     granted_s: int | None = None
     last_error: str | None = None
@@ -64,35 +68,101 @@ class Registration:
     branch: str = ""
     authenticated: bool = False
     retry_s: float = RETRY_S[0]
+    active: bool = True
+    """False once stopped: its timers and late responses are ignored."""
 
     def __post_init__(self) -> None:
-        self.call_id = self.call_id or new_call_id(self.endpoint.address[0])
+        self.call_id = self.call_id or new_call_id(self.transport.address[0])
 
     @property
     def aor(self) -> str:
-        return f"sip:{self.username}@{self.endpoint.domain}"
+        return f"sip:{self.username}@{self.domain}"
+
+    def start(self) -> None:
+        """Send the first REGISTER."""
+        with self.transport.lock:
+            self._send(self.expires_s)
+
+    def stop(self, unregister: bool = True) -> None:
+        """Stop refreshing; with `unregister`, remove our binding at the registrar
+        (Expires: 0) if we hold one, without waiting for the answer."""
+        with self.transport.lock:
+            self.active = False
+            self.transport.cancel(_REFRESH)
+            self.transport.stop_retransmit(_REQUEST)
+            if unregister and self.state is RegistrationState.REGISTERED:
+                self.transport.send(self.request(0), self.proxy)
 
     def request(self, expires: int, authorization: tuple[str, str] | None = None) -> bytes:
         """The next REGISTER of this registration (a new CSeq and branch each time)."""
         self.cseq += 1
         self.branch = new_branch()
-        host, port = self.endpoint.address
-        headers = [("Via", via(self.endpoint.address, self.branch)), ("Max-Forwards", "70"),
+        host, port = self.transport.address
+        headers = [("Via", via(self.transport.address, self.branch)), ("Max-Forwards", "70"),
                    ("From", f"<{self.aor}>;tag={self.local_tag}"), ("To", f"<{self.aor}>"),
                    ("Call-ID", self.call_id), ("CSeq", f"{self.cseq} REGISTER"),
                    ("Contact", f"<sip:{self.username}@{sip_host(host)}:{port}>"),
                    ("Expires", str(expires)), ("User-Agent", "hotline")]
         if authorization is not None:
             headers.append(authorization)
-        return format_message(f"REGISTER sip:{self.endpoint.domain} {SIP_VERSION}", headers)
+        return format_message(f"REGISTER sip:{self.domain} {SIP_VERSION}", headers)
 
     def challenge_answer(self, response: Message) -> tuple[str, str] | None:
         """Credentials for a 401/407, once per attempt."""
         if self.authenticated:
             return None
         self.authenticated = True
-        return digest_authorization(response, "REGISTER", f"sip:{self.endpoint.domain}",
+        return digest_authorization(response, "REGISTER", f"sip:{self.domain}",
                                     self.username, self.password)
+
+    def on_response(self, response: Message) -> bool:
+        """Act on a response to our latest REGISTER; False if it is not one."""
+        if not (self.active and response.cseq.method == "REGISTER" and
+                response.call_id == self.call_id and response.cseq.number == self.cseq):
+            return False
+        code = response.status_code
+        if code < 200:
+            return True
+        self.transport.stop_retransmit(_REQUEST)
+        asked = self.expires_s
+        if code < 300:
+            self.granted_s = granted_expires(response, asked)
+            self.state, self.last_error = RegistrationState.REGISTERED, None
+            self.retry_s = RETRY_S[0]
+            self.transport.schedule(_REFRESH, self.granted_s * REFRESH_FRACTION, self._refresh)
+            logger.info("Trunk %s registered as %s for %d s", self.trunk, self.aor,
+                        self.granted_s)
+        elif code in (401, 407) and (answer := self.challenge_answer(response)):
+            self._send(asked, answer)
+        elif code == 423 and (minimum := min_expires(response)) and minimum > asked:
+            self.expires_s = minimum
+            self._send(minimum)
+        else:
+            self._failed(f"{code} {response.reason}".strip())
+        return True
+
+    def _send(self, expires: int, authorization: tuple[str, str] | None = None) -> None:
+        if authorization is None:
+            self.authenticated = False
+        self.transport.transmit(_REQUEST, self.request(expires, authorization), self.proxy,
+                                on_give_up=lambda: self._failed("no response"))
+
+    def _refresh(self) -> None:
+        with self.transport.lock:
+            if self.active:
+                self._send(self.expires_s)
+
+    def _failed(self, reason: str) -> None:
+        with self.transport.lock:
+            if not self.active:
+                return
+            self.state, self.last_error = RegistrationState.FAILED, reason
+            delay, self.retry_s = self.retry_s, min(self.retry_s * 2, RETRY_S[1])
+            self.transport.schedule(_REFRESH, delay, self._refresh)
+        logger.warning("Trunk %s: registration failed (%s); retrying in %g s", self.trunk,
+                       shorten(reason), delay)
+        if self.on_trunk_failure is not None:
+            self.on_trunk_failure(f"REGISTER: {reason}")
 
 
 def granted_expires(response: Message, asked: int) -> int:

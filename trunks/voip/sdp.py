@@ -34,10 +34,12 @@ class MediaOffer:
 
 def read_offer(message: Message) -> MediaOffer:
     """The first G.711 codec in the offer's order, its address and direction."""
-    body: dict[str, Any] = message.body
+    body: dict[str, Any] = message.body  # parsed by pyVoIP only if the body is SDP
     audio = next((m for m in body.get("m", []) if m.get("type") == "audio"), None)
     if audio is None:
         raise SdpError("the offer has no audio stream")
+    if not 0 < audio["port"] < 65536:
+        raise SdpError(f"the audio stream's port {audio['port']} is disabled or invalid")
     connections = body.get("c") or []
     if not connections:
         raise SdpError("the offer has no connection address (c=)")

@@ -13,7 +13,6 @@ import pytest
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from trunks.voip.inbound import InboundCall
 
 from failover.drill.report import DrillReport, Result
 from failover.drill.store import DrillStore
@@ -34,12 +33,14 @@ from tests.conftest import FAST_PROBES, wait_for
 from tests.ivr.tickets.peers import fast_client
 from tests.peers import Carrier, Phone, RedisServer
 from tests.speech_audio import FRAME, speak, turn
+from tests.trunks.test_bad_requests import SDP, STRANGER, exchange, invite, statuses
 from trunks.config import TrunkConfig
 from trunks.health import TrunkState
 from trunks.monitor import TrunkMonitor
 from trunks.overrides import Override, OverrideAction
 from trunks.store import TrunkStore
 from trunks.voip.endpoint import SipEndpoint
+from trunks.voip.inbound import InboundCall
 from trunks.voip.media import RtpEngine
 from trunks.voip.outbound import Outcome
 
@@ -356,3 +357,19 @@ def test_outbound_setup_is_timed(registry: CollectorRegistry, carrier: Carrier,
         assert value(after, "hotline_setup_seconds_bucket", le="10.0", **labels) >= 1
     assert count(after, "hotline_setup_seconds_count", trunk="phone-trunk", result="answered") \
         == count(before, "hotline_setup_seconds_count", trunk="phone-trunk", result="answered")
+
+
+def test_refused_sip_requests_are_counted(registry: CollectorRegistry,
+                                          engine: RtpEngine) -> None:
+    endpoint = SipEndpoint("carrier-z", ("127.0.0.1", 0), engine, _no_calls,
+                           allowed={"127.0.0.1"})
+    endpoint.start()
+    try:
+        labels = {"trunk": "carrier-z", "reason": "not_trunk_address"}
+        before = scrape(registry)
+        stranger = invite(SDP.format(m="m=audio 6000 RTP/AVP 0"))
+        assert statuses(exchange(endpoint, stranger, STRANGER)) == [403]
+        assert count(scrape(registry), "hotline_sip_refused_total", **labels) == \
+            count(before, "hotline_sip_refused_total", **labels) + 1
+    finally:
+        endpoint.stop()
