@@ -23,6 +23,9 @@ kill; it is reported for the calls placed in the failover window after the kill.
     python bench/failover_load.py [--rate 5] [--calls 150] [--hold 10] [--kill-at 12]
                                   [--window 10] [--outage kill|stop|both]
                                   [--out docs/bench/failover-load.md]
+
+Longer than a module should be (about 500 lines): the two rigs share their load, their
+timing and their report, and are meant to be read side by side in one file.
 """
 
 from __future__ import annotations

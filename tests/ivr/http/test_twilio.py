@@ -5,49 +5,33 @@ FAQ), and recordings served by the local Twilio fake."""
 
 from __future__ import annotations
 
-import datetime
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 import requests
 import yaml
-from flask.testing import FlaskClient
 
 import ivr.channels.twilio as twilio_channel
 from failover.notify.alert import mask_number
-from failover.router import Router
-from ivr.channels.twilio import TwilioCall, read_recording
-from ivr.clock import fixed
-from ivr.flow.model import Flow
-from ivr.flow.oncall import load_oncall
-from ivr.flow.runner import FlowRunner
 from ivr.flow.voicebot import VoiceBot
-from ivr.http.app import create_app
-from ivr.http.twilio import TwilioVoice
 from ivr.metrics import CALLS, CALLS_ACTIVE
-from ivr.records import CallRecord, CallStore
+from ivr.records import CallStore
 from ivr.server import Server
-from ivr.settings import Settings, TwilioVoiceSettings, load_settings
+from ivr.settings import load_settings
 from ivr.tickets.store import TicketStore
 from speech.prompts import PromptCache
-from speech.synthesizer import resample, wav_bytes
-from tests.conftest import wait_for
+from speech.synthesizer import wav_bytes
 from tests.ivr.conftest import WriteConfig
 from tests.ivr.flow.test_voicebot_calls import FLOW as BOT_FLOW
+from tests.ivr.http.conftest import ALICE, API_TOKEN, BOB, CALLER, MakeVoice, record_of
 from tests.peers import Carrier, RedisServer, free_udp_port
 from tests.speech_audio import speak
 from tests.twilio_caller import PUBLIC_URL, Document, VoiceCaller
 from tests.twilio_fake import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, WebhookReceiver
 
-API_TOKEN = "api-token-0123456789abcdef"
-ALICE, BOB = "+15550000001", "+15550000002"
-CALLER = "+8613912345678"
 MENU_FLOW = {
     "start": "welcome",
     "voice": {"engine": "espeak"},
@@ -63,73 +47,6 @@ MENU_FLOW = {
         "goodbye": {"type": "hangup", "text": "Goodbye."},
     },
 }
-
-MakeVoice = Callable[..., tuple[TwilioVoice, FlaskClient]]
-
-
-class NoTrunks:
-    """The monitor of a hotline whose only calls come from Twilio: <Dial> places them."""
-
-    def select(self, needs: object = None) -> list[Any]:
-        return []
-
-
-ALICE_ON_DUTY = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
-"""The flows' clock: a Monday after the 09:00 handover, Alice's week (48 weeks in)."""
-
-
-@pytest.fixture
-def oncall_file(tmp_path: Path) -> Path:
-    path = tmp_path / "oncall.yaml"
-    path.write_text(yaml.safe_dump({
-        "timezone": "UTC",
-        "people": {"alice": {"name": "Alice", "phone": ALICE},
-                   "bob": {"name": "Bob", "phone": BOB}},
-        "rotation": {"order": ["alice", "bob"], "start": "2026-01-05", "handover": "09:00",
-                     "every_days": 7}}))
-    return path
-
-
-@pytest.fixture
-def app_settings() -> Settings:
-    return Settings.model_validate({
-        "node": "node-1", "trunks": [{"name": "carrier-a", "mode": "ip",
-                                      "proxy": "127.0.0.1:5999"}]})
-
-
-@pytest.fixture
-def make_voice(espeak_prompts: PromptCache, oncall_file: Path, redis_client: redis.Redis,
-               app_settings: Settings) -> Iterator[MakeVoice]:
-    """The Twilio webhooks for a flow, in the API's app; every call ended afterwards."""
-    made: list[TwilioVoice] = []
-
-    def make(flow: dict[str, Any], bot: VoiceBot | None = None,
-             **settings: Any) -> tuple[TwilioVoice, FlaskClient]:
-        parsed = Flow.model_validate(flow)
-        espeak_prompts.warm(*parsed.prompts())
-        runner = FlowRunner(parsed, espeak_prompts, now=fixed(ALICE_ON_DUTY),
-                            oncall=load_oncall(oncall_file),
-                            dialer=Router(NoTrunks(), {}), bot=bot)
-        voice = TwilioVoice(TwilioVoiceSettings(**{
-            "account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "public_url": PUBLIC_URL,
-            **settings}), runner, CallStore(redis_client), no_input_s=3)
-        made.append(voice)
-        return voice, create_app(app_settings, redis_client, API_TOKEN, voice).test_client()
-
-    yield make
-    for voice in made:
-        voice.stop()
-
-
-def record_of(redis_client: redis.Redis, sid: str) -> CallRecord:
-    """The call's record, once its flow has finished."""
-    store = CallStore(redis_client)
-    wait_for(lambda: (r := store.get(sid)) is not None and r.ended_at is not None,
-             what=f"the record of {sid} finished")
-    record = store.get(sid)
-    assert record is not None
-    return record
-
 
 def test_a_menu_and_a_forward_escalating_to_the_next_engineer(
         make_voice: MakeVoice, redis_client: redis.Redis,
@@ -364,39 +281,6 @@ def test_calls_beyond_max_calls_are_rejected_busy(make_voice: MakeVoice,
     assert voice.active() == 1
 
 
-def test_a_busy_flow_makes_twilio_pause_and_ask_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(twilio_channel, "RESPONSE_WAIT_S", 0.2)
-    call = TwilioCall("CA" + "1" * 32, lambda seq: f"{PUBLIC_URL}/twilio/voice/next?seq={seq}")
-    answers: list[dict[str, str]] = []
-
-    def flow() -> None:
-        from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-untyped]
-
-        def gather(action: str) -> Any:
-            response = VoiceResponse()
-            response.gather(action=action)
-            return response
-
-        seq = call.send(gather)
-        answers.append(call.receive(seq, 5))
-        time.sleep(0.5)  # longer than a request waits
-        call.finish("<Response><Hangup/></Response>")
-
-    thread = threading.Thread(target=flow)
-    thread.start()
-    first = Document(call.respond(0, {}))
-    assert first.verbs == ["Gather"]
-    hold = Document(call.respond(1, {"Digits": "5"}))
-    assert hold.verbs == ["Pause", "Redirect"]
-    assert hold.verb("Redirect").text == f"{PUBLIC_URL}/twilio/voice/next?seq=1"
-    again = Document(call.respond(1, {"Digits": "6"}))  # the redirect: same step
-    while again.hold:
-        again = Document(call.respond(1, {}))
-    assert again.verbs == ["Hangup"]
-    thread.join()
-    assert answers == [{"Digits": "5"}]  # delivered once
-
-
 def test_audio_is_served_only_by_its_key(make_voice: MakeVoice) -> None:
     _, client = make_voice(MENU_FLOW)
     caller = VoiceCaller(client, CALLER)
@@ -421,14 +305,6 @@ def test_no_secrets_in_pages_or_logs(make_voice: MakeVoice, redis_client: redis.
     for secret in (AUTH_TOKEN, API_TOKEN):
         assert secret not in caplog.text and secret not in pages
     assert CALLER not in caplog.text and mask_number(CALLER) in caplog.text
-
-
-def test_recordings_at_other_rates_are_resampled() -> None:
-    samples = speak("one two three")
-    wide = resample(samples, 8000, 16000)
-    assert abs(len(read_recording(wav_bytes(wide, 16000))) - len(samples)) <= 2
-    with pytest.raises(twilio_channel.RecordingError, match="not a readable WAV file"):
-        read_recording(b"RIFF....nonsense")
 
 
 def test_serve_runs_the_twilio_webhooks(write_config: WriteConfig, redis_server: RedisServer,
