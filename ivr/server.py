@@ -11,8 +11,6 @@ from types import FrameType
 
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
-from waitress.server import TcpWSGIServer, create_server
-from waitress.wasyncore import close_all
 
 from failover.callbacks import Callbacks
 from failover.drill.service import DrillService
@@ -29,6 +27,7 @@ from ivr.flow.oncall import load_oncall
 from ivr.flow.runner import FlowRunner
 from ivr.flow.voicebot import VoiceBot
 from ivr.http.app import create_app
+from ivr.http.serving import HttpServer
 from ivr.http.twilio import TwilioVoice
 from ivr.metrics import build_registry
 from ivr.records import CallStore
@@ -55,8 +54,6 @@ logger = logging.getLogger(__name__)
 
 NOTIFY_FLUSH_S = 10.0
 """How long shutdown waits for queued alerts to go out."""
-HTTP_STOP_S = 5.0
-"""How long shutdown waits for the HTTP server's loop to end."""
 
 
 class Server:
@@ -83,9 +80,8 @@ class Server:
         self.callbacks: CallbackService | None = None
         self.notifier: Notifier | None = None
         self.scheduler: BackgroundScheduler | None = None
-        self.http: TcpWSGIServer | None = None
+        self.http: HttpServer | None = None
         self.twilio: TwilioVoice | None = None
-        self._http_thread: threading.Thread | None = None
         try:
             self._api_token = (settings.http.api_token(os.environ)
                                if settings.http.listen else "")
@@ -115,44 +111,77 @@ class Server:
         logger.info("Hotline server running as node %s", self.settings.node)
 
     def stop(self) -> None:
+        """Stop everything that started, in reverse order. A part that fails to stop is
+        logged and the rest still stop: nothing keeps running behind a failed shutdown."""
+        for name, step in (("Twilio calls", self._stop_twilio), ("HTTP", self._stop_http),
+                           ("drills", self._stop_drills),
+                           ("call-backs", self._stop_callbacks),
+                           ("SIP endpoints", self._stop_endpoints),
+                           ("RTP engine", self._stop_engine), ("ticket outbox", self._stop_outbox),
+                           ("trunk monitor", self._stop_monitor),
+                           ("notifier", self._stop_notifier), ("Redis", self._stop_redis)):
+            try:
+                step()
+            except Exception:
+                logger.exception("Stopping %s failed; stopping the rest", name)
+        self.stopped.set()
+
+    def _stop_twilio(self) -> None:
         if self.twilio is not None:  # its calls end, and their waiting requests answer
-            self.twilio.stop()
-            self.twilio = None
+            twilio, self.twilio = self.twilio, None
+            twilio.stop()
+
+    def _stop_http(self) -> None:
         if self.http is not None:
-            self._stop_http(self.http)
-            self.http = None
+            http, self.http = self.http, None
+            http.stop()
+
+    def _stop_drills(self) -> None:
         if self.drill is not None:  # a running drill is stopped and restores first
             self.drill.stop()
         if self.scheduler is not None:  # and waited for, if the schedule started it
-            self.scheduler.shutdown(wait=True)
-            self.scheduler = None
+            scheduler, self.scheduler = self.scheduler, None
+            scheduler.shutdown(wait=True)
         self.drill = None
+
+    def _stop_callbacks(self) -> None:
         if self.callbacks is not None:
-            self.callbacks.stop()
-            self.callbacks = None
+            callbacks, self.callbacks = self.callbacks, None
+            callbacks.stop()
+
+    def _stop_endpoints(self) -> None:
         for endpoint in self.endpoints.values():  # every call first: a flow may use any trunk
             endpoint.end_calls()
         for endpoint in self.endpoints.values():
             endpoint.stop()
         self.endpoints.clear()
+
+    def _stop_engine(self) -> None:
         if self.engine is not None:
-            self.engine.stop()
-            self.engine = None
+            engine, self.engine = self.engine, None
+            engine.stop()
+
+    def _stop_outbox(self) -> None:
         if self.outbox is not None:
-            self.outbox.stop()
-            self.outbox = None
+            outbox, self.outbox = self.outbox, None
+            outbox.stop()
+
+    def _stop_monitor(self) -> None:
         if self.monitor is not None:
-            self.monitor.stop()
-            self.monitor = None
+            monitor, self.monitor = self.monitor, None
+            monitor.stop()
+
+    def _stop_notifier(self) -> None:
         if self.notifier is not None:  # last, so the alerts of everything above go out
-            self.notifier.flush(NOTIFY_FLUSH_S)
-            self.notifier.stop()
-            self.notifier = None
+            notifier, self.notifier = self.notifier, None
+            notifier.flush(NOTIFY_FLUSH_S)
+            notifier.stop()
+
+    def _stop_redis(self) -> None:
         while self._clients:
             self._clients.pop().close()
         if self._embedded is not None:
             self._embedded.stop()
-        self.stopped.set()
 
     def run_until_signalled(self) -> None:
         """Serve until SIGINT or SIGTERM, then shut down cleanly."""
@@ -226,26 +255,10 @@ class Server:
         app = create_app(self.settings, self._connect(fail_fast=True), self._api_token,
                          self.twilio, build_registry(self.monitor, self._connect(fail_fast=True),
                                                      self.settings.redis.prefix))
-        server = create_server(app, host=host, port=port, threads=self.settings.http.threads,
-                               ident="hotline")
-        assert isinstance(server, TcpWSGIServer)  # one address: not a MultiSocketServer
-        self.http = server
-        self._http_thread = threading.Thread(target=server.run, name="http", daemon=True)
-        self._http_thread.start()
+        self.http = HttpServer(app, host, port, self.settings.http.threads)
+        self.http.start()
         logger.info("HTTP API on http://%s:%s/ (/api/ needs the bearer token)",
-                    *server.getsockname()[:2])
-
-    def _stop_http(self, server: TcpWSGIServer) -> None:
-        """Close the listening socket and every connection (idle keep-alive ones would
-        keep the loop running) inside waitress's own loop thread, woken by its trigger:
-        closing them from here would pull sockets from under its select()."""
-        server.trigger.pull_trigger(lambda: close_all(server._map))  # type: ignore[attr-defined]
-        if self._http_thread is not None:
-            self._http_thread.join(HTTP_STOP_S)
-            if self._http_thread.is_alive():
-                logger.warning("HTTP server did not stop within %.0f s", HTTP_STOP_S)
-            self._http_thread = None
-        server.task_dispatcher.shutdown()
+                    *self.http.address)
 
     def _drill(self, router: Router) -> DrillService:
         settings = self.settings

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ivr.cli import cli
 from ivr.http.app import create_app
+from ivr.http.serving import HttpServer
 from ivr.records import CallRecord, CallStore
 from ivr.server import Server
 from ivr.settings import ConfigError, Settings, load_settings
@@ -214,6 +215,26 @@ def test_serve_runs_the_api_over_http(write_config: WriteConfig, redis_server: R
         server.stop()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/healthz", timeout=2)
+
+
+def test_a_part_that_fails_to_stop_does_not_keep_the_rest_running(
+        write_config: WriteConfig, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_udp_port()
+    config = write_config({"carrier-a": "127.0.0.1:5999"}, redis_url=redis_server.url,
+                          http={"listen": f"127.0.0.1:{port}", "token": TOKEN})
+    server = Server(load_settings(config))
+    server.start()
+    stop_http = HttpServer.stop
+
+    def stop_then_fail(http: HttpServer) -> None:
+        stop_http(http)
+        raise RuntimeError("stuck socket")
+
+    monkeypatch.setattr(HttpServer, "stop", stop_then_fail)
+    server.stop()  # the monitor's threads are gone too: the leftovers check passes
+    assert server.monitor is None and server.stopped.is_set()
+    assert "Stopping HTTP failed; stopping the rest" in caplog.text
 
 
 def test_an_api_without_a_token_is_a_config_error(write_config: WriteConfig,
