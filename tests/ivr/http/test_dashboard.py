@@ -134,7 +134,7 @@ def dashboard(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Dash
 
 def url_of(server: Server) -> str:
     assert server.http is not None
-    host, port = server.http.getsockname()[:2]
+    host, port = server.http.address
     return f"http://{host}:{port}"
 
 
