@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
-from trunks.voip.inbound import InboundCall
 
 from failover.config import DrillSettings
 from failover.drill.calls import CallCheck, Responder, check_call
@@ -23,6 +22,7 @@ from failover.drill.run import Drill, DrillRefused
 from failover.drill.store import DrillStore
 from failover.router import Need, Router
 from trunks.store import TrunkStore
+from trunks.voip.inbound import InboundCall
 
 logger = logging.getLogger(__name__)
 
