@@ -1,8 +1,15 @@
 """Fixtures: real redis-server and Kamailio carriers on loopback, the example FAQ's
-search index (built once per session), and hygiene checks."""
+search index (built once per session), and hygiene checks.
+
+`--shift-days N` runs the whole suite N days from today: the wall clock of the test
+process (time.time, datetime.now) moves N days ahead and keeps ticking; monotonic
+clocks and the peers' processes are left alone. `make test PYTEST_ARGS="--shift-days 7"`
+checks that no test depends on the week it runs in.
+"""
 
 from __future__ import annotations
 
+import datetime
 import os
 import threading
 import time
@@ -12,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
+import time_machine
 
 from ivr.settings import load_yaml
 from kb.calibration import Calibration
@@ -56,6 +64,32 @@ def kb_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def kb_cache(kb_data_dir: Path) -> Path:
     return kb_data_dir / "kb"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shift-days", type=float, default=0.0, metavar="N",
+                     help="run the suite with the wall clock N days from today")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    days = config.getoption("--shift-days")
+    if days:
+        moment = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
+        config.stash[_SHIFT] = time_machine.travel(moment, tick=True)
+        config.stash[_SHIFT].start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SHIFT in config.stash:
+        config.stash[_SHIFT].stop()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    days = config.getoption("--shift-days")
+    return f"wall clock shifted by {days:g} days: {datetime.datetime.now()}" if days else None
+
+
+_SHIFT = pytest.StashKey[time_machine.travel]()
 
 
 @pytest.fixture(scope="session")

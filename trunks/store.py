@@ -13,6 +13,7 @@ Redis errors propagate as ``redis.RedisError``; callers decide whether to retry.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -96,8 +97,8 @@ class TrunkStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(key)
         pipe.hset(key, mapping=_encode(asdict(override)))
-        if override.expires_at is not None:
-            pipe.expireat(key, int(override.expires_at + 0.999))
+        if override.expires_at is not None:  # relative: Redis's clock may differ from ours
+            pipe.pexpire(key, max(1, math.ceil((override.expires_at - self.clock()) * 1000)))
         self._audit(pipe, AuditEntry(override.trunk, AuditAction(override.action.value),
                                      override.reason, override.by, override.at,
                                      override.expires_at, _describe(previous)))
