@@ -145,3 +145,21 @@ def test_refusals_of_a_stranger_are_logged_once_and_wire_text_short(
         b"Call-ID: ", b"Call-ID: " + b"x" * 10240)
     assert statuses(exchange(endpoint, huge)) == [488]
     assert max(len(r.getMessage()) for r in caplog.records) < 400
+
+
+@pytest.mark.parametrize(("host", "m_line", "code"), [
+    (STRANGER, "m=audio 6000 RTP/AVP 0", 403), (TRUNK, "m=video 6000 RTP/AVP 0", 488),
+    (TRUNK, "m=audio x RTP/AVP 0", 400)])
+def test_a_refused_invite_gets_a_to_tag_the_same_on_retransmission(
+        endpoint: SipEndpoint, host: str, m_line: str, code: int) -> None:
+    """RFC 3261 8.2.6.2: every final response to an INVITE carries a To tag, so the
+    carrier can match the caller's ACK to it; a retransmitted INVITE gets the same one."""
+    request = invite(SDP.format(m=m_line))
+    tags = []
+    for _ in range(2):
+        [answer] = exchange(endpoint, request, host)
+        assert statuses([answer]) == [code]
+        to = next(line for line in answer.split(b"\r\n") if line.startswith(b"To:"))
+        assert b";tag=" in to, to
+        tags.append(to.split(b";tag=")[1])
+    assert tags[0] == tags[1] and tags[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -105,6 +106,12 @@ def test_reinvite_puts_the_call_on_hold(endpoint: SipEndpoint, app: App,
     [call] = app.calls
     assert call.wait_ended(5) and call.on_hold
     assert call.end_reason == "caller hung up"
+    origins = [re.search(r"^o=hotline (\d+) (\d+) ", text, re.M)
+               for direction, text in sipp_trace(tmp_path)
+               if direction == "received" and text.startswith("SIP/2.0 200")
+               and "INVITE" in text.split("CSeq:")[1].split("\n")[0]]
+    answer, held = sorted({(o[1], int(o[2])) for o in origins if o}, key=lambda o: o[1])
+    assert held == (answer[0], answer[1] + 1), "RFC 3264 8: same session, next version"
 
 
 def test_cancel_gets_200_and_487(endpoint: SipEndpoint, app: App, tmp_path: Path) -> None:

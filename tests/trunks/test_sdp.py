@@ -6,7 +6,7 @@ import pytest
 
 from trunks.voip import parse_message
 from trunks.voip.media import PCMA, PCMU
-from trunks.voip.sdp import SdpError, build_offer, build_sdp, read_offer
+from trunks.voip.sdp import SdpError, SdpSession, build_offer, build_sdp, read_offer
 
 SIPP_OFFER = ("v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n"
               "c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 0 101\r\n"
@@ -59,3 +59,15 @@ def test_sdp_that_crashes_pyvoip_is_a_parse_error() -> None:
     body = SIPP_OFFER.format(direction="").replace("RTP/AVP 8 0 101", "RTP/AVP 18 101")
     with pytest.raises(ValueError, match="pyVoIP could not parse the message: UnboundLocalError"):
         parse_message(invite(body))
+
+
+def test_a_calls_sdp_keeps_its_origin_and_versions_each_change() -> None:
+    session = SdpSession(id=1234)
+    local = ("127.0.0.1", 20000)
+    answer = session.describe(local, [0], 101)
+    assert b"o=hotline 1234 1234 IN IP4 127.0.0.1" in answer
+    assert session.describe(local, [0], 101) == answer, "nothing changed: same version"
+    held = session.describe(local, [0], 101, "recvonly")
+    assert b"o=hotline 1234 1235 " in held and b"a=recvonly" in held
+    resumed = session.describe(local, [0], 101)
+    assert b"o=hotline 1234 1236 " in resumed and b"a=sendrecv" in resumed

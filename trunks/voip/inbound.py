@@ -43,7 +43,7 @@ from trunks.voip.message import (
     via,
 )
 from trunks.voip.refusals import REFUSED, RefusalLog
-from trunks.voip.sdp import MediaOffer, SdpError, build_sdp, read_offer
+from trunks.voip.sdp import MediaOffer, SdpError, SdpSession, read_offer
 from trunks.voip.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ class InboundCall:
     end_reason: str | None = None
     on_hold: bool = False
     ended: threading.Event = field(default_factory=threading.Event)
+    sdp: SdpSession = field(default_factory=SdpSession)
+    """Our SDP for this call: one origin, versioned across the answer and re-INVITEs."""
     _cseq: int = 0
 
     @property
@@ -107,8 +109,8 @@ class InboundCall:
 
     def answer(self) -> None:
         """Send 200 OK with our SDP; it is retransmitted until the caller's ACK."""
-        body = build_sdp(self.media.local_address, [self.offer.payload_type],
-                         self.offer.dtmf_payload_type)
+        body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
+                                 self.offer.dtmf_payload_type)
         transport = self.transport
         with transport.lock:
             data = self._respond(200, "OK", self._dialog_headers(), body)
@@ -158,8 +160,8 @@ class InboundCall:
             self.media.remote = (offer.address, offer.port)
         direction = {"sendonly": "recvonly", "inactive": "inactive"}.get(offer.direction,
                                                                          "sendrecv")
-        body = build_sdp(self.media.local_address, [self.offer.payload_type],
-                         self.offer.dtmf_payload_type, direction)
+        body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
+                                 self.offer.dtmf_payload_type, direction)
         data = self._reply(invite, source, 200, "OK", self._dialog_headers(), body,
                            to_tag=self.local_tag)
         self.transport.retransmit((self.id, "invite"), data, source)

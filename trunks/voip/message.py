@@ -13,6 +13,7 @@ as `SipParseError`, a `ValueError`, with a sentence saying what is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Callable
@@ -407,17 +408,29 @@ def format_message(start_line: str, headers: list[tuple[str, str]], body: bytes 
 def build_response(request: Message, code: int, reason: str,
                    headers: list[tuple[str, str]] | None = None, body: bytes = b"",
                    to_tag: str | None = None) -> bytes:
-    """A response to `request`: its Via, From, Call-ID and CSeq, its To with `to_tag`
-    added (except on 100), then `headers` (Content-Type and Record-Route only on 2xx)."""
+    """A response to `request`: its Via, From, Call-ID and CSeq, its To with a tag
+    (except on 100), then `headers` (Content-Type and Record-Route only on 2xx).
+
+    A request without a To tag gets `to_tag`, or, for a response sent without a dialog
+    (a refusal), `stateless_tag`: the same for every retransmission of the request, as
+    RFC 3261 8.2.6.2 needs for the peer to match its ACK to our final response."""
     to = request.value("To") or ""
-    if to_tag and code > 100 and ";tag=" not in to:
-        to = f"{to};tag={to_tag}"
+    if code > 100 and ";tag=" not in to:
+        to = f"{to};tag={to_tag or stateless_tag(request)}"
     lines = [*(("Via", v) for v in request.values("Via")), ("From", request.value("From")
              or ""), ("To", to), ("Call-ID", request.call_id),
              ("CSeq", request.value("CSeq") or ""), ("Server", USER_AGENT), *(headers or [])]
     if code < 200 or code >= 300:
         lines = [line for line in lines if line[0] not in ("Content-Type", "Record-Route")]
     return format_message(f"{SIP_VERSION} {code} {reason}", lines, body)
+
+
+def stateless_tag(request: Message) -> str:
+    """A To tag derived from what identifies `request` (Call-ID, From tag, CSeq, the top
+    Via's branch), so each retransmission of it is answered with the same tag."""
+    key = "\n".join((request.call_id, request.headers["From"].get("tag") or "",
+                     request.value("CSeq") or "", request.branch or ""))
+    return hashlib.blake2s(key.encode(), digest_size=8).hexdigest()
 
 
 def build_request(method: str, uri: str, *, local: tuple[str, int], call_id: str, cseq: int,

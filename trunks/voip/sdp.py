@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trunks.voip.media import PCMA, PCMU, TELEPHONE_EVENT
@@ -56,16 +56,18 @@ def read_offer(message: Message) -> MediaOffer:
 
 def build_sdp(local: tuple[str, int], payload_types: list[int],
               dtmf_payload_type: int | None, direction: str = "sendrecv",
-              session_id: int | None = None) -> bytes:
+              session_id: int | None = None, version: int | None = None) -> bytes:
     """Our SDP: one audio stream with `payload_types` (an answer names one, an offer
-    several) and, when given, telephone-event."""
+    several) and, when given, telephone-event. Without `session_id` a new session
+    (version = id); a call that answers more than once keeps an `SdpSession`."""
     host, port = local
     family = "IP6" if ":" in host else "IP4"
     session = session_id if session_id is not None else secrets.randbits(31)
+    version = session if version is None else version
     formats = payload_types + ([dtmf_payload_type] if dtmf_payload_type is not None else [])
     lines = [
         "v=0",
-        f"o=hotline {session} {session} IN {family} {host}",
+        f"o=hotline {session} {version} IN {family} {host}",
         "s=hotline",
         f"c=IN {family} {host}",
         "t=0 0",
@@ -77,6 +79,29 @@ def build_sdp(local: tuple[str, int], payload_types: list[int],
                   f"a=fmtp:{dtmf_payload_type} 0-15"]
     lines += ["a=ptime:20", f"a={direction}"]
     return ("\r\n".join(lines) + "\r\n").encode()
+
+
+@dataclass
+class SdpSession:
+    """Our side of one call's SDP (RFC 3264 8): the origin's session id stays for the
+    whole call, and its version goes up by one each time what we describe changes (a hold
+    answered recvonly, new media address), and only then."""
+
+    id: int = field(default_factory=lambda: secrets.randbits(31))
+    version: int | None = None
+    _last: bytes | None = None
+
+    def describe(self, local: tuple[str, int], payload_types: list[int],
+                 dtmf_payload_type: int | None, direction: str = "sendrecv") -> bytes:
+        """The SDP for this offer or answer, versioned against the previous one."""
+        content = build_sdp(local, payload_types, dtmf_payload_type, direction, self.id, 0)
+        if self.version is None:
+            self.version = self.id
+        elif content != self._last:
+            self.version += 1
+        self._last = content
+        return build_sdp(local, payload_types, dtmf_payload_type, direction, self.id,
+                         self.version)
 
 
 def build_offer(local: tuple[str, int]) -> bytes:
