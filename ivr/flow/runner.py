@@ -130,7 +130,12 @@ class FlowRunner:
                     break
                 trunk, leg = placed
                 tried.add(trunk)
-                outcome = channel.ring(leg, node.ring_s)
+                try:
+                    outcome = channel.ring(leg, node.ring_s)
+                except CallEnded:  # the caller hung up while the phone rang: cancelled
+                    record.add_forward_attempt(key, trunk, str(Outcome.CANCELLED), leg.status,
+                                               leg.reason)
+                    raise
                 record.add_forward_attempt(key, trunk, str(outcome), leg.status, leg.reason)
                 if outcome is Outcome.ANSWERED:
                     record.forwarded_to = key

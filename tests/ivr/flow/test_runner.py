@@ -108,6 +108,7 @@ class ScriptedChannel(Channel):
         self.heard = list(heard or [])
         self.played: list[int] = []
         self.hung_up = False
+        self.hang_up_while_ringing = False
         self.bridged: OutboundCall | None = None
 
     def play(self, samples: Samples, barge_in: bool) -> str | None:
@@ -132,6 +133,9 @@ class ScriptedChannel(Channel):
         return heard
 
     def ring(self, leg: OutboundCall, seconds: float) -> Outcome:
+        if self.hang_up_while_ringing:  # the caller hangs up: the leg is cancelled
+            leg.outcome, leg.status, leg.reason = Outcome.CANCELLED, 487, "Request Terminated"
+            raise CallEnded("caller hung up")
         return leg.outcome
 
     def bridge(self, leg: OutboundCall) -> None:
@@ -275,6 +279,19 @@ def test_forward_tries_next_trunk_then_next_person(espeak_prompts: PromptCache,
     assert rec.path[-2:] == ["support", "goodbye"] and channel.bridged is not None
     assert dialer.busy_during_bridge == {"carol"} and not dialer.busy_people
     assert rec.routing == {"carrier-c": "drained by alice: carrier maintenance"}
+
+
+def test_a_caller_hanging_up_while_staff_is_rung_is_recorded(espeak_prompts: PromptCache,
+                                                             voicebot: VoiceBot) -> None:
+    channel = ScriptedChannel(["1"])
+    channel.hang_up_while_ringing = True
+    dialer = ScriptedDialer(["carrier-a"])
+    make_runner(espeak_prompts, dialer, voicebot).run(channel, rec := record())
+    assert dialer.dialled == [("13800000002", "carrier-a")]
+    assert rec.forward_attempts == [{"person": "bob", "trunk": "carrier-a",
+                                     "outcome": "cancelled", "status": 487,
+                                     "reason": "Request Terminated"}]
+    assert rec.outcome == "caller hung up" and rec.forwarded_to is None
 
 
 def test_forward_skips_a_person_busy_with_another_caller(espeak_prompts: PromptCache,
