@@ -1,4 +1,5 @@
-"""Call records: one JSON document per call in Redis, indexed by start time.
+"""Call records: one JSON document per call in Redis, indexed by start time, saved as
+the call moves by a `RecordWriter` so a live call's record shows where it is.
 
     {p}:call:{id}   string, JSON CallRecord; expires after RECORD_RETENTION_S
     {p}:calls       sorted set of call ids, scored by start time
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 RECORD_RETENTION_S = 90 * 86400
 """How long a call record is kept."""
+SAVE_WAIT_S = 2.0
+"""How long the end of a call waits for its record to be stored."""
+RETRY_S = 1.0
+"""Pause before saving again after Redis failed."""
 
 
 @dataclass
@@ -144,3 +150,82 @@ class CallStore:
 
     def _key(self, call_id: str) -> str:
         return f"{self.prefix}:call:{call_id}"
+
+
+class RecordWriter:
+    """Saves live calls' records from a thread of its own, so a flow never waits on Redis.
+
+    `update` takes a snapshot of the record (its JSON) and returns at once; the writer
+    keeps only the latest snapshot of each call and saves it when it can. `save` is the
+    call's last word: it waits (up to `wait_s`) until that snapshot is in Redis. A
+    snapshot that cannot be saved (Redis away) is dropped for a newer one, and the last
+    one is retried until `stop`."""
+
+    def __init__(self, store: CallStore, retry_s: float = RETRY_S) -> None:
+        self.store = store
+        self.retry_s = retry_s
+        self._pending: dict[str, str] = {}
+        self._saved: dict[str, threading.Event] = {}
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="call-records", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def update(self, record: CallRecord) -> None:
+        """Save `record` as it is now, soon; never blocks on Redis."""
+        snapshot = record.to_json()
+        with self._changed:
+            self._pending[record.id] = snapshot
+            self._changed.notify()
+
+    def save(self, record: CallRecord, wait_s: float = SAVE_WAIT_S) -> bool:
+        """Save `record` as it is now and wait until it is stored; False if that took
+        longer than `wait_s` (it is still saved once Redis answers, until `stop`)."""
+        with self._changed:
+            saved = self._saved.setdefault(record.id, threading.Event())
+            saved.clear()
+        self.update(record)
+        done = saved.wait(wait_s)
+        if done:
+            with self._changed:
+                self._saved.pop(record.id, None)
+        return done
+
+    def stop(self, timeout: float = SAVE_WAIT_S) -> None:
+        """Save what is pending (waiting up to `timeout`), then stop."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        self._thread.join(timeout)
+        with self._changed:
+            if self._pending:
+                logger.error("%d call records not saved at shutdown: Redis unreachable",
+                             len(self._pending))
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._stopping:
+                    self._changed.wait()
+                if not self._pending:
+                    return
+                call_id, snapshot = next(iter(self._pending.items()))
+                del self._pending[call_id]
+            try:
+                self.store.save(CallRecord.from_json(snapshot))
+            except redis.RedisError as exc:
+                with self._changed:
+                    self._pending.setdefault(call_id, snapshot)  # unless a newer one came
+                    stopping = self._stopping
+                logger.warning("Call %s: record not saved yet, Redis unreachable: %s",
+                               call_id, exc)
+                if stopping:
+                    return
+                time.sleep(self.retry_s)
+                continue
+            with self._changed:
+                saved = self._saved.get(call_id)
+                if saved is not None and call_id not in self._pending:
+                    saved.set()

@@ -30,7 +30,7 @@ from ivr.http.app import create_app
 from ivr.http.serving import HttpServer
 from ivr.http.twilio import TwilioVoice
 from ivr.metrics import build_registry
-from ivr.records import CallStore
+from ivr.records import CallStore, RecordWriter
 from ivr.redis_server import EmbeddedRedis, connect
 from ivr.settings import ConfigError, Settings, config_path, load_yaml
 from ivr.tickets import Outbox, TicketDesk, build_tickets
@@ -74,6 +74,7 @@ class Server:
         self.stopped = threading.Event()
         self.monitor: TrunkMonitor | None = None
         self.engine: RtpEngine | None = None
+        self.records: RecordWriter | None = None
         self.endpoints: dict[str, SipEndpoint] = {}
         self.outbox: Outbox | None = None
         self.drill: DrillService | None = None
@@ -117,6 +118,7 @@ class Server:
                            ("drills", self._stop_drills),
                            ("call-backs", self._stop_callbacks),
                            ("SIP endpoints", self._stop_endpoints),
+                           ("call records", self._stop_records),
                            ("RTP engine", self._stop_engine), ("ticket outbox", self._stop_outbox),
                            ("trunk monitor", self._stop_monitor),
                            ("notifier", self._stop_notifier), ("Redis", self._stop_redis)):
@@ -155,6 +157,11 @@ class Server:
         for endpoint in self.endpoints.values():
             endpoint.stop()
         self.endpoints.clear()
+
+    def _stop_records(self) -> None:
+        if self.records is not None:  # after the calls, whose last records it saves
+            records, self.records = self.records, None
+            records.stop()
 
     def _stop_engine(self) -> None:
         if self.engine is not None:
@@ -226,6 +233,8 @@ class Server:
         media = self.settings.media
         self.engine = RtpEngine(media.address, media.port_range)
         self.engine.start()
+        self.records = RecordWriter(calls)
+        self.records.start()
         if self.settings.drill.number is not None:
             self.drill = self._drill(router)
         callback = self.settings.failover.callback
@@ -234,7 +243,7 @@ class Server:
             callback, router, runner, calls, desk, monitor.snapshots)
         for trunk in trunks:
             self.endpoints[trunk.name] = self._endpoint(
-                trunk, CallHandler(runner, calls, trunk.name, vad=self.settings.speech.vad,
+                trunk, CallHandler(runner, self.records, trunk.name, vad=self.settings.speech.vad,
                                    drill=self.drill, on_cut_off=self.callbacks.cut_off))
         self.callbacks.start()
         if self.drill is not None:

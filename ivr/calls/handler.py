@@ -1,5 +1,9 @@
 """What a trunk's endpoint does with each call: answer, run the flow (or the drill's
 responder), keep the record, and report a cut-off.
+
+The record is saved as the call moves (when it starts, at the answer, at each flow
+step) through a `RecordWriter`, so the call never waits on Redis; at the end the handler
+waits a moment for the last save.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from failover.drill.service import DrillService
 from ivr import metrics
 from ivr.channels.sip import SipChannel
 from ivr.flow.runner import FlowRunner
-from ivr.records import CallRecord, CallStore
+from ivr.records import CallRecord, RecordWriter
 from speech.recognizer import VadSettings
 from trunks.voip.inbound import InboundCall
 
@@ -22,11 +26,11 @@ logger = logging.getLogger(__name__)
 class CallHandler:
     """What a trunk's endpoint does with each call: answer, run the flow, keep the record."""
 
-    def __init__(self, runner: FlowRunner, store: CallStore, trunk: str,
+    def __init__(self, runner: FlowRunner, records: RecordWriter, trunk: str,
                  wallclock: Callable[[], float] = time.time,
                  vad: VadSettings | None = None, drill: DrillService | None = None,
                  on_cut_off: Callable[[InboundCall, CallRecord], None] | None = None) -> None:
-        self.runner, self.store, self.trunk = runner, store, trunk
+        self.runner, self.records, self.trunk = runner, records, trunk
         self._wallclock = wallclock
         self._vad = vad
         self.drill = drill
@@ -35,16 +39,18 @@ class CallHandler:
 
     def __call__(self, call: InboundCall) -> None:
         record = CallRecord(call.id, self.trunk, call.caller, call.called, call.started_at)
-        self.store.save_quietly(record)
+        self.records.update(record)
         metrics.call_started("sip")
         try:
             call.answer()
             record.answered_at = self._wallclock()
+            self.records.update(record)
             if self.drill is not None and self.drill.claims(call):
                 record.visit("drill")
                 record.outcome = self.drill.responder(call)
             else:
-                self.runner.run(SipChannel(call, vad=self._vad), record)
+                self.runner.run(SipChannel(call, vad=self._vad), record,
+                                on_step=self.records.update)
         finally:
             call.hangup()
             record.ended_at = self._wallclock()
@@ -54,7 +60,9 @@ class CallHandler:
                     self.on_cut_off(call, record)
                 except Exception:  # the call's record must still be saved
                     logger.exception("Call %s: handling its cut-off failed", call.id)
-            self.store.save_quietly(record)
+            if not self.records.save(record):
+                logger.error("Call %s: record not saved yet, Redis slow or unreachable",
+                             call.id)
             metrics.call_ended("sip", record.outcome)
             logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
                         " > ".join(record.path))

@@ -5,6 +5,7 @@ voice bot, and the path taken, recorded in the call's `CallRecord`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from failover.router import Dialer, Need
 from ivr.channels.base import CallEnded, Channel
@@ -48,15 +49,19 @@ class FlowRunner:
         self.dialer = dialer
         self.bot = bot
 
-    def run(self, channel: Channel, record: CallRecord, start: str | None = None) -> None:
+    def run(self, channel: Channel, record: CallRecord, start: str | None = None,
+            on_step: Callable[[CallRecord], None] | None = None) -> None:
         """Walk the flow from `start` (default: the flow's) until it hangs up, the caller
-        does, or it loops."""
+        does, or it loops; `on_step` is told of the record at each node reached (it must
+        not block: `RecordWriter.update`)."""
         name: str | None = start or self.flow.start
         try:
             for _ in range(MAX_STEPS):
                 if name is None:
                     return
                 record.visit(name)
+                if on_step is not None:
+                    on_step(record)
                 name = self._step(self.flow.nodes[name], channel, record)
             logger.error("Call %s: flow exceeded %d steps; hanging up", record.id, MAX_STEPS)
             record.outcome = "flow loop"

@@ -71,13 +71,17 @@ trunks:
         carrier.stop()
 
 
+def caller(carrier: Carrier, digit: str, workdir: Path) -> list[str]:
+    return [require("sipp", "sip-tester"), carrier.address, "-sf",
+            str(SIPP / "uac_press_digit.xml"), "-key", "digit_pcap",
+            str(DTMF_CAPTURES / f"dtmf_2833_{digit}.pcap"), "-m", "1", "-s", "400",
+            "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+            "-timeout", "30s", "-timeout_error", "-nostdin", "-trace_err"]
+
+
 def call(carrier: Carrier, digit: str, workdir: Path) -> None:
-    done = subprocess.run(
-        [require("sipp", "sip-tester"), carrier.address, "-sf", str(SIPP / "uac_press_digit.xml"),
-         "-key", "digit_pcap", str(DTMF_CAPTURES / f"dtmf_2833_{digit}.pcap"), "-m", "1",
-         "-s", "400", "-i", "127.0.0.1", "-p", str(free_udp_port()),
-         "-mp", str(free_udp_port()), "-timeout", "30s", "-timeout_error", "-nostdin",
-         "-trace_err"], cwd=workdir, capture_output=True, text=True, timeout=40)
+    done = subprocess.run(caller(carrier, digit, workdir), cwd=workdir, capture_output=True,
+                          text=True, timeout=40)
     if done.returncode != 0:
         errors = "".join(p.read_text() for p in workdir.glob("*_errors.log"))
         pytest.fail(f"sipp caller failed ({done.returncode}):\n{errors[-3000:]}\n{done.stderr}")
@@ -94,6 +98,22 @@ def test_caller_presses_one_and_the_call_is_recorded(
     assert record.outcome == "completed" and record.end_reason == "hung up by hotline"
     assert record.trunk == "carrier-a" and record.caller == "13900000000"
     assert record.answered_at is not None and record.ended_at >= record.answered_at
+
+
+def test_a_live_calls_record_shows_where_it_is(
+        hotline: Carrier, redis_client: redis.Redis, tmp_path: Path) -> None:
+    store = CallStore(redis_client)
+    process = subprocess.Popen(caller(hotline, "1", tmp_path), cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any(r.answered_at is not None and r.path and r.ended_at is None
+                             for r in store.recent(1)), what="the live call's record")
+        [live] = store.recent(1)
+        assert live.path[0] == "welcome" and live.outcome is None
+    finally:
+        assert process.wait(40) == 0
+    wait_for(lambda: store.recent(1)[0].ended_at is not None, what="the finished record")
+    assert store.recent(1)[0].path == ["welcome", "menu", "thanks"]
 
 
 def test_wrong_key_ends_in_the_failure_branch(
