@@ -1,4 +1,4 @@
-"""FAQ search accuracy and latency, side by side with the two references the issue names.
+"""FAQ search accuracy and latency, side by side with BM25 and plain all-MiniLM-L6-v2.
 
 On ../shared/kb-eval (faq.yaml and the dev set of spoken caller turns), and on
 bench/data/kb-heldout.yaml (turns in the same style for the same FAQ):

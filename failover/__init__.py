@@ -1,1 +1,1 @@
-"""Routing decisions across trunks: retries, escalation, drills (issue 5)."""
+"""Routing decisions across trunks: which trunk, retries, the drill, notifications."""

@@ -1,1 +1,2 @@
-"""The application: the `hotline` CLI, `serve`, settings and the embedded Redis."""
+"""The application: the `hotline` CLI and `serve`, call handling and flows, channels, HTTP,
+tickets, call records, settings and the embedded Redis."""

@@ -1,1 +1,1 @@
-"""The FAQ knowledge base and its search (issue 4)."""
+"""The FAQ knowledge base and its search."""

@@ -1,1 +1,1 @@
-"""Audio, speech recognition and synthesis for the voice bot (issue 4)."""
+"""Audio, speech recognition and synthesis for the voice bot."""

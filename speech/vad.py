@@ -9,7 +9,7 @@ if it is louder than `min_dbfs` and webrtcvad agrees. A new webrtcvad instance
 also calls its first three or four frames speech, so a start needs more voiced
 frames than that.
 
-Measured on Piper speech through G.711 (issue 4 notes): start 128 ms after the
+Measured on Piper speech through G.711: start 128 ms after the
 onset, end 656 ms after the last speech with the defaults below.
 """
 
