@@ -115,9 +115,13 @@ class CallStore:
         self.clock = clock
 
     def save(self, record: CallRecord) -> None:
+        self.save_json(record.id, record.started_at, record.to_json())
+
+    def save_json(self, call_id: str, started_at: float, text: str) -> None:
+        """Save a record already serialized (`CallRecord.to_json`)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._key(record.id), record.to_json(), ex=RECORD_RETENTION_S)
-        pipe.zadd(f"{self.prefix}:calls", {record.id: record.started_at})
+        pipe.set(self._key(call_id), text, ex=RECORD_RETENTION_S)
+        pipe.zadd(f"{self.prefix}:calls", {call_id: started_at})
         pipe.zremrangebyscore(f"{self.prefix}:calls", 0, self.clock() - RECORD_RETENTION_S)
         pipe.execute()
 
@@ -164,7 +168,8 @@ class RecordWriter:
     def __init__(self, store: CallStore, retry_s: float = RETRY_S) -> None:
         self.store = store
         self.retry_s = retry_s
-        self._pending: dict[str, str] = {}
+        self._pending: dict[str, tuple[float, str]] = {}
+        """Call id -> (started_at, JSON) of the latest snapshot not yet saved."""
         self._saved: dict[str, threading.Event] = {}
         self._changed = threading.Condition()
         self._stopping = False
@@ -175,7 +180,7 @@ class RecordWriter:
 
     def update(self, record: CallRecord) -> None:
         """Save `record` as it is now, soon; never blocks on Redis."""
-        snapshot = record.to_json()
+        snapshot = (record.started_at, record.to_json())
         with self._changed:
             self._pending[record.id] = snapshot
             self._changed.notify()
@@ -187,11 +192,7 @@ class RecordWriter:
             saved = self._saved.setdefault(record.id, threading.Event())
             saved.clear()
         self.update(record)
-        done = saved.wait(wait_s)
-        if done:
-            with self._changed:
-                self._saved.pop(record.id, None)
-        return done
+        return saved.wait(wait_s)
 
     def stop(self, timeout: float = SAVE_WAIT_S) -> None:
         """Save what is pending (waiting up to `timeout`), then stop."""
@@ -214,7 +215,7 @@ class RecordWriter:
                 call_id, snapshot = next(iter(self._pending.items()))
                 del self._pending[call_id]
             try:
-                self.store.save(CallRecord.from_json(snapshot))
+                self.store.save_json(call_id, *snapshot)
             except redis.RedisError as exc:
                 with self._changed:
                     self._pending.setdefault(call_id, snapshot)  # unless a newer one came
@@ -226,6 +227,5 @@ class RecordWriter:
                 time.sleep(self.retry_s)
                 continue
             with self._changed:
-                saved = self._saved.get(call_id)
-                if saved is not None and call_id not in self._pending:
+                if call_id not in self._pending and (saved := self._saved.pop(call_id, None)):
                     saved.set()

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 MAX_STEPS = 200
 """Nodes visited before a flow is considered to loop forever and the call ends."""
 
+
 class FlowRunner:
     """Runs `flow` on calls; one instance serves every call."""
 
@@ -120,10 +121,7 @@ class FlowRunner:
                 record.add_forward_attempt(key, dialled.trunk, str(dialled.outcome),
                                            dialled.status, dialled.reason)
                 if dialled.outcome is Outcome.ANSWERED:
-                    record.forwarded_to = key
-                    record.outcome = "forwarded"
-                    logger.info("Call %s forwarded to %s through %s", record.id,
-                                self.oncall.name(key), dialled.trunk)
+                    self._forwarded(record, key, dialled.trunk)
                     return node.next
                 continue
             tried: set[str] = set()
@@ -143,16 +141,20 @@ class FlowRunner:
                     raise
                 record.add_forward_attempt(key, trunk, str(outcome), leg.status, leg.reason)
                 if outcome is Outcome.ANSWERED:
-                    record.forwarded_to = key
-                    record.outcome = "forwarded"
-                    logger.info("Call %s forwarded to %s through %s", record.id,
-                                self.oncall.name(key), trunk)
+                    self._forwarded(record, key, trunk)
                     with self.dialer.busy(key):
                         channel.bridge(leg)
                     return node.next
                 if outcome is not Outcome.TRUNK_FAILED:
                     break
         return node.failure
+
+    def _forwarded(self, record: CallRecord, person: str, trunk: str) -> None:
+        assert self.oncall is not None
+        record.forwarded_to = person
+        record.outcome = "forwarded"
+        logger.info("Call %s forwarded to %s through %s", record.id, self.oncall.name(person),
+                    trunk)
 
     def _say(self, node: Spoken, channel: Channel, barge_in: bool) -> str | None:
         samples = (self.prompts.file(node.file) if node.file is not None else
