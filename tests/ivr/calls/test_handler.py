@@ -71,7 +71,7 @@ trunks:
         carrier.stop()
 
 
-def caller(carrier: Carrier, digit: str, workdir: Path) -> list[str]:
+def caller(carrier: Carrier, digit: str) -> list[str]:
     return [require("sipp", "sip-tester"), carrier.address, "-sf",
             str(SIPP / "uac_press_digit.xml"), "-key", "digit_pcap",
             str(DTMF_CAPTURES / f"dtmf_2833_{digit}.pcap"), "-m", "1", "-s", "400",
@@ -80,7 +80,7 @@ def caller(carrier: Carrier, digit: str, workdir: Path) -> list[str]:
 
 
 def call(carrier: Carrier, digit: str, workdir: Path) -> None:
-    done = subprocess.run(caller(carrier, digit, workdir), cwd=workdir, capture_output=True,
+    done = subprocess.run(caller(carrier, digit), cwd=workdir, capture_output=True,
                           text=True, timeout=40)
     if done.returncode != 0:
         errors = "".join(p.read_text() for p in workdir.glob("*_errors.log"))
@@ -103,7 +103,7 @@ def test_caller_presses_one_and_the_call_is_recorded(
 def test_a_live_calls_record_shows_where_it_is(
         hotline: Carrier, redis_client: redis.Redis, tmp_path: Path) -> None:
     store = CallStore(redis_client)
-    process = subprocess.Popen(caller(hotline, "1", tmp_path), cwd=tmp_path,
+    process = subprocess.Popen(caller(hotline, "1"), cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: any(r.answered_at is not None and r.path and r.ended_at is None
