@@ -27,12 +27,15 @@ PLAYOUT_SLACK_S = 0.1
 """Extra wait after a prompt's length, for the jitter of the far end's playout."""
 FRAME_WAIT_S = 0.1
 """Longest wait for one frame of the caller's audio before checking keys and the clock."""
+HOLD_CHECK_S = 0.1
+"""How often a prompt or a wait looks whether the caller has put the call on hold."""
 
 class Leg(Protocol):
     """What a channel needs of a SIP call, incoming or outgoing."""
 
     media: RtpStream
     ended: threading.Event
+    on_hold: bool
 
     @property
     def end_reason(self) -> str | None: ...
@@ -51,27 +54,50 @@ class SipChannel(Channel):
         self._vad = vad or VadSettings()
 
     def play(self, samples: Samples, barge_in: bool) -> str | None:
+        """Play `samples`; a prompt cut by the caller's hold is played again from its start
+        when the call resumes. Without `barge_in`, keys pressed meanwhile stay queued for
+        the next menu (type-ahead)."""
         media = self.call.media
-        media.play(encode(samples, media.payload_type))
         seconds = len(samples) / TELEPHONE_RATE + PLAYOUT_SLACK_S
-        if not barge_in:  # keys pressed now stay queued for the next menu (type-ahead)
-            if self.call.ended.wait(seconds):
-                raise CallEnded(self.call.end_reason)
-            return None
-        digit = self.wait_digit(seconds)
-        if digit is not None:
-            media.flush()
-        return digit
+        while True:
+            self._wait_resumed()
+            media.play(encode(samples, media.payload_type))
+            deadline = self._clock() + seconds
+            while (remaining := deadline - self._clock()) > 0 and not self.call.on_hold:
+                if not barge_in:
+                    if self.call.ended.wait(min(remaining, HOLD_CHECK_S)):
+                        raise CallEnded(self.call.end_reason)
+                elif (digit := self._digit(min(remaining, HOLD_CHECK_S))) is not None:
+                    media.flush()
+                    return digit
+            if not self.call.on_hold:
+                return None
+            media.flush()  # held: what is left waits for the resume, played from the start
 
     def wait_digit(self, timeout: float) -> str | None:
+        """The next key within `timeout` seconds of the caller's time: the time the call
+        spends on hold does not count."""
         deadline = self._clock() + timeout
         while (remaining := deadline - self._clock()) > 0:
-            digit = self._digit(min(remaining, 0.1))
+            if self.call.on_hold:
+                deadline += self._wait_resumed()
+                continue
+            digit = self._digit(min(remaining, HOLD_CHECK_S))
             if digit is not None:
                 return digit
         return None
 
     def ask(self, samples: Samples | None, recognizer: Recognizer) -> Heard:
+        """One question and its answer; a hold during either starts it again on resume."""
+        while True:
+            self._wait_resumed()
+            heard = self._ask(samples, recognizer)
+            if heard is not None:
+                return heard
+            self.call.media.flush()
+
+    def _ask(self, samples: Samples | None, recognizer: Recognizer) -> Heard | None:
+        """`ask` once; None when the caller held the call meanwhile."""
         media = self.call.media
         decode = g711.ulaw_decode if media.payload_type == PCMU else g711.alaw_decode
         while media.read(0) is not None:  # what the caller said before this prompt is stale
@@ -83,6 +109,8 @@ class SipChannel(Channel):
             barge_in = BargeIn()
             deadline = self._clock() + len(samples) / TELEPHONE_RATE + PLAYOUT_SLACK_S
             while self._clock() < deadline:
+                if self.call.on_hold:
+                    return None
                 digit = self._digit(0)
                 if digit is not None:
                     media.flush()
@@ -95,9 +123,10 @@ class SipChannel(Channel):
         return self._listen(recognizer, heard, decode)
 
     def _listen(self, recognizer: Recognizer, heard: list[bytes],
-                decode: Callable[[bytes], Samples]) -> Heard:
-        """One turn: feed the caller's audio to `recognizer` until its final or no-input.
-        The wall clock bounds the wait too, for a caller who sends no audio at all."""
+                decode: Callable[[bytes], Samples]) -> Heard | None:
+        """One turn: feed the caller's audio to `recognizer` until its final or no-input
+        (None if the caller holds the call first). The wall clock bounds the wait too,
+        for a caller who sends no audio at all."""
         media, limits = self.call.media, self._vad
         started = self._clock()
         speaking = False
@@ -111,6 +140,8 @@ class SipChannel(Channel):
                         return Heard(text=event.text)
                     elif event.kind == "no-input":
                         return Heard()
+            if self.call.on_hold:
+                return None
             digit = self._digit(0)
             if digit is not None:
                 return Heard(digit=digit)
@@ -159,6 +190,14 @@ class SipChannel(Channel):
 
     def hangup(self) -> None:
         self.call.hangup()
+
+    def _wait_resumed(self) -> float:
+        """Wait while the caller holds the call; return how long that was."""
+        held_at = self._clock()
+        while self.call.on_hold:
+            if self.call.ended.wait(HOLD_CHECK_S):
+                raise CallEnded(self.call.end_reason)
+        return self._clock() - held_at
 
     def _digit(self, timeout: float) -> str | None:
         if self.call.ended.is_set():

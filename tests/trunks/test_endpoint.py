@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.peers import Carrier, free_udp_port, require, sipp_trace
+from tests.sip_caller import sip_caller
 from trunks.voip.endpoint import SipEndpoint
 from trunks.voip.inbound import CallState, InboundCall
 from trunks.voip.media import RtpEngine
@@ -221,3 +223,53 @@ def test_bye_goes_out_at_once_not_after_t1(engine: RtpEngine, app: App) -> None:
     finally:
         sip.stop()
     assert bye.method == "BYE" and bye.call_id == "bye-at-once"
+
+
+def test_nothing_is_sent_while_the_caller_holds_the_call(endpoint: SipEndpoint, app: App,
+                                                         ) -> None:
+    with sip_caller(endpoint.address, "hold-quiet") as (caller, rtp):
+        caller.call()
+        wait_for(lambda: rtp.count(0) >= 10, what="RTP before the hold")
+        held = caller.reinvite("sendonly")
+        assert held.status_code == 200 and b"a=recvonly" in held.content
+        [call] = app.calls
+        assert call.on_hold
+        time.sleep(0.1)  # packets already on their way
+        quiet_from = time.monotonic()
+        time.sleep(0.6)
+        assert rtp.count(quiet_from) == 0, "RFC 3264 6.1: no RTP towards a sendonly holder"
+        inactive = caller.reinvite("inactive")
+        assert b"a=inactive" in inactive.content
+        time.sleep(0.3)
+        assert rtp.count(quiet_from) == 0, "nor towards an inactive one"
+        resumed = caller.reinvite("sendrecv")
+        assert b"a=sendrecv" in resumed.content and not call.on_hold
+        resumed_at = time.monotonic()
+        wait_for(lambda: rtp.count(resumed_at) >= 10, what="RTP again after the resume")
+        assert caller.hang_up().status_code == 200
+
+
+def test_a_recvonly_offer_is_answered_sendonly(endpoint: SipEndpoint, app: App) -> None:
+    with sip_caller(endpoint.address, "recvonly") as (caller, rtp):
+        caller.call()
+        answer = caller.reinvite("recvonly")
+        assert b"a=sendonly" in answer.content and not app.calls[0].on_hold
+        since = time.monotonic()
+        wait_for(lambda: rtp.count(since) >= 5, what="RTP to a peer that only receives")
+        caller.hang_up()
+
+
+@pytest.mark.parametrize("profile", ["RTP/AVPF", "RTP/SAVP", "UDP/TLS/RTP/SAVPF"])
+def test_an_offer_in_another_rtp_profile_gets_488(endpoint: SipEndpoint, app: App,
+                                                  profile: str) -> None:
+    with sip_caller(endpoint.address, f"profile-{profile}") as (caller, _):
+        caller.request("INVITE", body=caller.sdp(profile=profile))
+        refused = caller.final("INVITE")
+        assert refused.status_code == 488 and refused.headers["To"]["tag"]
+        caller.ack()
+        caller.call()  # the same profile again, on a good offer, mid-call: 488, call goes on
+        caller.request("INVITE", body=caller.sdp(profile=profile))
+        assert caller.final("INVITE").status_code == 488
+        caller.ack()
+        assert caller.hang_up().status_code == 200
+    assert len(app.calls) == 1

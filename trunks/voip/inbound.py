@@ -110,7 +110,7 @@ class InboundCall:
     def answer(self) -> None:
         """Send 200 OK with our SDP; it is retransmitted until the caller's ACK."""
         body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
-                                 self.offer.dtmf_payload_type)
+                                 self.offer.dtmf_payload_type, self.offer.answer_direction)
         transport = self.transport
         with transport.lock:
             data = self._respond(200, "OK", self._dialog_headers(), body)
@@ -155,13 +155,11 @@ class InboundCall:
         except SdpError:
             self._reply(invite, source, 488, "Not Acceptable Here", to_tag=self.local_tag)
             return
-        self.on_hold = offer.on_hold
-        if not offer.on_hold:
+        self._hold(offer.on_hold)
+        if offer.address not in ("0.0.0.0", "::"):
             self.media.remote = (offer.address, offer.port)
-        direction = {"sendonly": "recvonly", "inactive": "inactive"}.get(offer.direction,
-                                                                         "sendrecv")
         body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
-                                 self.offer.dtmf_payload_type, direction)
+                                 self.offer.dtmf_payload_type, offer.answer_direction)
         data = self._reply(invite, source, 200, "OK", self._dialog_headers(), body,
                            to_tag=self.local_tag)
         self.transport.retransmit((self.id, "invite"), data, source)
@@ -185,7 +183,15 @@ class InboundCall:
         self.transport.stop_retransmit((self.id, "invite"))
         self._end("caller hung up")
 
-    # Private: responses, BYE, timers.
+    # Private: hold, responses, BYE, timers.
+
+    def _hold(self, on_hold: bool) -> None:
+        """Hold or resume: nothing is sent while held (RFC 3264 6.1); the call's flow
+        sees `on_hold` and waits."""
+        if on_hold != self.on_hold:
+            logger.info("Call %s %s", shorten(self.id), "held" if on_hold else "resumed")
+        self.on_hold = on_hold
+        self.media.sending = not on_hold
 
     def _respond(self, code: int, reason: str, headers: list[tuple[str, str]] | None = None,
                  body: bytes = b"") -> bytes:
@@ -341,6 +347,7 @@ class Answerer:
                                  dtmf_payload_type=offer.dtmf_payload_type or TELEPHONE_EVENT)
         call = InboundCall(self.transport, invite, source, offer, media, self.wallclock(),
                            self.media_timeout_s, self.wallclock)
+        call._hold(offer.on_hold)  # an offer may start on hold
         self._calls[call.id] = call
         logger.info("Call %s from %s to %s on %s", shorten(call.id), shorten(call.caller),
                     shorten(call.called), self.name)

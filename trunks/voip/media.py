@@ -87,6 +87,9 @@ class RtpStream:
         self.local_address: tuple[str, int] = sock.getsockname()[:2]
         self.payload_type = payload_type
         self.remote = remote
+        self.sending = True
+        """Whether to send: False while the far end holds the call (RFC 3264 6.1: an
+        answer of recvonly or inactive sends nothing); its clock runs on meanwhile."""
         self.stats = RtpStats()
         self.digits: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._on_digit = on_digit
@@ -172,8 +175,8 @@ class RtpStream:
             self._on_datagram(data, source[:2])
 
     def _send_next(self) -> None:
-        if self.remote is None:
-            self._timestamp += FRAME_BYTES
+        if self.remote is None or not self.sending:  # queued audio waits for the resume
+            self._timestamp = (self._timestamp + FRAME_BYTES) & 0xFFFFFFFF
             return
         packet = self._next_event_packet()
         if packet is None:

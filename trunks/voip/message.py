@@ -92,6 +92,8 @@ class Message(SIPMessage):
     """Every header as (canonical name, value), in order; pyVoIP's dict loses some."""
     content: bytes = b""
     """The body as received (only an SDP body is also parsed, into `body`)."""
+    media_profiles: tuple[str, ...] = ()
+    """Each SDP m= line's transport profile ("RTP/AVP", "RTP/AVPF", ...), in order."""
 
     def values(self, name: str) -> list[str]:
         return [value for n, value in self.header_lines if n == name]
@@ -140,6 +142,12 @@ class Message(SIPMessage):
         # use is named that way, so such a line is skipped.
         if header == "a" and data.startswith("rtpmap:") and "/" not in data:
             return
+        # pyVoIP knows three profiles and fails on the rest (RTP/AVPF, RTP/SAVPF, ...):
+        # the real one is kept here, for `sdp.read_offer` to refuse, and pyVoIP is told
+        # RTP/AVP.
+        if header == "m" and len(fields := data.split(" ")) > 2:
+            self.media_profiles = (*self.media_profiles, fields[2])
+            data = " ".join([*fields[:2], "RTP/AVP", *fields[3:]])
         super().parse_body(header, data)
 
     @property

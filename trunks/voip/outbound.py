@@ -101,6 +101,8 @@ class OutboundCall:
     provisional: int | None = None
     """The latest 1xx status seen (100, 180, 183)."""
     early_media: bool = False
+    on_hold: bool = False
+    """Whether the callee holds the call (a re-INVITE with sendonly or inactive)."""
     remote_tag: str = ""
     route: list[str] = field(default_factory=list)
     remote_target: str = ""

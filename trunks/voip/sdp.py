@@ -11,6 +11,9 @@ from trunks.voip.message import Message
 
 CODEC_NAMES = {PCMU: "PCMU", PCMA: "PCMA"}
 HOLD_DIRECTIONS = frozenset({"sendonly", "inactive"})
+PROFILE = "RTP/AVP"
+"""The one transport profile we speak: plain RTP (no SRTP, no RTCP feedback)."""
+_ANSWER_DIRECTIONS = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
 class SdpError(ValueError):
@@ -29,7 +32,14 @@ class MediaOffer:
 
     @property
     def on_hold(self) -> bool:
+        """Whether the far end holds the call: it will not receive, so we send nothing."""
         return self.direction in HOLD_DIRECTIONS or self.address in ("0.0.0.0", "::")
+
+    @property
+    def answer_direction(self) -> str:
+        """Our direction in the answer (RFC 3264 6.1): sendonly answered recvonly,
+        recvonly answered sendonly, inactive inactive, else sendrecv."""
+        return _ANSWER_DIRECTIONS.get(self.direction, "sendrecv")
 
 
 def read_offer(message: Message) -> MediaOffer:
@@ -38,6 +48,9 @@ def read_offer(message: Message) -> MediaOffer:
     audio = next((m for m in body.get("m", []) if m.get("type") == "audio"), None)
     if audio is None:
         raise SdpError("the offer has no audio stream")
+    profile = message.media_profiles[body["m"].index(audio)]
+    if profile != PROFILE:  # RFC 3264 6: the answer must keep the offer's profile
+        raise SdpError(f"the audio stream's profile {profile} is not supported (only {PROFILE})")
     if not 0 < audio["port"] < 65536:
         raise SdpError(f"the audio stream's port {audio['port']} is disabled or invalid")
     connections = body.get("c") or []

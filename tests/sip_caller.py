@@ -1,0 +1,175 @@
+"""A scriptable SIP caller on loopback, for what sipp scenarios say poorly: exact timing
+of re-INVITEs, INFO and UPDATE in a live call, and RTP counted packet by packet.
+
+`SipCaller` speaks plain UDP SIP through `trunks.voip.message` (the parser under test
+elsewhere); `RtpCounter` receives a call's RTP on its own port and counts what came
+when.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from trunks.voip.message import Message, format_message, new_branch, parse_message, via
+from trunks.voip.sdp import build_sdp
+
+RECV_TIMEOUT_S = 5.0
+
+
+@dataclass
+class RtpCounter:
+    """Receives RTP on a loopback port and keeps each packet's arrival time and bytes."""
+
+    sock: socket.socket = field(default_factory=lambda: socket.socket(socket.AF_INET,
+                                                                      socket.SOCK_DGRAM))
+    arrivals: list[tuple[float, bytes, tuple[str, int]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def count(self, since: float, until: float = float("inf")) -> int:
+        return sum(1 for at, _, _ in list(self.arrivals) if since <= at < until)
+
+    def send(self, data: bytes, destination: tuple[str, int]) -> None:
+        self.sock.sendto(data, destination)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except (TimeoutError, OSError):
+                continue
+            self.arrivals.append((time.monotonic(), data, source))
+
+
+class SipCaller:
+    """One caller's dialog with an endpoint: INVITE, ACK, re-INVITE, INFO, UPDATE, BYE."""
+
+    def __init__(self, target: tuple[str, int], rtp_port: int, call_id: str,
+                 payload_types: tuple[int, ...] = (0,), dtmf: int | None = 101) -> None:
+        self.target = target
+        self.rtp_port = rtp_port
+        self.call_id = call_id
+        self.payload_types = list(payload_types)
+        self.dtmf = dtmf
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(RECV_TIMEOUT_S)
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
+        self.cseq = 0
+        self.to = "<sip:400@hotline>"
+        """The To header as the dialog knows it (with the endpoint's tag once answered)."""
+        self.requests: list[Message] = []
+        """Requests the endpoint sent us (BYE, re-INVITE, UPDATE), in order."""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def sdp(self, direction: str = "sendrecv", profile: str = "RTP/AVP") -> bytes:
+        body = build_sdp(("127.0.0.1", self.rtp_port), self.payload_types, self.dtmf, direction)
+        return body.replace(b" RTP/AVP ", f" {profile} ".encode())
+
+    def request(self, method: str, headers: list[tuple[str, str]] | None = None,
+                body: bytes = b"", content_type: str = "application/sdp") -> None:
+        if method != "ACK":
+            self.cseq += 1
+        host, port = self.address
+        lines = [("Via", via(self.address, new_branch())),
+                 ("From", f"<sip:caller@{host}>;tag=caller-{self.call_id}"), ("To", self.to),
+                 ("Call-ID", self.call_id), ("CSeq", f"{self.cseq} {method}"),
+                 ("Contact", f"<sip:caller@{host}:{port}>"), ("Max-Forwards", "70"),
+                 *(headers or []), *([("Content-Type", content_type)] if body else [])]
+        self.sock.sendto(format_message(f"{method} sip:400@hotline SIP/2.0", lines, body),
+                         self.target)
+
+    def final(self, method: str) -> Message:
+        """The next final response to `method`, answering requests met on the way."""
+        while True:
+            message = self.receive()
+            if message.is_response and message.cseq.method == method \
+                    and message.status_code >= 200:
+                return message
+
+    def receive(self) -> Message:
+        """The next message; requests from the endpoint are kept and answered 200."""
+        message = parse_message(self.sock.recv(65535))
+        if not message.is_response:
+            self.requests.append(message)
+            if message.method != "ACK":
+                self.reply(message, 200, "OK")
+        return message
+
+    def reply(self, request: Message, code: int, reason: str,
+              headers: list[tuple[str, str]] | None = None) -> None:
+        lines = [(name, value) for name, value in request.header_lines
+                 if name in ("Via", "From", "To", "Call-ID", "CSeq")]
+        self.sock.sendto(format_message(f"SIP/2.0 {code} {reason}", lines + (headers or [])),
+                         self.target)
+
+    def call(self, headers: list[tuple[str, str]] | None = None) -> Message:
+        """INVITE and ACK; return the 200."""
+        self.request("INVITE", headers, self.sdp())
+        ok = self.final("INVITE")
+        assert ok.status_code == 200, f"{ok.status_code} {ok.reason}"
+        self.to = ok.value("To") or ""
+        self.ack()
+        return ok
+
+    def ack(self) -> None:
+        self.request("ACK")
+
+    def reinvite(self, direction: str) -> Message:
+        self.request("INVITE", body=self.sdp(direction))
+        ok = self.final("INVITE")
+        if ok.status_code == 200:
+            self.ack()
+        return ok
+
+    def hang_up(self) -> Message:
+        self.request("BYE")
+        return self.final("BYE")
+
+    def wait_request(self, method: str, timeout: float) -> Message:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(remaining)
+            try:
+                message = self.receive()
+            except TimeoutError:
+                break
+            finally:
+                self.sock.settimeout(RECV_TIMEOUT_S)
+            if not message.is_response and message.method == method:
+                return message
+        raise AssertionError(f"no {method} from the endpoint within {timeout:g} s")
+
+
+@contextmanager
+def sip_caller(target: tuple[str, int], call_id: str, **options: object) -> Iterator[
+        tuple[SipCaller, RtpCounter]]:
+    """A caller and its RTP port, closed afterwards."""
+    rtp = RtpCounter()
+    caller = SipCaller(target, rtp.port, call_id, **options)  # type: ignore[arg-type]
+    try:
+        yield caller, rtp
+    finally:
+        caller.close()
+        rtp.close()
