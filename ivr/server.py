@@ -347,7 +347,8 @@ class Server:
             domain=trunk.sip_domain,
             credentials=(trunk.username, password) if trunk.username and password else None,
             on_trunk_failure=lambda reason: monitor.report_failure(trunk.name, reason),
-            media_timeout_s=self.settings.failover.callback.silence_s)
+            media_timeout_s=self.settings.failover.callback.silence_s,
+            symmetric_rtp=trunk.symmetric_rtp)
         endpoint.start()
         if trunk.mode == "register":
             endpoint.register()

@@ -71,6 +71,9 @@ class TrunkConfig(BaseModel):
                                "unset: the trunk is monitored but takes no calls")
     addresses: list[str] = Field([], description="source IPs besides the proxy's that may "
                                  "send calls in")
+    symmetric_rtp: bool = Field(True, description="send each call's RTP to where the "
+                                "peer's RTP comes from, not only to its SDP address (for "
+                                "peers behind NAT)")
     probe: ProbeSettings = ProbeSettings()
 
     @field_validator("name")

@@ -13,12 +13,13 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.peers import Carrier, free_udp_port, require, sipp_trace
-from tests.sip_caller import sip_caller
+from tests.sip_caller import RtpCounter, SipCaller, sip_caller
 from trunks.voip.endpoint import SipEndpoint
 from trunks.voip.inbound import CallState, InboundCall
 from trunks.voip.media import RtpEngine
 from trunks.voip.message import format_message, new_branch, parse_message, via
-from trunks.voip.sdp import build_sdp
+from trunks.voip.rtp import RtpPacket, build_rtp
+from trunks.voip.sdp import build_sdp, read_offer
 
 pytestmark = pytest.mark.slow
 SIPP = Path(__file__).resolve().parents[1] / "sipp"
@@ -273,3 +274,19 @@ def test_an_offer_in_another_rtp_profile_gets_488(endpoint: SipEndpoint, app: Ap
         caller.ack()
         assert caller.hang_up().status_code == 200
     assert len(app.calls) == 1
+
+
+def test_a_caller_behind_nat_is_heard_and_answered_where_its_rtp_comes_from(
+        endpoint: SipEndpoint, app: App) -> None:
+    rtp = RtpCounter()
+    caller = SipCaller(endpoint.address, 9, "behind-nat")  # its SDP names a private port
+    try:
+        ok = caller.call()
+        offer = read_offer(ok)
+        rtp.send(build_rtp(RtpPacket(0, 1, 160, 4242, b"\xff" * 160)),
+                 (offer.address, offer.port))
+        wait_for(lambda: rtp.count(0) >= 5, what="our RTP sent back to the NAT's port")
+        assert caller.hang_up().status_code == 200
+    finally:
+        caller.close()
+        rtp.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from speech.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
 from tests.conftest import wait_for
+from trunks.voip import media
 from trunks.voip.media import FRAME_BYTES, JITTER_FRAMES, PCMA, PCMU, RtpEngine, RtpStream
 from trunks.voip.rtp import RtpPacket, build_rtp, parse_event, parse_rtp
 
@@ -95,7 +97,7 @@ def test_garbage_and_foreign_packets_are_ignored(engine: RtpEngine,
     stream = engine.open(PCMU, remote=peer.getsockname())
     junk = [b"", b"\x00" * 5, b"\x40" + bytes(171), b"\x80\xc8" + bytes(30),
             build_rtp(RtpPacket(PCMA, 1, 160, 1, frame(1))),          # wrong codec
-            build_rtp(RtpPacket(PCMU, 1, 160, 1, b"\x01" * 80)),      # wrong frame size
+            build_rtp(RtpPacket(PCMU, 1, 160, 1, b"")),               # no audio
             build_rtp(RtpPacket(101, 1, 160, 1, bytes([42, 0, 0, 0])))]  # not a DTMF digit
     for data in junk:
         peer.sendto(data, stream.local_address)
@@ -214,3 +216,91 @@ def test_bridge_relays_frames_both_ways_translating_the_codec(engine: RtpEngine)
     assert spoken in read_frames(caller_leg, 20), "unbridged, the leg's audio is read again"
     for stream in (caller_phone, caller_leg, staff_leg, staff_phone):
         stream.close()
+
+
+def audio(frames: int) -> bytes:
+    """`frames` 20 ms frames of distinct bytes, so any misplaced byte shows."""
+    return bytes((i * 7 + i // 160) % 251 for i in range(frames * FRAME_BYTES))
+
+
+@pytest.mark.parametrize("packet_ms", [10, 30, 40, 60])
+def test_packets_of_any_length_are_heard(engine: RtpEngine, peer: socket.socket,
+                                         packet_ms: int) -> None:
+    stream = engine.open(PCMU, remote=peer.getsockname())
+    sent, size = audio(30), packet_ms * 8
+    for seq, start in enumerate(range(0, len(sent), size)):
+        send(peer, stream, seq, sent[start:start + size], ts=5000 + start)
+    assert b"".join(read_frames(stream, 30)) == sent
+    assert stream.stats.lost == 0 and stream.stats.ignored == 0
+    stream.close()
+
+
+def test_short_packets_out_of_order_and_lost_fill_their_frames(engine: RtpEngine,
+                                                               peer: socket.socket) -> None:
+    stream = engine.open(PCMU, remote=peer.getsockname())
+    sent = audio(10)
+    halves = [(n, sent[n * 80:(n + 1) * 80]) for n in range(20)]
+    order = [0, 1, 3, 2, 4, 5, 6, 8, 9, *range(10, 20)]  # 7 lost: half of frame 3 silent
+    for n in order:
+        send(peer, stream, n, halves[n][1], ts=n * 80)
+    frames = read_frames(stream, 10)
+    whole = [sent[i * 160:(i + 1) * 160] for i in (0, 1, 2, *range(4, 10))]
+    assert frames[:3] + frames[4:] == whole
+    assert frames[3] == sent[480:560] + ULAW_SILENCE[:80]
+    stream.close()
+
+
+def rtp_from(sock: socket.socket, stream: RtpStream, seq: int, ssrc: int = 77) -> None:
+    sock.sendto(build_rtp(RtpPacket(PCMU, seq, seq * 160, ssrc, frame(seq))),
+                stream.local_address)
+
+
+def udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2.0)
+    return sock
+
+
+def test_a_stream_latches_to_where_the_peer_really_sends_from(engine: RtpEngine) -> None:
+    sdp_address = ("127.0.0.1", 9)  # what a phone behind NAT writes in its SDP
+    with udp() as nat, udp() as moved, udp() as stranger:
+        stream = engine.open(PCMU, remote=sdp_address, latching=True)
+        rtp_from(nat, stream, 1)
+        wait_for(lambda: stream.remote == nat.getsockname(), what="latched to the NAT")
+        assert parse_rtp(nat.recv(2048)).payload_type == PCMU, "our RTP goes there now"
+        for seq in range(2, 20):
+            rtp_from(stranger, stream, seq, ssrc=666)
+        wait_for(lambda: stream.stats.ignored == 18, what="a stranger's packets ignored")
+        assert stream.remote == nat.getsockname()
+        rtp_from(moved, stream, 20)  # the same SSRC from a new port: the NAT rebound
+        wait_for(lambda: stream.remote == moved.getsockname(), what="followed the SSRC")
+        stream.close()
+
+
+def test_latching_is_only_for_the_first_moments_and_can_be_off(
+        engine: RtpEngine, peer: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(media, "LATCH_WINDOW_S", 0.2)
+    with udp() as late:
+        stream = engine.open(PCMU, remote=("127.0.0.1", 9), latching=True)
+        time.sleep(0.3)  # the phone stayed silent; then someone sprays the port
+        rtp_from(late, stream, 1)
+        wait_for(lambda: stream.stats.ignored == 1, what="too late to latch")
+        assert stream.remote == ("127.0.0.1", 9)
+        stream.retarget(("127.0.0.1", 11))  # a re-INVITE moved the media: a new window
+        rtp_from(late, stream, 2)
+        wait_for(lambda: stream.remote == late.getsockname(), what="latched after the move")
+        stream.close()
+        fixed = engine.open(PCMU, remote=peer.getsockname(), latching=False)
+        rtp_from(late, fixed, 1)
+        wait_for(lambda: fixed.stats.ignored == 1, what="ignored without latching")
+        assert fixed.remote == peer.getsockname()
+        fixed.close()
+    spoken = engine.open(PCMU, remote=peer.getsockname(), latching=True)
+    send(peer, spoken, 1, frame(1))  # the SDP's address speaks first: nobody else may latch
+    with udp() as other:
+        wait_for(lambda: spoken.stats.received == 1)
+        rtp_from(other, spoken, 2, ssrc=999)
+        wait_for(lambda: spoken.stats.ignored == 1)
+    assert spoken.remote == peer.getsockname()
+    spoken.close()

@@ -92,9 +92,12 @@ class SipEndpoint:
                  provisional_timeout_s: float = PROVISIONAL_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time, t1_s: float = T1_S,
-                 linger_s: float = LINGER_S, media_timeout_s: float | None = None) -> None:
+                 linger_s: float = LINGER_S, media_timeout_s: float | None = None,
+                 symmetric_rtp: bool = True) -> None:
         """`media_timeout_s`: an answered call from which nothing (audio or DTMF) arrives
-        for this long, while not on hold, is ended as cut off; None: never."""
+        for this long, while not on hold, is ended as cut off; None: never.
+        `symmetric_rtp`: each call's media latches to where the peer's RTP really comes
+        from (for peers behind NAT; see `RtpStream._latch`)."""
         self.name = name
         self.linger_s = linger_s
         self.proxy = proxy
@@ -123,11 +126,13 @@ class SipEndpoint:
         self._timers: dict[Key, tuple[float, Callable[[], None]]] = {}
         self._lock = threading.RLock()
         self._inbound = Answerer(self, name, engine, on_call, allowed, wallclock=wallclock,
-                                 media_timeout_s=media_timeout_s)
+                                 media_timeout_s=media_timeout_s,
+                                 symmetric_rtp=symmetric_rtp)
         self._outbound = Dialer(self, name, engine, proxy=proxy, domain=self.domain,
                                 credentials=credentials, caller_id=caller_id,
                                 provisional_timeout_s=provisional_timeout_s,
-                                on_trunk_failure=on_trunk_failure)
+                                on_trunk_failure=on_trunk_failure,
+                                symmetric_rtp=symmetric_rtp)
         self.registration: Registration | None = None
         self._stopping = threading.Event()
         self._waker = Waker()

@@ -157,7 +157,7 @@ class InboundCall:
             return
         self._hold(offer.on_hold)
         if offer.address not in ("0.0.0.0", "::"):
-            self.media.remote = (offer.address, offer.port)
+            self.media.retarget((offer.address, offer.port))
         body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
                                  self.offer.dtmf_payload_type, offer.answer_direction)
         data = self._reply(invite, source, 200, "OK", self._dialog_headers(), body,
@@ -276,8 +276,10 @@ class Answerer:
                  on_call: Callable[[InboundCall], None], allowed: Iterable[str], *,
                  wallclock: Callable[[], float] = time.time,
                  media_timeout_s: float | None = None,
-                 refusals: RefusalLog | None = None) -> None:
-        """`refusals`: where INVITEs from other addresses are counted and logged."""
+                 refusals: RefusalLog | None = None, symmetric_rtp: bool = True) -> None:
+        """`refusals`: where INVITEs from other addresses are counted and logged;
+        `symmetric_rtp`: latch each call's media to where its RTP comes from."""
+        self.symmetric_rtp = symmetric_rtp
         self.transport = transport
         self.refusals = refusals or RefusalLog(name, clock=transport.now)
         self.name = name
@@ -344,7 +346,8 @@ class Answerer:
 
     def _start(self, invite: Message, source: tuple[str, int], offer: MediaOffer) -> None:
         media = self.engine.open(offer.payload_type, remote=(offer.address, offer.port),
-                                 dtmf_payload_type=offer.dtmf_payload_type or TELEPHONE_EVENT)
+                                 dtmf_payload_type=offer.dtmf_payload_type or TELEPHONE_EVENT,
+                                 latching=self.symmetric_rtp)
         call = InboundCall(self.transport, invite, source, offer, media, self.wallclock(),
                            self.media_timeout_s, self.wallclock)
         call._hold(offer.on_hold)  # an offer may start on hold

@@ -34,7 +34,6 @@ from trunks.voip.rtp import (
     build_rtp,
     parse_event,
     parse_rtp,
-    seq_after,
 )
 from trunks.waker import Waker, stop_loop
 
@@ -58,6 +57,9 @@ MAX_CATCH_UP_TICKS = 5
 """After a stall, ticks sent late in a burst before the grid is moved on (100 ms)."""
 MAX_BRIDGED_FRAMES = 5
 """Frames from a bridged peer waiting to be sent; older ones are dropped (100 ms)."""
+LATCH_WINDOW_S = 2.0
+"""How long after its SDP address is set a stream may latch to a source the SDP did not
+name; a peer behind NAT sends at once, and later a stranger's packets are ignored."""
 DTMF_FRAMES = 5
 """A sent digit lasts 100 ms, then 60 ms of silence (RFC 4733 end packets sent 3 times)."""
 
@@ -67,10 +69,12 @@ class RtpStats:
     sent: int = 0
     received: int = 0
     lost: int = 0
-    """Frames played out as silence because their packet never came in time."""
+    """Frames played out as silence because no packet covering them came in time (with
+    a peer that suppresses silence, its pauses count too)."""
     late: int = 0
     ignored: int = 0
-    """Malformed packets, or packets from an address other than the remote's."""
+    """Malformed packets, packets of another payload type, or from an address that is
+    neither the remote's nor one it latched to."""
     skipped_ticks: int = 0
 
 
@@ -79,7 +83,7 @@ class RtpStream:
 
     def __init__(self, engine: RtpEngine, sock: socket.socket, payload_type: int,
                  remote: tuple[str, int] | None, on_digit: Callable[[str], None] | None,
-                 dtmf_payload_type: int = TELEPHONE_EVENT) -> None:
+                 dtmf_payload_type: int = TELEPHONE_EVENT, latching: bool = False) -> None:
         self.engine = engine
         self.dtmf_payload_type = dtmf_payload_type
         """Telephone-event payload type, as negotiated in the SDP."""
@@ -101,8 +105,13 @@ class RtpStream:
         self._ssrc = secrets.randbits(32)
         self._seq = secrets.randbits(16)
         self._timestamp = secrets.randbits(32)
-        self._jitter: dict[int, bytes] = {}
-        self._expected: int | None = None
+        self.latching = latching
+        """Whether the stream may latch to where the peer's RTP comes from."""
+        self._latched_ssrc: int | None = None
+        self._latch_until = time.monotonic() + LATCH_WINDOW_S
+        self._jitter: dict[int, bytearray] = {}  # 20 ms frames by index from _base_ts
+        self._base_ts: int | None = None
+        self._next_frame = 0
         self._prebuffer = 0
         self._last_event_ts: int | None = None
         self._received: deque[bytes] = deque(maxlen=MAX_RECEIVED_FRAMES)
@@ -136,6 +145,14 @@ class RtpStream:
         if any(d not in DTMF_DIGITS for d in digits):
             raise ValueError(f"not DTMF digits: {digits!r}")
         self._dtmf.extend(digits)
+
+    def retarget(self, remote: tuple[str, int]) -> None:
+        """Send to `remote` from now on (an SDP answer, or a re-INVITE that moved the
+        peer's media); latching starts over from there."""
+        if remote != self.remote:
+            self.remote = remote
+            self._latched_ssrc = None
+            self._latch_until = time.monotonic() + LATCH_WINDOW_S
 
     def use_codec(self, payload_type: int, dtmf_payload_type: int | None) -> None:
         """Switch to the codec the far end's SDP answer chose."""
@@ -208,33 +225,74 @@ class RtpStream:
                          sent == 0)
 
     def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
-        if self.remote is not None and source != self.remote:
-            self.stats.ignored += 1
-            return
         try:
             packet = parse_rtp(data)
-            self.last_heard = time.monotonic()
-            if packet.payload_type == self.dtmf_payload_type:
-                self._on_event(packet)
-                return
         except RtpParseError:
             self.stats.ignored += 1
             return
-        if packet.payload_type != self.payload_type or len(packet.payload) != FRAME_BYTES:
+        if self.remote is not None and source != self.remote and not self._latch(packet, source):
             self.stats.ignored += 1
             return
-        self.stats.received += 1
-        if self._expected is None or (seq_after(packet.sequence, self._expected) and
-                                      (packet.sequence - self._expected) & 0xFFFF
-                                      > MAX_JITTER_FRAMES):
-            self._jitter.clear()  # first packet, or a jump: start playout again from here
-            self._expected = packet.sequence
-            self._prebuffer = JITTER_FRAMES
-        elif packet.sequence != self._expected and not seq_after(packet.sequence,
-                                                                 self._expected):
+        self.last_heard = time.monotonic()
+        if packet.payload_type == self.dtmf_payload_type:
+            self._on_event(packet)
+        elif packet.payload_type == self.payload_type and packet.payload:
+            self.stats.received += 1
+            self._buffer(packet)
+        else:
+            self.stats.ignored += 1
+
+    def _latch(self, packet: RtpPacket, source: tuple[str, int]) -> bool:
+        """Symmetric RTP (RFC 4961): whether to take `packet`, from an address other than
+        the one the SDP gave, and send there from now on. The stream latches once, to the
+        first source heard within `LATCH_WINDOW_S` of its SDP address being set, unless
+        that address spoke first; after that only a packet carrying the latched SSRC moves
+        it (the peer's NAT mapping changed)."""
+        if not self.latching:
+            return False
+        if self._latched_ssrc is None:
+            if time.monotonic() > self._latch_until:
+                return False
+        elif packet.ssrc != self._latched_ssrc:
+            return False
+        logger.info("RTP stream %d: latched to %s:%d (SSRC %08x); the SDP said %s",
+                    self.local_address[1], *source, packet.ssrc, self.remote)
+        self.remote, self._latched_ssrc = source, packet.ssrc
+        return True
+
+    def _buffer(self, packet: RtpPacket) -> None:
+        """Put an audio packet's samples into the jitter buffer's 20 ms frames by its
+        timestamp, so packets of any length (10, 30, 60 ms ...) and out of order fill the
+        frames they cover."""
+        if self._base_ts is None:
+            self._start_playout(packet.timestamp)
+        assert self._base_ts is not None
+        offset = (packet.timestamp - self._base_ts) & 0xFFFFFFFF
+        if offset >= 1 << 31:
+            offset -= 1 << 32  # before the base: a late packet
+        first = offset // FRAME_BYTES
+        last = (offset + len(packet.payload) - 1) // FRAME_BYTES
+        if first - self._next_frame > MAX_JITTER_FRAMES:  # a jump: play on from here
+            self._start_playout(packet.timestamp)
+            offset, first, last = 0, 0, (len(packet.payload) - 1) // FRAME_BYTES
+        if last < self._next_frame:
             self.stats.late += 1
             return
-        self._jitter[packet.sequence] = packet.payload
+        if self._latched_ssrc is None and self.remote is not None:
+            self._latched_ssrc = packet.ssrc  # the SDP's address spoke first
+        payload, position = packet.payload, offset
+        while payload:
+            index, within = divmod(position, FRAME_BYTES)
+            size = min(FRAME_BYTES - within, len(payload))
+            if index >= self._next_frame:
+                frame = self._jitter.setdefault(index, bytearray(self._silence))
+                frame[within:within + size] = payload[:size]
+            payload, position = payload[size:], position + size
+
+    def _start_playout(self, timestamp: int) -> None:
+        self._jitter.clear()
+        self._base_ts, self._next_frame = timestamp, 0
+        self._prebuffer = JITTER_FRAMES
 
     def _relay(self, frame: bytes) -> None:
         if len(self._outbound) >= MAX_BRIDGED_FRAMES:
@@ -242,7 +300,11 @@ class RtpStream:
         self._outbound.append(frame)
 
     def _on_event(self, packet: RtpPacket) -> None:
-        event = parse_event(packet.payload)
+        try:
+            event = parse_event(packet.payload)
+        except RtpParseError:
+            self.stats.ignored += 1
+            return
         if packet.timestamp == self._last_event_ts:
             return  # the same key press, repeated or ending
         self._last_event_ts = packet.timestamp
@@ -251,17 +313,19 @@ class RtpStream:
             self._on_digit(event.digit)
 
     def _play_out(self) -> None:
-        if self._expected is None:
+        if self._base_ts is None:
             return
         if self._prebuffer:
             self._prebuffer -= 1
             return
-        frame = self._jitter.pop(self._expected, None)
-        if frame is None:
+        buffered = self._jitter.pop(self._next_frame, None)
+        if buffered is None:
             frame = self._silence
             if self._jitter:
                 self.stats.lost += 1
-        self._expected = (self._expected + 1) & 0xFFFF
+        else:
+            frame = bytes(buffered)
+        self._next_frame += 1
         bridged = self._peer
         if bridged is not None:
             peer, translate = bridged
@@ -306,12 +370,13 @@ class RtpEngine:
 
     def open(self, payload_type: int = PCMU, remote: tuple[str, int] | None = None,
              on_digit: Callable[[str], None] | None = None,
-             dtmf_payload_type: int = TELEPHONE_EVENT) -> RtpStream:
-        """A new stream on a free port; `remote` may be set later (from the SDP answer)."""
+             dtmf_payload_type: int = TELEPHONE_EVENT, latching: bool = False) -> RtpStream:
+        """A new stream on a free port; `remote` may be set later (from the SDP answer).
+        With `latching`, symmetric RTP: see `RtpStream._latch`."""
         if payload_type not in SILENCE:
             raise ValueError(f"payload type {payload_type} is not G.711 (0 or 8)")
         stream = RtpStream(self, self._bind(), payload_type, remote, on_digit,
-                           dtmf_payload_type)
+                           dtmf_payload_type, latching)
         self._changes.put((True, stream))
         self._waker.wake()
         return stream

@@ -220,7 +220,7 @@ def take_media(call: OutboundCall, response: Message) -> bool:
         offer = read_offer(response)
     except SdpError:
         return False
-    call.media.remote = (offer.address, offer.port)
+    call.media.retarget((offer.address, offer.port))
     call.media.use_codec(offer.payload_type, offer.dtmf_payload_type)
     return True
 
@@ -233,8 +233,10 @@ class Dialer:
                  proxy: tuple[str, int] | None, domain: str | None,
                  credentials: tuple[str, str] | None, caller_id: str,
                  provisional_timeout_s: float = PROVISIONAL_TIMEOUT_S,
-                 on_trunk_failure: Callable[[str], None] | None = None) -> None:
+                 on_trunk_failure: Callable[[str], None] | None = None,
+                 symmetric_rtp: bool = True) -> None:
         self.transport = transport
+        self.symmetric_rtp = symmetric_rtp
         self.name = name
         self.engine = engine
         self.proxy = proxy
@@ -253,7 +255,8 @@ class Dialer:
         """Call `number` from `caller_id` (default: the trunk's); returns at once."""
         if self.proxy is None or self.domain is None:
             raise ValueError(f"trunk {self.name} has no proxy for outgoing calls")
-        call = OutboundCall(self, number, f"sip:{number}@{self.domain}", self.engine.open(),
+        call = OutboundCall(self, number, f"sip:{number}@{self.domain}",
+                            self.engine.open(latching=self.symmetric_rtp),
                             caller_id or self.caller_id)
         with self.transport.lock:
             self._calls[call.call_id] = call
