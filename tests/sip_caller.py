@@ -114,7 +114,9 @@ class SipCaller:
         if not message.is_response:
             self.requests.append(message)
             if message.method != "ACK":
-                self.reply(message, 200, "OK")
+                expires = message.value("Session-Expires")
+                self.reply(message, 200, "OK",
+                           [("Session-Expires", expires)] if expires else [])
         return message
 
     def reply(self, request: Message, code: int, reason: str,

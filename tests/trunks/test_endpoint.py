@@ -290,3 +290,124 @@ def test_a_caller_behind_nat_is_heard_and_answered_where_its_rtp_comes_from(
     finally:
         caller.close()
         rtp.close()
+
+
+@pytest.mark.parametrize(("kind", "body", "digit"), [
+    ("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", "5"),
+    ("application/dtmf-relay", b"Signal= 11\r\nDuration= 250\r\n", "#"),
+    ("application/dtmf", b"*", "*"),
+])
+def test_a_key_sent_as_sip_info_reaches_the_call(endpoint: SipEndpoint, app: App, kind: str,
+                                                 body: bytes, digit: str) -> None:
+    with sip_caller(endpoint.address, f"info-{body!r}") as (caller, _):
+        caller.call()
+        caller.request("INFO", body=body, content_type=kind)
+        assert caller.final("INFO").status_code == 200
+        [call] = app.calls
+        assert call.media.digits.get(timeout=2) == digit
+        caller.request("INFO", body=body, content_type=kind)  # the next key, the same one
+        assert caller.final("INFO").status_code == 200
+        assert call.media.digits.get(timeout=2) == digit
+        caller.request("INFO", body=b"<xml/>", content_type="application/xml")
+        unsupported = caller.final("INFO")
+        assert unsupported.status_code == 415 and "application/dtmf" in (
+            unsupported.value("Accept") or "")
+        caller.request("INFO")  # an empty INFO: a keep-alive
+        assert caller.final("INFO").status_code == 200
+        assert call.media.digits.empty()
+        caller.hang_up()
+
+
+def test_update_without_sdp_refreshes_and_with_sdp_holds(endpoint: SipEndpoint,
+                                                        app: App) -> None:
+    with sip_caller(endpoint.address, "update") as (caller, _):
+        caller.call()
+        caller.request("UPDATE")
+        plain = caller.final("UPDATE")
+        assert plain.status_code == 200 and not plain.content
+        caller.request("UPDATE", body=caller.sdp("sendonly"))
+        held = caller.final("UPDATE")
+        assert held.status_code == 200 and b"a=recvonly" in held.content
+        assert app.calls[0].on_hold
+        caller.hang_up()
+
+
+def timer_endpoint(engine: RtpEngine, app: App) -> SipEndpoint:
+    """An endpoint that takes session timers of a few seconds, to test them quickly."""
+    sip = SipEndpoint("carrier-a", ("127.0.0.1", 0), engine, app, allowed={"127.0.0.1"},
+                      min_se_s=1)
+    sip.start()
+    return sip
+
+
+def test_session_timer_too_short_gets_422(endpoint: SipEndpoint, app: App) -> None:
+    with sip_caller(endpoint.address, "timer-422") as (caller, _):
+        caller.request("INVITE", [("Session-Expires", "30"), ("Supported", "timer")],
+                       caller.sdp())
+        refused = caller.final("INVITE")
+        assert refused.status_code == 422 and refused.value("Min-SE") == "90"
+    assert app.calls == []
+
+
+def test_a_caller_that_stops_refreshing_is_cut_off(engine: RtpEngine, app: App) -> None:
+    sip = timer_endpoint(engine, app)
+    try:
+        with sip_caller(sip.address, "timer-uac") as (caller, _):
+            ok = caller.call([("Session-Expires", "3;refresher=uac"), ("Supported", "timer")])
+            assert ok.value("Session-Expires") == "3;refresher=uac"
+            assert ok.value("Require") == "timer"
+            assert "timer" in (ok.value("Supported") or "")
+            refreshed = time.monotonic()
+            caller.request("UPDATE", [("Session-Expires", "3;refresher=uac"),
+                                      ("Supported", "timer")])
+            assert caller.final("UPDATE").value("Session-Expires") == "3;refresher=uac"
+            bye = caller.wait_request("BYE", 5)  # 3 s less a third after the refresh
+            assert 1.7 < time.monotonic() - refreshed < 3.0
+        [call] = app.calls
+        assert call.wait_ended(2)
+        assert call.end_reason == "cut off: no session refresh within 3 s"
+        assert bye.call_id == "timer-uac"
+    finally:
+        sip.stop()
+
+
+@pytest.mark.parametrize("allow", ["INVITE, ACK, BYE, CANCEL, UPDATE", "INVITE, ACK, BYE"])
+def test_we_refresh_when_we_are_the_refresher(engine: RtpEngine, app: App,
+                                              allow: str) -> None:
+    sip = timer_endpoint(engine, app)
+    try:
+        with sip_caller(sip.address, f"timer-uas-{len(allow)}") as (caller, _):
+            ok = caller.call([("Session-Expires", "2;refresher=uas"), ("Supported", "timer"),
+                              ("Allow", allow)])
+            assert ok.value("Session-Expires") == "2;refresher=uas"
+            method = "UPDATE" if "UPDATE" in allow else "INVITE"
+            for _ in range(3):  # every half interval, each answered: the call lives on
+                refresh = caller.wait_request(method, 2)
+                assert refresh.value("Session-Expires") == "2;refresher=uas"
+            assert all(r.method != "BYE" for r in caller.requests)
+            if method == "INVITE":
+                caller.wait_request("ACK", 1)  # for the third refresh's 200
+                assert sum(r.method == "ACK" for r in caller.requests) == 3
+                assert caller.requests[0].content, "a re-INVITE refresh offers our SDP"
+            assert caller.hang_up().status_code == 200
+        assert app.calls[0].end_reason == "caller hung up"
+    finally:
+        sip.stop()
+
+
+def test_a_refresh_answered_481_ends_the_call(engine: RtpEngine, app: App) -> None:
+    sip = timer_endpoint(engine, app)
+    try:
+        with sip_caller(sip.address, "timer-481") as (caller, _):
+            caller.call([("Session-Expires", "2;refresher=uas"), ("Supported", "timer"),
+                         ("Allow", "INVITE, ACK, BYE, UPDATE")])
+            caller.sock.settimeout(3)
+            update = parse_message(caller.sock.recv(65535))
+            assert update.method == "UPDATE"
+            caller.reply(update, 481, "Call/Transaction Does Not Exist")
+            caller.wait_request("BYE", 2)
+        [call] = app.calls
+        assert call.wait_ended(2)
+        assert call.end_reason == "cut off: session refresh answered 481"
+    finally:
+        sip.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,17 @@ from tests.peers import Carrier, Phone
 from tests.trunks.conftest import no_calls
 from trunks.voip.endpoint import SipEndpoint
 from trunks.voip.media import RtpEngine
+from trunks.voip.message import (
+    SDP,
+    Message,
+    build_response,
+    format_message,
+    new_branch,
+    parse_message,
+    via,
+)
 from trunks.voip.outbound import Outcome
+from trunks.voip.sdp import build_sdp
 
 pytestmark = pytest.mark.slow
 
@@ -206,3 +217,43 @@ def test_a_retransmitted_challenge_is_acked_again(trunk: Callable[..., SipEndpoi
         assert call.wait(3) is Outcome.REFUSED and call.status == 486
         final_ack, _ = carrier.recvfrom(65535)
         assert final_ack.startswith(b"ACK ") and b"CSeq: 2 ACK" in final_ack
+
+
+def test_the_callee_may_hold_resume_and_send_info(trunk: Callable[..., SipEndpoint]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind(("127.0.0.1", 0))
+        phone.settimeout(3)
+        host, port = phone.getsockname()
+        sip = trunk((host, port))
+        call = sip.place_call("1008")
+        invite = parse_message(phone.recvfrom(65535)[0])
+        ok = build_response(invite, 200, "OK", [("Contact", f"<sip:staff@{host}:{port}>"),
+                                                ("Content-Type", SDP)],
+                            build_sdp((host, 40010), [0], 101), to_tag="staff1")
+        phone.sendto(ok, sip.address)
+        assert call.wait(3) is Outcome.ANSWERED
+        assert parse_message(phone.recv(65535)).method == "ACK"
+
+        def request(method: str, cseq: int, body: bytes = b"",
+                    kind: str = SDP) -> Message:
+            phone.sendto(format_message(f"{method} sip:hotline@127.0.0.1 SIP/2.0", [
+                ("Via", via((host, port), new_branch())), ("From", f"<sip:1008@{host}>;tag=staff1"),
+                ("To", call.from_header), ("Call-ID", call.call_id), ("CSeq", f"{cseq} {method}"),
+                ("Contact", f"<sip:staff@{host}:{port}>"),
+                *([("Content-Type", kind)] if body else [])], body), sip.address)
+            return None if method == "ACK" else parse_message(phone.recv(65535))
+
+        held = request("INVITE", 2, build_sdp((host, 40010), [0], 101, "sendonly"))
+        assert held is not None and held.status_code == 200 and b"a=recvonly" in held.content
+        assert call.on_hold and not call.media.sending
+        ours = [re.search(rb"^o=hotline (\d+) (\d+)", m.content, re.M) for m in (invite, held)]
+        assert ours[0] and ours[1] and ours[1][1] == ours[0][1], "one SDP session per call"
+        request("ACK", 2)
+        resumed = request("INVITE", 3, build_sdp((host, 40010), [0], 101))
+        assert resumed is not None and b"a=sendrecv" in resumed.content
+        assert not call.on_hold and call.media.sending
+        request("ACK", 3)
+        info = request("INFO", 4, b"Signal=1\r\n", "application/dtmf-relay")
+        assert info is not None and info.status_code == 200
+        call.hangup()
+        assert parse_message(phone.recv(65535)).method == "BYE"

@@ -7,11 +7,12 @@ and accepts INVITEs from anyone. This endpoint keeps pyVoIP for parsing
 receive loop, retransmissions and timers (the `Transport` of `transport.py`) and
 hands each message to the part it belongs to:
 
-- OPTIONS gets 200 with Allow and Accept, in or out of a dialog;
-- INVITE, ACK, CANCEL and BYE of calls from the carrier go to the `Answerer`
-  (`inbound.py`), responses to our INVITEs and BYEs from the callee to the
-  `Dialer` (`outbound.py`), responses to REGISTER to the `Registration`
-  (`registration.py`);
+- OPTIONS gets 200 with Allow, Supported and Accept, in or out of a dialog;
+- INVITE, ACK, CANCEL, BYE, INFO and UPDATE of calls from the carrier, and the
+  responses to our session refreshes, go to the `Answerer` (`answerer.py`); the
+  callee's requests in our calls (BYE, re-INVITE, INFO, UPDATE) and the responses to
+  our INVITEs to the `Dialer` (`outbound.py`); responses to REGISTER to the
+  `Registration` (`registration.py`);
 - other requests in unknown dialogs get 481, other methods 501, a Request-URI
   that is not sip:, sips: or tel: 416;
 - a malformed request gets 400 (505 for another SIP version) when its Via, From,
@@ -36,10 +37,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from trunks.voip.inbound import Answerer, InboundCall
+from trunks.voip.answerer import Answerer
+from trunks.voip.inbound import InboundCall
 from trunks.voip.media import RtpEngine
 from trunks.voip.message import (
     ALLOW,
+    SUPPORTED,
     Message,
     SipParseError,
     build_response,
@@ -49,6 +52,7 @@ from trunks.voip.message import (
 from trunks.voip.outbound import PROVISIONAL_TIMEOUT_S, Dialer, OutboundCall
 from trunks.voip.refusals import REFUSED
 from trunks.voip.registration import REGISTER_EXPIRES_S, Registration
+from trunks.voip.session_timer import MIN_SE_S
 from trunks.voip.transport import Key
 from trunks.waker import Waker, stop_loop
 
@@ -93,11 +97,12 @@ class SipEndpoint:
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time, t1_s: float = T1_S,
                  linger_s: float = LINGER_S, media_timeout_s: float | None = None,
-                 symmetric_rtp: bool = True) -> None:
+                 symmetric_rtp: bool = True, min_se_s: int = MIN_SE_S) -> None:
         """`media_timeout_s`: an answered call from which nothing (audio or DTMF) arrives
         for this long, while not on hold, is ended as cut off; None: never.
         `symmetric_rtp`: each call's media latches to where the peer's RTP really comes
-        from (for peers behind NAT; see `RtpStream._latch`)."""
+        from (for peers behind NAT; see `RtpStream._latch`). `min_se_s`: the shortest
+        session-timer interval accepted (RFC 4028 allows no less than 90 s)."""
         self.name = name
         self.linger_s = linger_s
         self.proxy = proxy
@@ -127,7 +132,7 @@ class SipEndpoint:
         self._lock = threading.RLock()
         self._inbound = Answerer(self, name, engine, on_call, allowed, wallclock=wallclock,
                                  media_timeout_s=media_timeout_s,
-                                 symmetric_rtp=symmetric_rtp)
+                                 symmetric_rtp=symmetric_rtp, min_se_s=min_se_s)
         self._outbound = Dialer(self, name, engine, proxy=proxy, domain=self.domain,
                                 credentials=credentials, caller_id=caller_id,
                                 provisional_timeout_s=provisional_timeout_s,
@@ -330,13 +335,22 @@ class SipEndpoint:
         if method != "ACK" and not request.uri.lower().startswith(URI_SCHEMES):
             self._reply(request, source, 416, "Unsupported URI Scheme")
         elif method == "OPTIONS":
-            self._reply(request, source, 200, "OK", [("Allow", ALLOW),
+            self._reply(request, source, 200, "OK", [("Allow", ALLOW), ("Supported", SUPPORTED),
                                                     ("Accept", "application/sdp")])
+        elif method in ("INVITE", "INFO", "UPDATE") and self._outbound.on_request(request,
+                                                                               source):
+            pass
         elif method == "INVITE":
             self._inbound.on_invite(request, source)
+        elif method == "INFO" and call is not None:
+            call.on_info(request, source)
+        elif method == "UPDATE" and call is not None:
+            call.on_update(request, source)
         elif method == "ACK":
             if call is not None:
                 call.on_ack()
+            else:
+                self._outbound.on_ack(request)
         elif method == "CANCEL" and call is not None:
             call.on_cancel(request, source)
         elif method == "BYE" and self._outbound.on_bye(request, source):
@@ -366,7 +380,8 @@ class SipEndpoint:
         registration = self.registration
         if registration is not None and registration.on_response(response):
             return
-        self._outbound.on_response(response)
+        if not self._inbound.on_response(response):
+            self._outbound.on_response(response)
 
     def _reply(self, request: Message, source: tuple[str, int], code: int, reason: str,
                headers: list[tuple[str, str]] | None = None) -> None:

@@ -1,15 +1,19 @@
-"""Calls from the carrier: the UAS side of RFC 3261 for one trunk.
+"""A call from the carrier: the UAS side of RFC 3261's dialog, for one call.
 
-`Answerer` takes the INVITEs the endpoint's loop hands it. An INVITE is accepted
-only from the trunk's addresses (others get 403); it gets 100 Trying, and the
-application's `on_call` runs in a thread of its own with the `InboundCall`. That
-thread decides the answer through the call's methods (`ring`, `answer`, `reject`,
-`hangup`), which are safe to use from it:
+The `Answerer` (`answerer.py`) starts an `InboundCall` for each INVITE it accepts; the
+application's thread for the call decides the answer through the call's methods
+(`ring`, `answer`, `reject`, `hangup`), which are safe to use from it:
 
 - a 200 is retransmitted from T1 doubling to T2 until its ACK arrives, and the
   call is hung up with BYE (cut off) if none comes within 64 * T1;
-- CANCEL gets 200 and the pending INVITE 487; BYE gets 200; a re-INVITE (hold,
-  unhold) gets 200 with our SDP; CANCEL or BYE outside a known dialog gets 481;
+- CANCEL gets 200 and the pending INVITE 487; BYE gets 200; a re-INVITE or an UPDATE
+  (hold, resume, session refresh) gets 200, with our SDP if it offered one; INFO with
+  a key press gets 200 and the key joins the call's digits; CANCEL or BYE outside a
+  known dialog gets 481;
+- session timers (RFC 4028, `session_timer.py`): when we are the refresher we send
+  UPDATE (or re-INVITE to a peer that allows no UPDATE) every half interval; a call
+  whose refresher stops refreshing, or whose refresh is answered 408 or 481, is ended
+  with BYE as cut off;
 - an answered call from which no audio or DTMF arrives for `media_timeout_s`, while
   not on hold, is ended with BYE as cut off (the media watchdog).
 
@@ -22,14 +26,16 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from trunks.voip.media import TELEPHONE_EVENT, RtpEngine, RtpStream
+from trunks.voip.info_dtmf import ACCEPTED, InfoError, info_digit
+from trunks.voip.media import RtpStream
 from trunks.voip.message import (
     ALLOW,
     SDP,
     SIP_VERSION,
+    SUPPORTED,
     USER_AGENT,
     Message,
     SipParseError,
@@ -42,8 +48,8 @@ from trunks.voip.message import (
     uris,
     via,
 )
-from trunks.voip.refusals import REFUSED, RefusalLog
 from trunks.voip.sdp import MediaOffer, SdpError, SdpSession, read_offer
+from trunks.voip.session_timer import MIN_SE_S, IntervalTooSmall, SessionTimer, negotiate
 from trunks.voip.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -82,7 +88,11 @@ class InboundCall:
     ended: threading.Event = field(default_factory=threading.Event)
     sdp: SdpSession = field(default_factory=SdpSession)
     """Our SDP for this call: one origin, versioned across the answer and re-INVITEs."""
+    timer: SessionTimer | None = None
+    """The session timer agreed on (RFC 4028), if any."""
+    min_se_s: int = MIN_SE_S
     _cseq: int = 0
+    _info_cseq: int = -1
 
     @property
     def id(self) -> str:
@@ -119,6 +129,7 @@ class InboundCall:
             self.state, self.answered_at = CallState.ANSWERED, self.wallclock()
             transport.retransmit((self.id, "invite"), data, self.source,
                                  on_give_up=self._no_ack)
+            self._arm_timer()
             if self.media_timeout_s is not None:
                 self.media.last_heard = time.monotonic()
                 transport.schedule((self.id, "media"), MEDIA_CHECK_S, self._check_media)
@@ -149,20 +160,40 @@ class InboundCall:
         self.transport.stop_retransmit((self.id, "invite"))
 
     def on_reinvite(self, invite: Message, source: tuple[str, int]) -> None:
-        """Answer a re-INVITE (hold or unhold) with our SDP, or 488."""
+        """Answer a re-INVITE (hold, resume, session refresh) with our SDP, or 488."""
+        data = self._answer_offer(invite, source)
+        if data:
+            self.transport.retransmit((self.id, "invite"), data, source)
+
+    def on_update(self, update: Message, source: tuple[str, int]) -> None:
+        """Answer an UPDATE (RFC 3311): a session refresh, or an offer like a re-INVITE's."""
+        self._answer_offer(update, source)
+
+    def on_info(self, info: Message, source: tuple[str, int]) -> None:
+        """A key press sent as INFO joins the call's digits, once per CSeq."""
         try:
-            offer = read_offer(invite)
-        except SdpError:
-            self._reply(invite, source, 488, "Not Acceptable Here", to_tag=self.local_tag)
+            digit = info_digit(info)
+        except InfoError as exc:
+            headers = [("Accept", ACCEPTED)] if exc.status == 415 else []
+            self._reply(info, source, exc.status, exc.reason, headers)
             return
-        self._hold(offer.on_hold)
-        if offer.address not in ("0.0.0.0", "::"):
-            self.media.retarget((offer.address, offer.port))
-        body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
-                                 self.offer.dtmf_payload_type, offer.answer_direction)
-        data = self._reply(invite, source, 200, "OK", self._dialog_headers(), body,
-                           to_tag=self.local_tag)
-        self.transport.retransmit((self.id, "invite"), data, source)
+        self._reply(info, source, 200, "OK")
+        if digit is not None and info.cseq.number != self._info_cseq:
+            self._info_cseq = info.cseq.number
+            self.media.receive_digit(digit)
+
+    def on_response(self, response: Message) -> None:
+        """A response to our session refresh."""
+        if response.cseq.number != self._cseq or response.status_code < 200:
+            return
+        self.transport.stop_retransmit((self.id, "refresh"))
+        if response.cseq.method == "INVITE" and response.status_code < 300:
+            data, destination = self._request("ACK", cseq=response.cseq.number)
+            self.transport.send(data, destination)
+        if response.status_code < 300:
+            self._arm_timer()
+        elif response.status_code in (408, 481):
+            self._lost_session(f"session refresh answered {response.status_code}")
 
     def on_cancel(self, cancel: Message, source: tuple[str, int]) -> None:
         if cancel.branch != self.invite.branch:
@@ -183,7 +214,87 @@ class InboundCall:
         self.transport.stop_retransmit((self.id, "invite"))
         self._end("caller hung up")
 
-    # Private: hold, responses, BYE, timers.
+    # Private: offers, hold, session timers, responses, requests.
+
+    def _answer_offer(self, request: Message, source: tuple[str, int]) -> bytes:
+        """Answer a re-INVITE or UPDATE: its SDP offer, if any, and its session timer;
+        return what was sent if it was a 200."""
+        try:
+            timer = negotiate(request, self.min_se_s)
+            offer = read_offer(request) if request.content else None
+        except IntervalTooSmall as exc:
+            self._reply(request, source, 422, "Session Interval Too Small",
+                        [("Min-SE", str(exc.min_se))], to_tag=self.local_tag)
+            return b""
+        except SdpError:
+            self._reply(request, source, 488, "Not Acceptable Here", to_tag=self.local_tag)
+            return b""
+        except ValueError:
+            self._reply(request, source, 400, "Bad Request", to_tag=self.local_tag)
+            return b""
+        direction = "sendrecv"
+        if offer is not None:
+            self._hold(offer.on_hold)
+            if offer.address not in ("0.0.0.0", "::"):
+                self.media.retarget((offer.address, offer.port))
+            direction = offer.answer_direction
+        elif request.method == "INVITE":  # an offerless re-INVITE: we offer, as we stand
+            direction = "sendonly" if self.on_hold else "sendrecv"
+        self.timer = timer
+        headers = self._dialog_headers()
+        body = b""
+        if offer is not None or request.method == "INVITE":
+            body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
+                                     self.offer.dtmf_payload_type, direction)
+        else:
+            headers = [h for h in headers if h[0] != "Content-Type"]
+        data = self._reply(request, source, 200, "OK", headers, body, to_tag=self.local_tag)
+        self._arm_timer()
+        return data
+
+    def _arm_timer(self) -> None:
+        """(Re)start the session timer after a refresh, or stop it if none is agreed."""
+        transport, timer = self.transport, self.timer
+        if timer is None or self.state is not CallState.ANSWERED:
+            transport.cancel((self.id, "session-refresh"))
+            transport.cancel((self.id, "session-expiry"))
+            return
+        if timer.we_refresh:
+            transport.schedule((self.id, "session-refresh"), timer.refresh_after_s,
+                               self._refresh)
+        transport.schedule((self.id, "session-expiry"), timer.expire_after_s,
+                           lambda: self._lost_session(
+                               f"no session refresh within {timer.interval_s} s"))
+
+    def _refresh(self) -> None:
+        """Send our session refresh: UPDATE, or re-INVITE with our SDP as it stands to a
+        peer that does not allow UPDATE."""
+        with self.transport.lock:
+            if self.state is not CallState.ANSWERED or self.timer is None:
+                return
+            allowed = {m.strip().upper() for m in (self.invite.value("Allow") or "").split(",")}
+            method = "UPDATE" if "UPDATE" in allowed else "INVITE"
+            self._cseq += 1
+            headers = [("Contact", self._contact()), ("Supported", SUPPORTED),
+                       *self.timer.headers()]
+            body = b""
+            if method == "INVITE":
+                body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
+                                         self.offer.dtmf_payload_type,
+                                         "sendonly" if self.on_hold else "sendrecv")
+                headers.append(("Content-Type", SDP))
+            data, destination = self._request(method, headers, body)
+            self.transport.transmit((self.id, "refresh"), data, destination,
+                                    on_give_up=lambda: self._lost_session(
+                                        "no answer to our session refresh"))
+
+    def _lost_session(self, why: str) -> None:
+        with self.transport.lock:
+            if self.state is not CallState.ANSWERED:
+                return
+            logger.warning("Call %s: %s; ending it", shorten(self.id), why)
+            self._send_bye()
+            self._end(f"{CUT_OFF}: {why}")
 
     def _hold(self, on_hold: bool) -> None:
         """Hold or resume: nothing is sent while held (RFC 3264 6.1); the call's flow
@@ -210,10 +321,14 @@ class InboundCall:
         return data
 
     def _dialog_headers(self) -> list[tuple[str, str]]:
-        host, port = self.transport.address
+        timer = self.timer.headers() if self.timer is not None else []
         return [*(("Record-Route", rr) for rr in self.invite.values("Record-Route")),
-                ("Contact", f"<sip:hotline@{host}:{port}>"), ("Allow", ALLOW),
-                ("Content-Type", "application/sdp")]
+                ("Contact", self._contact()), ("Allow", ALLOW), ("Supported", SUPPORTED),
+                *timer, ("Content-Type", SDP)]
+
+    def _contact(self) -> str:
+        host, port = self.transport.address
+        return f"<sip:hotline@{host}:{port}>"
 
     def _no_ack(self) -> None:
         logger.warning("Call %s: no ACK for our 200 within %g s", shorten(self.id),
@@ -240,134 +355,41 @@ class InboundCall:
             self._end(f"{CUT_OFF}: no audio from the caller for {timeout:g} s")
 
     def _send_bye(self) -> None:
-        """BYE along the caller's route set; stop retransmitting our 200."""
+        """BYE along the caller's route set; stop retransmitting our 200 and refreshes."""
         self._cseq += 1
+        data, destination = self._request("BYE")
+        self.transport.transmit((self.id, "bye"), data, destination)
+        self.transport.stop_retransmit((self.id, "invite"))
+        self.transport.stop_retransmit((self.id, "refresh"))
+
+    def _request(self, method: str, headers: list[tuple[str, str]] | None = None,
+                 body: bytes = b"", cseq: int | None = None) -> tuple[bytes, tuple[str, int]]:
+        """A request of ours in the call's dialog (CSeq `cseq`, default the latest), and
+        where it goes: along the caller's route set to its Contact."""
         route = uris(", ".join(self.invite.values("Record-Route")))
         contact = uris(self.invite.value("Contact") or "")
         target = contact[0] if contact else f"sip:{self.source[0]}:{self.source[1]}"
         to = self.invite.value("To") or ""
-        data = format_message(f"BYE {target} {SIP_VERSION}", [
+        data = format_message(f"{method} {target} {SIP_VERSION}", [
             ("Via", via(self.transport.address, new_branch())), ("Max-Forwards", "70"),
             *([("Route", ", ".join(f"<{r}>" for r in route))] if route else []),
             ("From", f"{to};tag={self.local_tag}" if ";tag=" not in to else to),
             ("To", self.invite.value("From") or ""), ("Call-ID", self.id),
-            ("CSeq", f"{self._cseq} BYE"), ("User-Agent", USER_AGENT)])
+            ("CSeq", f"{self._cseq if cseq is None else cseq} {method}"),
+            ("User-Agent", USER_AGENT), *(headers or [])], body)
         try:
             destination = uri_address(route[0] if route else target)
         except SipParseError:
             destination = self.source
-        self.transport.transmit((self.id, "bye"), data, destination)
-        self.transport.stop_retransmit((self.id, "invite"))
+        return data, destination
 
     def _end(self, reason: str) -> None:
         if self.state is CallState.ENDED:
             return
         self.state, self.end_reason = CallState.ENDED, reason
         self.ended_at = self.transport.now()
+        self.transport.cancel((self.id, "session-refresh"))
+        self.transport.cancel((self.id, "session-expiry"))
         self.media.close()
         self.ended.set()
         logger.info("Call %s ended: %s", shorten(self.id), reason)
-
-
-class Answerer:
-    """Answers the calls that come in on one trunk, and keeps them until they are over."""
-
-    def __init__(self, transport: Transport, name: str, engine: RtpEngine,
-                 on_call: Callable[[InboundCall], None], allowed: Iterable[str], *,
-                 wallclock: Callable[[], float] = time.time,
-                 media_timeout_s: float | None = None,
-                 refusals: RefusalLog | None = None, symmetric_rtp: bool = True) -> None:
-        """`refusals`: where INVITEs from other addresses are counted and logged;
-        `symmetric_rtp`: latch each call's media to where its RTP comes from."""
-        self.symmetric_rtp = symmetric_rtp
-        self.transport = transport
-        self.refusals = refusals or RefusalLog(name, clock=transport.now)
-        self.name = name
-        self.engine = engine
-        self.on_call = on_call
-        self.allowed = frozenset(allowed)
-        self.wallclock = wallclock
-        self.media_timeout_s = media_timeout_s
-        self._calls: dict[str, InboundCall] = {}
-        self._workers: set[threading.Thread] = set()
-
-    @property
-    def calls(self) -> list[InboundCall]:
-        """The calls not yet ended."""
-        with self.transport.lock:
-            return [c for c in self._calls.values() if c.state is not CallState.ENDED]
-
-    def get(self, call_id: str) -> InboundCall | None:
-        """The call with this id, ended ones included for a while (see `forget_ended`)."""
-        return self._calls.get(call_id)
-
-    def on_invite(self, invite: Message, source: tuple[str, int]) -> None:
-        """Start a call, or answer a retransmitted INVITE or a re-INVITE in a known one."""
-        call = self._calls.get(invite.call_id)
-        if call is not None:
-            if invite.branch != call.invite.branch:  # else a retransmission, already answered
-                call.on_reinvite(invite, source)
-            return
-        if invite.headers["To"]["tag"]:
-            self._reply(invite, source, 481, "Call/Transaction Does Not Exist")
-            return
-        if source[0] not in self.allowed:
-            self.refusals.refused(source[0], "INVITE", "not a trunk address", "not_trunk_address")
-            self._reply(invite, source, 403, "Forbidden")
-            return
-        if invite.content and invite.content_type != SDP:
-            REFUSED.labels(self.name, "unsupported_media").inc()
-            self._reply(invite, source, 415, "Unsupported Media Type", [("Accept", SDP)])
-            return
-        try:
-            offer = read_offer(invite)
-        except SdpError as exc:
-            REFUSED.labels(self.name, "unsupported_media").inc()
-            logger.info("SIP endpoint %s: 488 for call %s: %s", self.name, shorten(invite.call_id),
-                        shorten(str(exc)))
-            self._reply(invite, source, 488, "Not Acceptable Here")
-            return
-        self._reply(invite, source, 100, "Trying")
-        self._start(invite, source, offer)
-
-    def end_calls(self, timeout: float = 5.0) -> None:
-        """Hang up every call and wait (up to `timeout`) for its worker to finish."""
-        for call in self.calls:
-            call.hangup()
-        deadline = self.transport.now() + timeout
-        for worker in list(self._workers):
-            worker.join(max(0.0, deadline - self.transport.now()))
-
-    def forget_ended(self, now: float, linger_s: float) -> None:
-        """Drop the calls that ended more than `linger_s` ago."""
-        for call_id, ended in [(i, c.ended_at) for i, c in self._calls.items()]:
-            if ended is not None and now - ended > linger_s:
-                del self._calls[call_id]
-
-    def _start(self, invite: Message, source: tuple[str, int], offer: MediaOffer) -> None:
-        media = self.engine.open(offer.payload_type, remote=(offer.address, offer.port),
-                                 dtmf_payload_type=offer.dtmf_payload_type or TELEPHONE_EVENT,
-                                 latching=self.symmetric_rtp)
-        call = InboundCall(self.transport, invite, source, offer, media, self.wallclock(),
-                           self.media_timeout_s, self.wallclock)
-        call._hold(offer.on_hold)  # an offer may start on hold
-        self._calls[call.id] = call
-        logger.info("Call %s from %s to %s on %s", shorten(call.id), shorten(call.caller),
-                    shorten(call.called), self.name)
-        worker = threading.Thread(target=self._run_call, args=(call,),
-                                  name=f"call-{call.id[:8]}", daemon=True)
-        self._workers.add(worker)
-        worker.start()
-
-    def _run_call(self, call: InboundCall) -> None:
-        try:
-            self.on_call(call)
-        except Exception:
-            logger.exception("Call %s: the flow failed; hanging up", shorten(call.id))
-        finally:
-            call.hangup()
-            self._workers.discard(threading.current_thread())
-
-    def _reply(self, request: Message, source: tuple[str, int], code: int, reason: str,
-               headers: list[tuple[str, str]] | None = None) -> None:
-        self.transport.send(build_response(request, code, reason, headers), source)

@@ -308,9 +308,13 @@ class RtpStream:
         if packet.timestamp == self._last_event_ts:
             return  # the same key press, repeated or ending
         self._last_event_ts = packet.timestamp
-        self.digits.put(event.digit)
+        self.receive_digit(event.digit)
+
+    def receive_digit(self, digit: str) -> None:
+        """A key the caller pressed, however it came (RFC 4733 here, SIP INFO, tones)."""
+        self.digits.put(digit)
         if self._on_digit is not None:
-            self._on_digit(event.digit)
+            self._on_digit(digit)
 
     def _play_out(self) -> None:
         if self._base_ts is None:

@@ -26,8 +26,10 @@ from trunks.voip import syntax
 
 MAX_DATAGRAM_BYTES = 65_535
 SIP_VERSION = "SIP/2.0"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 """The methods this server's endpoints handle, for Allow headers."""
+SUPPORTED = "timer"
+"""The SIP extensions we support, for Supported headers: session timers (RFC 4028)."""
 USER_AGENT = "hotline"
 """Our User-Agent and Server header value."""
 SDP = "application/sdp"
@@ -38,13 +40,15 @@ REQUIRED_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 # RFC 3261 section 7.3.3 compact forms, and the canonical spelling pyVoIP looks up.
 _COMPACT = {"i": "Call-ID", "v": "Via", "f": "From", "t": "To", "l": "Content-Length",
             "m": "Contact", "c": "Content-Type", "k": "Supported", "s": "Subject",
-            "e": "Content-Encoding", "o": "Event", "u": "Allow-Events", "r": "Refer-To"}
+            "e": "Content-Encoding", "o": "Event", "u": "Allow-Events", "r": "Refer-To",
+            "x": "Session-Expires"}
 _CANONICAL = {name.lower(): name for name in (
     "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Content-Length", "Content-Type",
     "Max-Forwards", "Allow", "Supported", "Accept", "User-Agent", "Server", "Expires",
     "Record-Route", "Route", "WWW-Authenticate", "Proxy-Authenticate", "Authorization",
     "Proxy-Authorization", "Retry-After", "Min-Expires", "Event", "Subject", "Date",
     "Content-Encoding", "Require", "Proxy-Require", "Unsupported", "Warning",
+    "Session-Expires", "Min-SE",
 )}
 _MERGED = frozenset({"Record-Route", "Route"})
 """Headers that may repeat and whose every value matters (the route set)."""

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from prometheus_client import Histogram
 
 from trunks.voip.auth import digest_authorization
-from trunks.voip.media import RtpEngine, RtpStream
+from trunks.voip.media import PCMA, PCMU, TELEPHONE_EVENT, RtpEngine, RtpStream
 from trunks.voip.message import (
     ALLOW,
+    SDP,
     SIP_VERSION,
     Message,
     SipParseError,
@@ -51,7 +52,7 @@ from trunks.voip.message import (
     uris,
     via,
 )
-from trunks.voip.sdp import SdpError, build_offer, read_offer
+from trunks.voip.sdp import SdpError, SdpSession, read_offer
 from trunks.voip.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ class OutboundCall:
     early_media: bool = False
     on_hold: bool = False
     """Whether the callee holds the call (a re-INVITE with sendonly or inactive)."""
+    sdp: SdpSession = field(default_factory=SdpSession)
+    """Our SDP for this call: the offer, then answers to the callee's re-INVITEs."""
     remote_tag: str = ""
     route: list[str] = field(default_factory=list)
     remote_target: str = ""
@@ -169,7 +172,8 @@ def build_invite(call: OutboundCall, authorization: tuple[str, str] | None = Non
     if authorization is not None:
         headers.append(authorization)
     return format_message(f"INVITE {call.uri} {SIP_VERSION}", headers,
-                          build_offer(call.media.local_address))
+                          call.sdp.describe(call.media.local_address, [PCMU, PCMA],
+                                            TELEPHONE_EVENT))
 
 
 def in_transaction_request(call: OutboundCall, method: str, to: str,
@@ -305,6 +309,43 @@ class Dialer:
             ack = in_transaction_request(call, "ACK", response.value("To") or "",
                                          (response.branch or "", response.cseq.number))
             self.transport.send(ack, self.proxy)
+
+    def on_request(self, request: Message, source: tuple[str, int]) -> bool:
+        """A re-INVITE, UPDATE or INFO from the callee in one of our calls: a re-INVITE
+        or UPDATE with SDP holds or resumes it (answered with our SDP), anything else is
+        answered 200. False if the request is not for one of our calls."""
+        call = self._calls.get(request.call_id)
+        if call is None or request.headers["To"]["tag"] != call.local_tag:
+            return False
+        if call.outcome is not Outcome.ANSWERED:
+            self.transport.send(build_response(request, 491, "Request Pending"), source)
+            return True
+        headers: list[tuple[str, str]] = [("Allow", ALLOW)]
+        body = b""
+        if request.method in ("INVITE", "UPDATE") and request.content:
+            try:
+                offer = read_offer(request)
+            except SdpError:
+                self.transport.send(build_response(request, 488, "Not Acceptable Here"), source)
+                return True
+            call.on_hold = offer.on_hold
+            call.media.sending = not offer.on_hold
+            if offer.address not in ("0.0.0.0", "::"):
+                call.media.retarget((offer.address, offer.port))
+            body = call.sdp.describe(call.media.local_address, [call.media.payload_type],
+                                     call.media.dtmf_payload_type, offer.answer_direction)
+            local = self.transport.address
+            headers += [("Contact", f"<sip:hotline@{sip_host(local[0])}:{local[1]}>"),
+                        ("Content-Type", SDP)]
+        data = build_response(request, 200, "OK", headers, body)
+        self.transport.send(data, source)
+        if request.method == "INVITE":
+            self.transport.retransmit((call.call_id, "reinvite"), data, source)
+        return True
+
+    def on_ack(self, ack: Message) -> None:
+        """The callee's ACK for our 200 to its re-INVITE."""
+        self.transport.stop_retransmit((ack.call_id, "reinvite"))
 
     def on_bye(self, bye: Message, source: tuple[str, int]) -> bool:
         """End the call this BYE is for and answer 200; False if it is not for one of ours."""
