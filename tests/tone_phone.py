@@ -20,6 +20,27 @@ RATE, FRAME = 8000, 160
 PCMU, PCMA = 0, 8
 
 
+def spectrum(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frequencies and magnitudes of 8 kHz `audio`, through a Hann window."""
+    samples = audio.astype(float)
+    magnitudes = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return np.fft.rfftfreq(len(samples), 1 / RATE), magnitudes
+
+
+def dominant_hz(audio: np.ndarray) -> float:
+    """The strongest frequency of 8 kHz `audio`."""
+    freqs, magnitudes = spectrum(audio)
+    return float(freqs[int(np.argmax(magnitudes))])
+
+
+def purity(audio: np.ndarray, hz: float) -> float:
+    """The share of the energy of 8 kHz `audio` within 20 Hz of `hz`: near 1 for a clean
+    tone, far lower when it was distorted (decoded with the wrong G.711 law, say)."""
+    freqs, magnitudes = spectrum(audio)
+    power = magnitudes ** 2
+    return float(power[np.abs(freqs - hz) <= 20].sum() / power.sum())
+
+
 class TonePhone:
     def __init__(self, hz: float, payload_type: int = PCMU) -> None:
         self.hz = hz
@@ -42,25 +63,17 @@ class TonePhone:
 
     def dominant_hz(self, since: float = 0.0, until: float = float("inf")) -> float | None:
         """The strongest frequency of the non-silent audio heard in [since, until)."""
-        spectrum = self._spectrum(since, until)
-        return None if spectrum is None else float(spectrum[0][int(np.argmax(spectrum[1]))])
+        audio = self._audio(since, until)
+        return None if audio is None else dominant_hz(audio)
 
     def purity(self, hz: float, since: float = 0.0, until: float = float("inf")) -> float:
-        """The share of the heard audio's energy within 20 Hz of `hz`: near 1 for a clean
-        tone, far lower when it was distorted (decoded with the wrong G.711 law, say)."""
-        spectrum = self._spectrum(since, until)
-        if spectrum is None:
-            return 0.0
-        freqs, power = spectrum[0], spectrum[1] ** 2
-        return float(power[np.abs(freqs - hz) <= 20].sum() / power.sum())
+        """`purity` of the non-silent audio heard in [since, until); 0 if none."""
+        audio = self._audio(since, until)
+        return 0.0 if audio is None else purity(audio, hz)
 
-    def _spectrum(self, since: float, until: float) -> tuple[np.ndarray, np.ndarray] | None:
+    def _audio(self, since: float, until: float) -> np.ndarray | None:
         frames = [s for t, s in self.heard if since <= t < until and np.abs(s).max() > 300]
-        if len(frames) < 10:
-            return None
-        audio = np.concatenate(frames).astype(float)
-        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
-        return np.fft.rfftfreq(len(audio), 1 / RATE), spectrum
+        return np.concatenate(frames) if len(frames) >= 10 else None
 
     def _run(self) -> None:
         encode = ulaw_encode if self.payload_type == PCMU else alaw_encode
