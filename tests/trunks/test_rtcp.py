@@ -1,0 +1,217 @@
+"""RTCP: compound packets, NTP timestamps and round-trip time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trunks.voip.rtcp import (
+    APP,
+    NTP_EPOCH_OFFSET_S,
+    XR,
+    Bye,
+    ReceiverReport,
+    ReportBlock,
+    RtcpPacket,
+    RtcpParseError,
+    SdesChunk,
+    SenderReport,
+    SourceDescription,
+    build_rtcp,
+    is_rtcp,
+    ntp_middle,
+    ntp_timestamp,
+    parse_rtcp,
+    round_trip_time,
+)
+
+DATA = Path(__file__).parents[1] / "data" / "rtcp"
+OUR_SSRC = 0x1CEB00DA
+OUR_SR_NTP = 0xEEBDB28816AF1000
+"""What the capture's UAS sent baresip (tests/data/rtcp/README.md)."""
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+BLOCK = ReportBlock(0x11223344, 25, -3, 0x1_0014, 37, 0xB28816AF, 0x1FF7C)
+COMPOUND: tuple[RtcpPacket, ...] = (
+    SenderReport(0xCAFE, 0xEEBDB28816AF1000, 73_276, 250, 40_000,
+                 (BLOCK, ReportBlock(7, 0, 8_388_607, 249, 0))),
+    SourceDescription((SdesChunk(0xCAFE, ((1, "ivr@127.0.0.1"), (2, "Hotline"))),
+                       SdesChunk(9, ()))),
+    Bye((0xCAFE, 9), "call ended"),
+)
+
+
+def test_compound_round_trip() -> None:
+    data = build_rtcp(COMPOUND)
+    assert len(data) % 4 == 0
+    assert data[:4] == bytes([0x82, 200, 0, 6 + 12])  # RC 2, SR, 19 words - 1
+    assert parse_rtcp(data) == COMPOUND
+    receiver = (ReceiverReport(0xCAFE, (BLOCK,)), COMPOUND[1])
+    assert parse_rtcp(build_rtcp(receiver)) == receiver
+    assert SdesChunk(1, ((2, "Hotline"), (1, "ivr@127.0.0.1"))).cname == "ivr@127.0.0.1"
+    assert SdesChunk(1, ((2, "Hotline"),)).cname is None
+
+
+def test_report_block_fields_on_the_wire() -> None:
+    block = build_rtcp([ReceiverReport(1, (BLOCK,))])[8:]
+    assert block == bytes.fromhex("11223344" "19fffffd" "00010014" "00000025"
+                                  "b28816af" "0001ff7c")
+
+
+def test_baresip_sender_report_about_us() -> None:
+    sr, sdes = parse_rtcp((DATA / "baresip-sr-1.rtcp").read_bytes())
+    assert isinstance(sr, SenderReport)
+    assert isinstance(sdes, SourceDescription)
+    assert (sr.packet_count, sr.octet_count) == (250, 40_000)
+    assert sdes.chunks[0].ssrc == sr.ssrc
+    assert sdes.chunks[0].cname == "sip:caller@127.0.0.1"
+    block, = sr.reports
+    assert block == ReportBlock(OUR_SSRC, 8, 8, 249, 5, ntp_middle(OUR_SR_NTP), 0x1FF7C)
+    rtt = round_trip_time(block, ntp_timestamp(1796420618.0866196))  # its arrival
+    assert rtt is not None
+    assert 0 <= rtt < 0.002  # loopback
+
+
+def test_baresip_app_alone_and_bye_before_sdes() -> None:
+    assert parse_rtcp((DATA / "baresip-app.rtcp").read_bytes()) == ()
+    bye, sdes = parse_rtcp((DATA / "baresip-bye.rtcp").read_bytes())
+    assert isinstance(bye, Bye)
+    assert isinstance(sdes, SourceDescription)
+    assert bye.reason == "Adjo"
+    assert bye.sources == (sdes.chunks[0].ssrc,)
+
+
+def test_app_feedback_and_xr_packets_are_skipped() -> None:
+    rr = build_rtcp([ReceiverReport(5)])
+    app = bytes([0x80, APP, 0, 3]) + bytes(4) + b"NAME" + b"data"
+    nack = bytes([0x81, 205, 0, 3]) + bytes(8) + b"\x00\x07\x00\x00"
+    pli = bytes([0x81, 206, 0, 2]) + bytes(8)
+    xr = bytes([0x80, XR, 0, 1]) + bytes(4)
+    sdes = build_rtcp([SourceDescription((SdesChunk(5, ((1, "a"),)),))])
+    assert parse_rtcp(rr + app + nack + pli + xr + sdes) == (
+        ReceiverReport(5), SourceDescription((SdesChunk(5, ((1, "a"),)),)))
+    with pytest.raises(RtcpParseError, match="claims 40 bytes, 8 remain"):
+        parse_rtcp(rr + bytes([0x80, XR, 0, 9]) + bytes(4))
+
+
+def test_padding_in_the_last_packet() -> None:
+    padded = bytearray(build_rtcp([Bye((5,))]) + b"\x00\x00\x00\x04")
+    padded[0] |= 0x20
+    padded[3] += 1
+    assert parse_rtcp(bytes(padded)) == (Bye((5,)),)
+
+
+RR = bytes([0x80, 201, 0, 1]) + bytes(4)
+
+
+@pytest.mark.parametrize(("data", "complaint"), [
+    (b"", "empty"),
+    (b"\x80\xc9\x00", "at byte 0 is shorter than its header"),
+    (RR + b"\x80", "at byte 8 is shorter than its header"),
+    (b"\x40\xc9\x00\x01" + bytes(4), "RTCP version 1 at byte 0, expected 2"),
+    (RR + b"\x00\xca\x00\x00", "RTCP version 0 at byte 8"),
+    (b"\x80\xc9\x00\x05" + bytes(4), "claims 24 bytes, 8 remain"),
+    (b"\x81\xc9\x00\x01" + bytes(4), "RR of 8 bytes, 32 needed for 1 report blocks"),
+    (b"\x80\xc8\x00\x01" + bytes(4), "SR of 8 bytes, 28 needed for 0 report blocks"),
+    (b"\xa0\xc9\x00\x01" + bytes(4), "padding of 0 bytes in a packet of 8"),
+    (b"\xa0\xc9\x00\x01" + b"\x00\x00\x00\x40", "padding of 64 bytes in a packet of 8"),
+    (b"\x81\xca\x00\x00", "SDES announces 1 chunks and holds 0"),
+    (b"\x81\xca\x00\x02" + bytes(4) + b"\x01\x14ab", "SDES item of type 1 overruns"),
+    (b"\x81\xca\x00\x02" + bytes(4) + b"\x01\x02ab", "no null octet ending its items"),
+    (b"\x82\xcb\x00\x01" + bytes(4), "BYE of 8 bytes cannot hold 2 sources"),
+    (b"\x81\xcb\x00\x02" + bytes(4) + b"\x0aabc", "BYE reason overruns"),
+])
+def test_malformed_packets(data: bytes, complaint: str) -> None:
+    with pytest.raises(RtcpParseError, match=complaint):
+        parse_rtcp(data)
+
+
+def test_rtcp_mux_demultiplexing() -> None:
+    assert is_rtcp(build_rtcp(COMPOUND))
+    assert is_rtcp(b"\x80\xcf")  # XR
+    rtp = [b"\x80\x00", b"\x80\x08", b"\x80\x65", b"\x80\x88", b"\x80\xe5"]  # 0, 8, 101, marked
+    assert not any(is_rtcp(data) for data in rtp)
+    assert not is_rtcp(b"\x80")
+    assert not is_rtcp(b"")
+
+
+def test_ntp_timestamps() -> None:
+    assert ntp_timestamp(0.0) == NTP_EPOCH_OFFSET_S << 32
+    assert ntp_timestamp(1.5) == (NTP_EPOCH_OFFSET_S + 1) << 32 | 0x8000_0000
+    assert ntp_middle(0x0123_4567_89AB_CDEF) == 0x4567_89AB
+    # 2036-02-07 06:28:16 UTC ends NTP era 0; the seconds wrap to 0
+    assert ntp_timestamp(2**32 - NTP_EPOCH_OFFSET_S + 2.25) == 2 << 32 | 0x4000_0000
+
+
+def test_round_trip_time() -> None:
+    sent = 1_700_000_000.0
+    block = ReportBlock(1, 0, 0, 0, 0, ntp_middle(ntp_timestamp(sent)), 65536 // 4)
+    rtt = round_trip_time(block, ntp_timestamp(sent + 0.3))  # held 250 ms, 50 ms in flight
+    assert rtt == pytest.approx(0.05, abs=2 / 65536)
+    assert round_trip_time(block, ntp_timestamp(sent + 0.2)) is None  # before it was held
+    no_sr_yet = ReportBlock(1, 0, 0, 0, 0, 0, 0)
+    assert round_trip_time(no_sr_yet, ntp_timestamp(sent)) is None
+    wrapped = ReportBlock(1, 0, 0, 0, 0, 0xFFFF_0000, 0x8000)  # the middle 32 bits wrap
+    assert round_trip_time(wrapped, 0x0000_8000 << 16) == 1.0
+
+
+SEEDS = [*sorted(p.read_bytes() for p in DATA.glob("*.rtcp")), build_rtcp(COMPOUND)]
+U32 = st.integers(0, 0xFFFF_FFFF)
+TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+BLOCKS = st.lists(st.builds(ReportBlock, U32, st.integers(0, 255),
+                            st.integers(-0x80_0000, 0x7F_FFFF), U32, U32, U32, U32), max_size=3)
+PACKETS = st.lists(st.one_of(
+    st.builds(SenderReport, U32, st.integers(0, 2**64 - 1), U32, U32, U32, BLOCKS.map(tuple)),
+    st.builds(ReceiverReport, U32, BLOCKS.map(tuple)),
+    st.builds(SourceDescription, st.lists(st.builds(
+        SdesChunk, U32, st.lists(st.tuples(st.integers(1, 255), TEXT), max_size=3).map(tuple)),
+        max_size=3).map(tuple)),
+    st.builds(Bye, st.lists(U32, max_size=3).map(tuple), TEXT),
+), min_size=1, max_size=4)
+
+
+def check(data: bytes) -> None:
+    is_rtcp(data)
+    try:
+        parse_rtcp(data)
+    except RtcpParseError:
+        return
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["flip", "insert", "delete", "cut"]))
+        if kind == "flip" and at < len(data):
+            data[at] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del data[at:at + draw(st.integers(1, 8))]
+        else:
+            data = data[:at]
+    return bytes(data)
+
+
+@FUZZ
+@given(mutated())
+def test_mutated_packets_raise_only_rtcp_parse_error(data: bytes) -> None:
+    check(data)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_rtcp_parse_error(data: bytes) -> None:
+    check(data)
+
+
+@FUZZ
+@given(PACKETS.map(tuple))
+def test_any_compound_round_trips(packets: tuple[RtcpPacket, ...]) -> None:
+    assert parse_rtcp(build_rtcp(packets)) == packets
