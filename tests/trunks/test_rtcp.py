@@ -1,4 +1,4 @@
-"""RTCP: compound packets, NTP timestamps and round-trip time."""
+"""RTCP: compound packets, reception statistics and round-trip time."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from trunks.voip.rtcp import (
     XR,
     Bye,
     ReceiverReport,
+    ReceptionStats,
     ReportBlock,
     RtcpPacket,
     RtcpParseError,
@@ -32,6 +33,7 @@ DATA = Path(__file__).parents[1] / "data" / "rtcp"
 OUR_SSRC = 0x1CEB00DA
 OUR_SR_NTP = 0xEEBDB28816AF1000
 """What the capture's UAS sent baresip (tests/data/rtcp/README.md)."""
+DROPPED = {*range(100, 105), 200, 201, 202}
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
@@ -74,6 +76,23 @@ def test_baresip_sender_report_about_us() -> None:
     rtt = round_trip_time(block, ntp_timestamp(1796420618.0866196))  # its arrival
     assert rtt is not None
     assert 0 <= rtt < 0.002  # loopback
+
+
+def test_our_loss_figures_match_baresip_on_the_same_stream() -> None:
+    stats = ReceptionStats(OUR_SSRC)
+    blocks = []
+    for name, last in [("baresip-sr-1.rtcp", 249), ("baresip-sr-2.rtcp", 499)]:
+        sr = parse_rtcp((DATA / name).read_bytes())[0]
+        assert isinstance(sr, SenderReport)
+        blocks.append(sr.reports[0])
+        for seq in range(last - 249, last + 1):
+            if seq not in DROPPED:
+                stats.receive(seq, seq * 160, seq * 0.02)
+        ours = stats.report_block(0.0)
+        assert (ours.fraction_lost, ours.cumulative_lost, ours.highest_sequence) == (
+            sr.reports[0].fraction_lost, sr.reports[0].cumulative_lost,
+            sr.reports[0].highest_sequence)
+    assert [b.fraction_lost for b in blocks] == [8, 0]
 
 
 def test_baresip_app_alone_and_bye_before_sdes() -> None:
@@ -157,6 +176,90 @@ def test_round_trip_time() -> None:
     assert round_trip_time(no_sr_yet, ntp_timestamp(sent)) is None
     wrapped = ReportBlock(1, 0, 0, 0, 0, 0xFFFF_0000, 0x8000)  # the middle 32 bits wrap
     assert round_trip_time(wrapped, 0x0000_8000 << 16) == 1.0
+
+
+def receive_all(stats: ReceptionStats, sequences: list[int]) -> None:
+    for seq in sequences:
+        stats.receive(seq, seq * 160, 0.0)
+
+
+def test_loss_with_drops_reordering_duplicates_and_wrap() -> None:
+    stats = ReceptionStats(1)
+    sequences = [*range(65530, 65536), *range(21)]
+    sequences.remove(3)
+    sequences.remove(7)
+    at = sequences.index(10)
+    sequences[at:at + 2] = [11, 10]
+    sequences.insert(sequences.index(15) + 1, 15)
+    receive_all(stats, sequences)
+    # probation spends 65530; 65531 .. 65536 + 20 is 26 expected, 25 counted (one twice)
+    block = stats.report_block(0.0)
+    assert (stats.expected, stats.received) == (26, 25)
+    assert block.cumulative_lost == 1
+    assert block.highest_sequence == 0x1_0014
+    assert block.fraction_lost == 256 * 1 // 26 == 9
+    receive_all(stats, [s for s in range(21, 41) if s not in (30, 31)])
+    block = stats.report_block(0.0)
+    assert (block.fraction_lost, block.cumulative_lost) == (256 * 2 // 20, 3)
+    assert stats.report_block(0.0).fraction_lost == 0  # nothing came in the interval
+    receive_all(stats, [41, 60])
+    assert stats.report_block(0.0).fraction_lost == 256 * 18 // 20 == 230
+    receive_all(stats, [61, 61, 61, 62])
+    block = stats.report_block(0.0)
+    assert (block.fraction_lost, block.cumulative_lost) == (0, 19)  # duplicates: no loss
+
+
+def test_cumulative_loss_is_clamped_to_24_bits() -> None:
+    stats = ReceptionStats(1)
+    seq = 0
+    receive_all(stats, [0, 1])
+    for _ in range(3000):
+        seq = (seq + 2999) & 0xFFFF
+        stats.receive(seq, 0, 0.0)
+    assert stats.lost > 0x7F_FFFF
+    assert stats.report_block(0.0).cumulative_lost == 0x7F_FFFF
+
+
+def test_probation_and_restart() -> None:
+    stats = ReceptionStats(1)
+    assert not stats.receive(5, 0, 0.0)
+    assert not stats.receive(9, 0, 0.0)  # not in sequence: probation starts again
+    assert stats.receive(10, 0, 0.0)
+    receive_all(stats, list(range(11, 100)))
+    assert (stats.expected, stats.lost) == (90, 0)
+    assert not stats.receive(40_000, 0, 0.0)  # a stray jump is not believed ...
+    assert stats.receive(100, 0, 0.0)
+    assert not stats.receive(20_000, 0, 0.0)
+    assert stats.receive(20_001, 0, 0.0)  # ... unless the next packet follows it
+    assert (stats.expected, stats.received, stats.highest_sequence) == (1, 1, 20_001)
+    immediate = ReceptionStats(1, probation=0)
+    assert immediate.receive(0, 0, 0.0)
+    assert (immediate.expected, immediate.received) == (1, 1)
+
+
+def test_jitter_by_hand() -> None:
+    stats = ReceptionStats(1)
+    for seq, arrival in enumerate([0.000, 0.020, 0.045, 0.060, 0.080]):
+        stats.receive(seq, seq * 160, arrival)
+    # probation spends packet 0; then transit 0, 40, 0, 0 timestamp units:
+    # J = 40/16 = 2.5; J += (40 - J)/16 = 4.84375; J += (0 - J)/16 = 4.541015625
+    assert stats.jitter == pytest.approx(4.541015625)
+    assert stats.report_block(0.0).jitter == 4
+
+
+def test_jitter_across_timestamp_wrap() -> None:
+    stats = ReceptionStats(1)
+    for seq in range(10):
+        stats.receive(seq, (0xFFFF_FF00 + seq * 160) & 0xFFFF_FFFF, seq * 0.02)
+    assert stats.jitter == pytest.approx(0, abs=1e-6)
+
+
+def test_last_sender_report_in_the_next_block() -> None:
+    stats = ReceptionStats(1)
+    assert stats.report_block(5.0).last_sr == 0
+    stats.note_sender_report(OUR_SR_NTP, 100.0)
+    block = stats.report_block(100.5)
+    assert (block.last_sr, block.delay_since_last_sr) == (0xB28816AF, 32768)
 
 
 SEEDS = [*sorted(p.read_bytes() for p in DATA.glob("*.rtcp")), build_rtcp(COMPOUND)]

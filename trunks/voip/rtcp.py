@@ -1,8 +1,10 @@
-"""RTCP (RFC 3550): compound packets, NTP timestamps and round-trip time.
+"""RTCP (RFC 3550): compound packets and reception statistics.
 
 Pure building blocks with no sockets and no clock: every time is an argument.
 Packets go bytes in, frozen dataclasses out; a datagram that is not valid RTCP
-raises `RtcpParseError` (a `ValueError`) saying what is wrong.
+raises `RtcpParseError` (a `ValueError`) saying what is wrong. `ReceptionStats`
+follows RFC 3550 appendices A.1 (sequence numbers), A.3 (loss) and A.8
+(jitter).
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ MUX_TYPES = range(192, 224)
 
 NTP_EPOCH_OFFSET_S = 2_208_988_800
 """Seconds from the NTP epoch (1900-01-01) to the Unix epoch (1970-01-01)."""
+
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
+MIN_SEQUENTIAL = 2
+"""RFC 3550 A.1: the largest gap taken as loss, the largest step back taken as
+reordering, and the in-order packets needed before a new source is believed."""
+CLOCK_RATE_HZ = 8000
+"""RTP timestamp units per second for G.711 and telephone-event/8000."""
+
 
 
 class RtcpParseError(ValueError):
@@ -157,6 +168,129 @@ def round_trip_time(block: ReportBlock, arrival_ntp: int) -> float | None:
     if units >= 0x8000_0000:
         return None
     return units / 65536
+
+
+class ReceptionStats:
+    """What we received from one source (SSRC), for our report blocks.
+
+    `receive` follows RFC 3550 A.1: a new source is believed after `probation`
+    packets in sequence, a jump of more than MAX_DROPOUT is believed (the sender
+    restarted) only when the next packet follows it, and sequence numbers are
+    extended across wrap-around. `report_block` gives A.3 loss figures since the
+    previous report and the A.8 jitter.
+    """
+
+    def __init__(self, ssrc: int, clock_rate: int = CLOCK_RATE_HZ, *,
+                 probation: int = MIN_SEQUENTIAL) -> None:
+        self.ssrc = ssrc
+        self.clock_rate = clock_rate
+        self.received = 0
+        """Packets counted since the source was believed, duplicates included."""
+        self.jitter = 0.0
+        """Interarrival jitter in RTP timestamp units."""
+        self._min_sequential = probation
+        self._probation = probation
+        self._started = False
+        self._max_seq = 0
+        self._cycles = 0
+        self._base_seq = 0
+        self._bad_seq = -1
+        self._expected_prior = 0
+        self._received_prior = 0
+        self._transit: float | None = None
+        self._last_sr = 0
+        self._last_sr_at = 0.0
+
+    @property
+    def highest_sequence(self) -> int:
+        """The extended highest sequence number received (cycles and 16 bits)."""
+        return self._cycles + self._max_seq
+
+    @property
+    def expected(self) -> int:
+        return self.highest_sequence - self._base_seq + 1 if self.received else 0
+
+    @property
+    def lost(self) -> int:
+        """Cumulative packets lost; negative when duplicates outnumber losses."""
+        return self.expected - self.received
+
+    def receive(self, sequence: int, timestamp: int, arrival_s: float) -> bool:
+        """Count an RTP packet from this source; False while it is not (yet) believed."""
+        if not self._update_sequence(sequence & 0xFFFF):
+            return False
+        self._update_jitter(timestamp, arrival_s)
+        return True
+
+    def note_sender_report(self, ntp_timestamp: int, arrival_s: float) -> None:
+        """Remember an SR from this source, for LSR and DLSR in our next report."""
+        self._last_sr = ntp_middle(ntp_timestamp)
+        self._last_sr_at = arrival_s
+
+    def report_block(self, now_s: float) -> ReportBlock:
+        """The report block for our next SR or RR; starts the next loss interval."""
+        expected = self.expected
+        expected_interval = expected - self._expected_prior
+        lost_interval = expected_interval - (self.received - self._received_prior)
+        self._expected_prior, self._received_prior = expected, self.received
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        delay = 0
+        if self._last_sr:
+            delay = min(0xFFFF_FFFF, max(0, int((now_s - self._last_sr_at) * 65536)))
+        return ReportBlock(self.ssrc, fraction, max(-0x80_0000, min(0x7F_FFFF, self.lost)),
+                           self.highest_sequence & 0xFFFF_FFFF,
+                           min(0xFFFF_FFFF, int(self.jitter)), self._last_sr, delay)
+
+    def _update_sequence(self, seq: int) -> bool:
+        if not self._started:  # A.1: a new source, on probation
+            self._started = True
+            if self._probation == 0:
+                self._restart(seq)
+                return True
+            self._max_seq = (seq - 1) & 0xFFFF
+        delta = (seq - self._max_seq) & 0xFFFF
+        if self._probation:
+            if seq == (self._max_seq + 1) & 0xFFFF:
+                self._probation -= 1
+                self._max_seq = seq
+                if self._probation == 0:
+                    self._restart(seq)
+                    return True
+            else:
+                self._probation = self._min_sequential - 1
+                self._max_seq = seq
+            return False
+        if delta < MAX_DROPOUT:  # in order, perhaps after a gap
+            if seq < self._max_seq:
+                self._cycles += 1 << 16
+            self._max_seq = seq
+        elif delta <= (1 << 16) - MAX_MISORDER:  # a big jump: believed if the next follows
+            if seq != self._bad_seq:
+                self._bad_seq = (seq + 1) & 0xFFFF
+                return False
+            self._restart(seq)
+            return True
+        self.received += 1  # else a duplicate or reordered packet, counted all the same
+        return True
+
+    def _restart(self, seq: int) -> None:
+        """A.1 init_seq, counting the packet that (re)started the source."""
+        self._base_seq = self._max_seq = seq
+        self._bad_seq = -1
+        self._cycles = 0
+        self.received = 1
+        self._expected_prior = self._received_prior = 0
+        self._transit = None  # a restarted sender's timestamps start afresh too
+
+    def _update_jitter(self, timestamp: int, arrival_s: float) -> None:
+        transit = arrival_s * self.clock_rate - timestamp
+        if self._transit is not None:
+            # the difference modulo 2**32, centred on 0: RTP timestamps wrap
+            d = (transit - self._transit + 0x8000_0000) % 0x1_0000_0000 - 0x8000_0000
+            self.jitter += (abs(d) - self.jitter) / 16
+        self._transit = transit
 
 
 def _unpad(data: bytes, start: int, end: int) -> int:
