@@ -1,7 +1,9 @@
-"""RTCP: compound packets, reception statistics and round-trip time."""
+"""RTCP: compound packets, reception statistics, round-trip time, the E-model and the interval."""
 
 from __future__ import annotations
 
+import random
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from trunks.voip.rtcp import (
     APP,
+    BPL_G711_PLC,
     NTP_EPOCH_OFFSET_S,
     XR,
     Bye,
@@ -22,10 +25,13 @@ from trunks.voip.rtcp import (
     SenderReport,
     SourceDescription,
     build_rtcp,
+    estimate_mos,
     is_rtcp,
+    mos_from_r,
     ntp_middle,
     ntp_timestamp,
     parse_rtcp,
+    report_interval,
     round_trip_time,
 )
 
@@ -245,6 +251,7 @@ def test_jitter_by_hand() -> None:
     # J = 40/16 = 2.5; J += (40 - J)/16 = 4.84375; J += (0 - J)/16 = 4.541015625
     assert stats.jitter == pytest.approx(4.541015625)
     assert stats.report_block(0.0).jitter == 4
+    assert stats.quality().jitter_ms == pytest.approx(4.541015625 / 8)
 
 
 def test_jitter_across_timestamp_wrap() -> None:
@@ -260,6 +267,50 @@ def test_last_sender_report_in_the_next_block() -> None:
     stats.note_sender_report(OUR_SR_NTP, 100.0)
     block = stats.report_block(100.5)
     assert (block.last_sr, block.delay_since_last_sr) == (0xB28816AF, 32768)
+
+
+def test_mos_of_a_perfect_g711_call() -> None:
+    assert estimate_mos(0, 0) == pytest.approx(4.41, abs=0.01)
+    stats = ReceptionStats(1)
+    for seq in range(500):
+        stats.receive(seq, seq * 160, seq * 0.02)
+    quality = stats.quality(rtt_s=0.02)
+    assert (quality.packets_expected, quality.packets_lost, quality.loss_percent) == (499, 0, 0)
+    assert quality.rtt_ms == pytest.approx(20)
+    assert quality.mos == pytest.approx(4.4, abs=0.05)
+
+
+def test_mos_by_hand() -> None:
+    # 1% random loss, 60 ms: Id = 0.024 * 60 = 1.44, Ie,eff = 95 * 1 / (1 + 4.3) = 17.9245,
+    # R = 93.2 - 1.44 - 17.9245 = 73.8355, MOS = 1 + 0.035 R + 7e-6 R (R - 60)(100 - R)
+    assert estimate_mos(1, 60) == pytest.approx(3.7713, abs=1e-4)
+    # 400 ms: Id = 0.024 * 400 + 0.11 * (400 - 177.3) = 34.097, R = 59.103,
+    # MOS = 1 + 2.068605 - 7e-6 * 59.103 * 0.897 * 40.897 = 3.068605 - 0.015177
+    assert estimate_mos(0, 400) == pytest.approx(3.0534, abs=1e-4)
+    assert estimate_mos(1, 60, bpl=BPL_G711_PLC) > estimate_mos(1, 60)
+
+
+def test_mos_falls_with_loss_and_delay() -> None:
+    by_loss = [estimate_mos(loss / 4, 60) for loss in range(0, 200)]
+    by_delay = [estimate_mos(0, delay) for delay in range(0, 1000, 5)]
+    for series in (by_loss, by_delay):
+        assert all(a > b for a, b in pairwise(series) if b > 1)
+        assert all(a >= b for a, b in pairwise(series))
+        assert series[-1] < 2
+    by_r = [mos_from_r(r / 2) for r in range(-10, 220)]
+    assert all(a <= b for a, b in pairwise(by_r))
+    assert (by_r[0], by_r[-1]) == (1.0, 4.5)
+
+
+def test_report_interval() -> None:
+    assert report_interval(lambda: 0.5) == pytest.approx(5 / 1.21828, abs=1e-4)
+    assert report_interval(lambda: 0.0) == pytest.approx(2.5 / 1.21828, abs=1e-4)
+    assert report_interval(lambda: 0.5, initial=True) == pytest.approx(2.5 / 1.21828, abs=1e-4)
+    rng = random.Random(7)
+    draws = [report_interval(rng.random) for _ in range(2000)]
+    assert 2.05 < min(draws) < 2.2
+    assert 6.0 < max(draws) < 6.16
+    assert sum(draws) / len(draws) == pytest.approx(4.1, abs=0.1)
 
 
 SEEDS = [*sorted(p.read_bytes() for p in DATA.glob("*.rtcp")), build_rtcp(COMPOUND)]

@@ -1,16 +1,18 @@
-"""RTCP (RFC 3550): compound packets and reception statistics.
+"""RTCP (RFC 3550): compound packets, reception statistics and a call-quality estimate.
 
 Pure building blocks with no sockets and no clock: every time is an argument.
 Packets go bytes in, frozen dataclasses out; a datagram that is not valid RTCP
 raises `RtcpParseError` (a `ValueError`) saying what is wrong. `ReceptionStats`
 follows RFC 3550 appendices A.1 (sequence numbers), A.3 (loss) and A.8
-(jitter).
+(jitter); `estimate_mos` is the ITU-T G.107 E-model reduced to the terms that
+change during a G.711 call.
 """
 
 from __future__ import annotations
 
+import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 RTCP_VERSION = 2
@@ -37,10 +39,50 @@ reordering, and the in-order packets needed before a new source is believed."""
 CLOCK_RATE_HZ = 8000
 """RTP timestamp units per second for G.711 and telephone-event/8000."""
 
+REPORT_INTERVAL_S = 5.0
+"""RFC 3550 6.2: the minimum deterministic interval. For a two-party G.711 call the
+bandwidth rule (5% of ~87 kbit/s shared by two members) gives well under 1 s, so
+this minimum is the interval."""
+COMPENSATION = math.e - 1.5
+"""RFC 3550 6.3.1 and A.7: the randomised interval is divided by e - 3/2."""
+
+R_DEFAULT = 93.2
+"""ITU-T G.107: the rating R that every parameter at its default value gives (default
+loudness, noise, echo, no delay, a codec without impairment); what changes during a
+call, delay and loss, comes off it. The advantage factor A is 0 (wired)."""
+ID_SLOPE_PER_MS = 0.024
+ID_KNEE_MS = 177.3
+ID_KNEE_SLOPE_PER_MS = 0.11
+"""Delay impairment Id = 0.024 d + 0.11 (d - 177.3) H(d - 177.3), d the one-way
+mouth-to-ear delay in ms, H the step function: the two-line fit of G.107's Id to
+delay alone by R. G. Cole and J. H. Rosenbluth, "Voice over IP performance
+monitoring", ACM SIGCOMM Computer Communication Review 31(2), 2001."""
+IE_G711 = 0.0
+"""G.113 Appendix I: equipment impairment of G.711 (the E-model's reference codec)."""
+BPL_G711_NO_PLC = 4.3
+BPL_G711_PLC = 25.1
+"""ITU-T G.113 Appendix I: packet-loss robustness Bpl of G.711 under random loss,
+without concealment and with the concealment of G.711 Appendix I. Our engine plays a
+lost frame as silence (media.py), so what we hear is rated without concealment."""
+JITTER_BUFFER_MS = 60.0
+"""Playout delay added to the network's one-way delay: media.JITTER_FRAMES x 20 ms."""
 
 
 class RtcpParseError(ValueError):
     """A datagram that is not a valid RTCP compound packet."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallQuality:
+    """One direction of a call as heard by its receiver, for a log line or a record."""
+
+    packets_expected: int
+    packets_lost: int
+    loss_percent: float
+    jitter_ms: float
+    rtt_ms: float | None
+    """None until a report answers one of our SRs."""
+    mos: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +212,48 @@ def round_trip_time(block: ReportBlock, arrival_ntp: int) -> float | None:
     return units / 65536
 
 
+def report_interval(random: Callable[[], float], *, initial: bool = False,
+                    minimum_s: float = REPORT_INTERVAL_S) -> float:
+    """Seconds to the next RTCP report of a two-party call (RFC 3550 6.2, 6.3.1).
+
+    `random` returns a uniform float in [0, 1), as `random.random` does. The first
+    report uses half the minimum; the interval is randomised over 0.5-1.5 times and
+    divided by e - 3/2 as the RFC says, so 5 s gives 2.05-6.16 s, 4.1 s on average.
+    """
+    deterministic = minimum_s / 2 if initial else minimum_s
+    return deterministic * (0.5 + random()) / COMPENSATION
+
+
+def r_factor(loss_percent: float, delay_ms: float, *, bpl: float = BPL_G711_NO_PLC) -> float:
+    """G.107 rating R = Ro - Is - Id - Ie,eff + A for G.711 under random loss.
+
+    Ie,eff = Ie + (95 - Ie) Ppl / (Ppl / BurstR + Bpl) with BurstR 1 (random loss),
+    Ppl the loss in percent; Id from the one-way delay in ms (see ID_SLOPE_PER_MS).
+    """
+    d = max(0.0, delay_ms)
+    delay = ID_SLOPE_PER_MS * d + ID_KNEE_SLOPE_PER_MS * max(0.0, d - ID_KNEE_MS)
+    loss = max(0.0, loss_percent)
+    equipment = IE_G711 + (95 - IE_G711) * loss / (loss + bpl)
+    return R_DEFAULT - delay - equipment
+
+
+def mos_from_r(r: float) -> float:
+    """G.107 Annex B: estimated mean opinion score (1-4.5) for a rating R."""
+    if r <= 0:
+        return 1.0
+    if r >= 100:
+        return 4.5
+    # the cubic dips just under 1 for R below ~6.5; keep it monotone
+    return max(1.0, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r))
+
+
+def estimate_mos(loss_percent: float, delay_ms: float, *, bpl: float = BPL_G711_NO_PLC) -> float:
+    """Estimated MOS of a G.711 call with random loss and a one-way delay in ms."""
+    return mos_from_r(r_factor(loss_percent, delay_ms, bpl=bpl))
+
+
 class ReceptionStats:
-    """What we received from one source (SSRC), for our report blocks.
+    """What we received from one source (SSRC), for our report blocks and a quality summary.
 
     `receive` follows RFC 3550 A.1: a new source is believed after `probation`
     packets in sequence, a jump of more than MAX_DROPOUT is believed (the sender
@@ -242,6 +324,16 @@ class ReceptionStats:
         return ReportBlock(self.ssrc, fraction, max(-0x80_0000, min(0x7F_FFFF, self.lost)),
                            self.highest_sequence & 0xFFFF_FFFF,
                            min(0xFFFF_FFFF, int(self.jitter)), self._last_sr, delay)
+
+    def quality(self, rtt_s: float | None = None, *, jitter_buffer_ms: float = JITTER_BUFFER_MS,
+                bpl: float = BPL_G711_NO_PLC) -> CallQuality:
+        """The call so far as heard here; one-way delay taken as RTT/2 plus playout."""
+        expected, lost = self.expected, max(0, self.lost)
+        loss_percent = 100 * lost / expected if expected else 0.0
+        rtt_ms = None if rtt_s is None else rtt_s * 1000
+        delay_ms = (rtt_ms or 0.0) / 2 + jitter_buffer_ms
+        return CallQuality(expected, lost, loss_percent, self.jitter * 1000 / self.clock_rate,
+                           rtt_ms, estimate_mos(loss_percent, delay_ms, bpl=bpl))
 
     def _update_sequence(self, seq: int) -> bool:
         if not self._started:  # A.1: a new source, on probation
