@@ -290,6 +290,7 @@ class ReceptionStats:
 
     @property
     def expected(self) -> int:
+        """Packets from the first believed one to the highest so far (A.3)."""
         return self.highest_sequence - self._base_seq + 1 if self.received else 0
 
     @property
@@ -364,7 +365,9 @@ class ReceptionStats:
                 return False
             self._restart(seq)
             return True
-        self.received += 1  # else a duplicate or reordered packet, counted all the same
+        # in order, or a duplicate or late packet: A.1 counts them all, so duplicates
+        # can outweigh losses
+        self.received += 1
         return True
 
     def _restart(self, seq: int) -> None:
