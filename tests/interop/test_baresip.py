@@ -48,6 +48,8 @@ rotation: {order: [alice], start: 2026-01-05, every_days: 1}
 """
 CALLER = "13900000000"
 CALLER_HZ, STAFF_HZ = 700.0, 1300.0
+HOLD_S = 0.5
+"""How long the hold test listens for RTP the hotline must not send (25 packets' time)."""
 
 
 def dial(phone: Baresip, carrier: Carrier) -> float:
@@ -168,6 +170,10 @@ def test_hold_and_resume_from_baresip(
     held = time.monotonic()
     caller.hold()
     assert caller.wait_event("CALL_REMOTE_SDP", after=held)["param"] == "answer"
+    on_hold = caller.rtp_received()
+    time.sleep(HOLD_S)  # an absence takes a while to show
+    sent = caller.rtp_received() - on_hold
+    assert sent <= 2, f"the hotline sent {sent} RTP packets in {HOLD_S:g} s of hold"
     resumed = time.monotonic()
     caller.resume()
     assert caller.wait_event("CALL_REMOTE_SDP", after=resumed)["param"] == "answer"
