@@ -18,6 +18,7 @@ from trunks.voip.endpoint import SipEndpoint
 from trunks.voip.inbound import CallState, InboundCall
 from trunks.voip.media import RtpEngine
 from trunks.voip.message import format_message, new_branch, parse_message, via
+from trunks.voip.rtcp import is_rtcp
 from trunks.voip.rtp import RtpPacket, build_rtp
 from trunks.voip.sdp import build_sdp, read_offer
 
@@ -411,3 +412,17 @@ def test_a_refresh_answered_481_ends_the_call(engine: RtpEngine, app: App) -> No
         assert call.end_reason == "cut off: session refresh answered 481"
     finally:
         sip.stop()
+
+
+def test_an_offer_with_rtcp_mux_gets_reports_on_the_rtp_port(endpoint: SipEndpoint,
+                                                            app: App) -> None:
+    with sip_caller(endpoint.address, "rtcp-mux") as (caller, rtp):
+        caller.request("INVITE", body=caller.sdp() + b"a=rtcp-mux\r\n")
+        ok = caller.final("INVITE")
+        caller.to = ok.value("To") or ""
+        caller.ack()
+        assert b"a=rtcp-mux" in ok.content
+        assert app.calls[0].media.rtcp.mux
+        wait_for(lambda: any(is_rtcp(data) for _, data, _ in list(rtp.arrivals)),
+                 timeout=8, what="an RTCP report among the RTP")  # first within 3.1 s
+        caller.hang_up()

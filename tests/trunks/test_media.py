@@ -169,7 +169,7 @@ def test_queue_and_port_range_limits(peer: socket.socket) -> None:
     try:
         streams = [engine.open(PCMU) for _ in range(3)]
         assert [s.local_address[1] for s in streams] == [base + 100, base + 102, base + 104]
-        with pytest.raises(OSError, match="no free RTP port"):
+        with pytest.raises(OSError, match="no free pair of RTP and RTCP ports"):
             engine.open(PCMU)
         with pytest.raises(ValueError, match="more than 300 s of audio"):
             streams[0].play(ULAW_SILENCE * 15_001)

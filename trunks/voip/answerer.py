@@ -127,6 +127,7 @@ class Answerer:
         media = self.engine.open(offer.payload_type, remote=(offer.address, offer.port),
                                  dtmf_payload_type=offer.dtmf_payload_type or TELEPHONE_EVENT,
                                  latching=self.symmetric_rtp)
+        media.rtcp.mux, media.rtcp_port = offer.rtcp_mux, offer.rtcp_port
         call = InboundCall(self.transport, invite, source, offer, media, self.wallclock(),
                            self.media_timeout_s, self.wallclock, timer=timer,
                            min_se_s=self.min_se_s)

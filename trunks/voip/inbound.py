@@ -119,8 +119,7 @@ class InboundCall:
 
     def answer(self) -> None:
         """Send 200 OK with our SDP; it is retransmitted until the caller's ACK."""
-        body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
-                                 self.offer.dtmf_payload_type, self.offer.answer_direction)
+        body = self._describe(self.offer.answer_direction)
         transport = self.transport
         with transport.lock:
             data = self._respond(200, "OK", self._dialog_headers(), body)
@@ -237,6 +236,7 @@ class InboundCall:
             self._hold(offer.on_hold)
             if offer.address not in ("0.0.0.0", "::"):
                 self.media.retarget((offer.address, offer.port))
+                self.media.rtcp_port = offer.rtcp_port
             direction = offer.answer_direction
         elif request.method == "INVITE":  # an offerless re-INVITE: we offer, as we stand
             direction = "sendonly" if self.on_hold else "sendrecv"
@@ -244,8 +244,7 @@ class InboundCall:
         headers = self._dialog_headers()
         body = b""
         if offer is not None or request.method == "INVITE":
-            body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
-                                     self.offer.dtmf_payload_type, direction)
+            body = self._describe(direction)
         else:
             headers = [h for h in headers if h[0] != "Content-Type"]
         data = self._reply(request, source, 200, "OK", headers, body, to_tag=self.local_tag)
@@ -279,9 +278,7 @@ class InboundCall:
                        *self.timer.headers()]
             body = b""
             if method == "INVITE":
-                body = self.sdp.describe(self.media.local_address, [self.offer.payload_type],
-                                         self.offer.dtmf_payload_type,
-                                         "sendonly" if self.on_hold else "sendrecv")
+                body = self._describe("sendonly" if self.on_hold else "sendrecv")
                 headers.append(("Content-Type", SDP))
             data, destination = self._request(method, headers, body)
             self.transport.transmit((self.id, "refresh"), data, destination,
@@ -325,6 +322,12 @@ class InboundCall:
         return [*(("Record-Route", rr) for rr in self.invite.values("Record-Route")),
                 ("Contact", self._contact()), ("Allow", ALLOW), ("Supported", SUPPORTED),
                 *timer, ("Content-Type", SDP)]
+
+    def _describe(self, direction: str) -> bytes:
+        """Our SDP as it stands, for an answer or our refresh's offer."""
+        return self.sdp.describe(self.media.local_address, [self.offer.payload_type],
+                                 self.offer.dtmf_payload_type, direction,
+                                 rtcp_mux=self.media.rtcp.mux)
 
     def _contact(self) -> str:
         host, port = self.transport.address

@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from trunks.voip.rtcp import REPORT_INTERVAL_S, is_rtcp
+from trunks.voip.rtcp_session import LegQuality, RtcpSession
 from trunks.voip.rtp import (
     DTMF_DIGITS,
     RtpPacket,
@@ -53,6 +55,8 @@ MAX_RECEIVED_FRAMES = 500
 """Played-out frames kept for a slow reader (10 s); the oldest are dropped."""
 MAX_QUEUED_FRAMES = 15_000
 """Audio queued to send (5 minutes); `play` refuses more."""
+BIND_ATTEMPTS = 64
+"""Tries at an even port with a free odd neighbour when the system picks the ports."""
 MAX_CATCH_UP_TICKS = 5
 """After a stall, ticks sent late in a burst before the grid is moved on (100 ms)."""
 MAX_BRIDGED_FRAMES = 5
@@ -83,8 +87,13 @@ class RtpStream:
 
     def __init__(self, engine: RtpEngine, sock: socket.socket, payload_type: int,
                  remote: tuple[str, int] | None, on_digit: Callable[[str], None] | None,
-                 dtmf_payload_type: int = TELEPHONE_EVENT, latching: bool = False) -> None:
+                 dtmf_payload_type: int = TELEPHONE_EVENT, latching: bool = False,
+                 rtcp_sock: socket.socket | None = None) -> None:
         self.engine = engine
+        self.rtcp_sock = rtcp_sock
+        """RTCP's socket, on the RTP port + 1 (None: RTCP only multiplexed, if at all)."""
+        self.rtcp_port: int | None = None
+        """The peer's RTCP port if its SDP named one (a=rtcp); else its RTP port + 1."""
         self.dtmf_payload_type = dtmf_payload_type
         """Telephone-event payload type, as negotiated in the SDP."""
         self.sock = sock
@@ -105,6 +114,7 @@ class RtpStream:
         self._ssrc = secrets.randbits(32)
         self._seq = secrets.randbits(16)
         self._timestamp = secrets.randbits(32)
+        self.rtcp = RtcpSession(self._ssrc, engine.cname, interval_s=engine.rtcp_interval_s)
         self.latching = latching
         """Whether the stream may latch to where the peer's RTP comes from."""
         self._latched_ssrc: int | None = None
@@ -174,6 +184,10 @@ class RtpStream:
                 return None
             return self._received.popleft() if self._received else None
 
+    def quality(self) -> LegQuality:
+        """The call's quality so far, both ways, from RTCP and our own counts."""
+        return self.rtcp.quality()
+
     def close(self) -> None:
         self.engine.remove(self)
 
@@ -182,6 +196,9 @@ class RtpStream:
     def tick(self) -> None:
         self._send_next()
         self._play_out()
+        report = self.rtcp.due()
+        if report is not None:
+            self._send_rtcp(report)
 
     def on_readable(self) -> None:
         while True:
@@ -190,6 +207,40 @@ class RtpStream:
             except OSError:  # nothing more to read now, or an error queued for a send
                 return
             self._on_datagram(data, source[:2])
+
+    def on_rtcp_readable(self) -> None:
+        assert self.rtcp_sock is not None
+        while True:
+            try:
+                data, source = self.rtcp_sock.recvfrom(2048)
+            except OSError:
+                return
+            self._on_rtcp(data, source[:2])
+
+    def close_sockets(self) -> None:
+        self.sock.close()
+        if self.rtcp_sock is not None:
+            self.rtcp_sock.close()
+
+    def send_bye(self) -> None:
+        """RTCP BYE with a last report, as the stream closes."""
+        self._send_rtcp(self.rtcp.bye())
+
+    def _send_rtcp(self, data: bytes) -> None:
+        remote = self.remote
+        if remote is None:
+            return
+        sock = self.sock if self.rtcp.mux or self.rtcp_sock is None else self.rtcp_sock
+        destination = self.rtcp.remote or (
+            remote if self.rtcp.mux else (remote[0], self.rtcp_port or remote[1] + 1))
+        with contextlib.suppress(OSError):
+            sock.sendto(data, destination)
+
+    def _on_rtcp(self, data: bytes, source: tuple[str, int]) -> None:
+        """A report from the peer: only from the peer's address (latched or not)."""
+        if self.remote is None or source[0] != self.remote[0] \
+                or not self.rtcp.on_rtcp(data, source):
+            self.stats.ignored += 1
 
     def _send_next(self) -> None:
         if self.remote is None or not self.sending:  # queued audio waits for the resume
@@ -202,6 +253,7 @@ class RtpStream:
         with contextlib.suppress(OSError):
             self.sock.sendto(build_rtp(packet), self.remote)
             self.stats.sent += 1
+            self.rtcp.on_sent(packet)
         self._seq = (self._seq + 1) & 0xFFFF
         self._timestamp = (self._timestamp + FRAME_BYTES) & 0xFFFFFFFF
 
@@ -225,6 +277,9 @@ class RtpStream:
                          sent == 0)
 
     def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        if is_rtcp(data):  # RTCP multiplexed on the RTP port (RFC 5761)
+            self._on_rtcp(data, source)
+            return
         try:
             packet = parse_rtp(data)
         except RtpParseError:
@@ -234,6 +289,7 @@ class RtpStream:
             self.stats.ignored += 1
             return
         self.last_heard = time.monotonic()
+        self.rtcp.on_received(packet)
         if packet.payload_type == self.dtmf_payload_type:
             self._on_event(packet)
         elif packet.payload_type == self.payload_type and packet.payload:
@@ -344,8 +400,13 @@ class RtpEngine:
     """Runs every `RtpStream`; start it once per process."""
 
     def __init__(self, host: str = "127.0.0.1", ports: range | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 rtcp_interval_s: float = REPORT_INTERVAL_S) -> None:
+        """`rtcp_interval_s`: each stream's nominal RTCP report interval."""
         self.host = host
+        self.rtcp_interval_s = rtcp_interval_s
+        self.cname = f"hotline-{secrets.token_hex(4)}@{host}"
+        """Our RTCP canonical name (RFC 3550 6.5.1), one per engine."""
         self._ports = ports
         self._next_port = ports.start if ports else 0
         self._clock = clock
@@ -368,7 +429,7 @@ class RtpEngine:
                 pending.append(self._changes.get_nowait()[1])
         for stream in [*self._streams.values(), *pending]:
             stream.closed = True
-            stream.sock.close()
+            stream.close_sockets()
         self._streams.clear()
         self._waker.close()
 
@@ -379,8 +440,9 @@ class RtpEngine:
         With `latching`, symmetric RTP: see `RtpStream._latch`."""
         if payload_type not in SILENCE:
             raise ValueError(f"payload type {payload_type} is not G.711 (0 or 8)")
-        stream = RtpStream(self, self._bind(), payload_type, remote, on_digit,
-                           dtmf_payload_type, latching)
+        rtp, rtcp = self._bind()
+        stream = RtpStream(self, rtp, payload_type, remote, on_digit, dtmf_payload_type,
+                           latching, rtcp)
         self._changes.put((True, stream))
         self._waker.wake()
         return stream
@@ -395,32 +457,40 @@ class RtpEngine:
     def stream_count(self) -> int:
         return len(self._streams)
 
-    def _bind(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
-                             socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            if self._ports is None:
-                sock.bind((self.host, 0))
-            else:
-                self._bind_in_range(sock, self._ports)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-    def _bind_in_range(self, sock: socket.socket, ports: range) -> None:
-        """Bind to the next free even port of `ports`, cycling (RTP takes even ports)."""
+    def _bind(self) -> tuple[socket.socket, socket.socket]:
+        """Sockets for RTP, on an even port, and RTCP, on the next one (RFC 3550 11)."""
         with self._lock:
-            for _ in range(0, len(ports), 2):
-                port = self._next_port
-                self._next_port = port + 2 if port + 2 < ports.stop else ports.start
-                try:
-                    sock.bind((self.host, port))
-                    return
-                except OSError:
-                    continue
-        raise OSError(f"no free RTP port in {ports.start}-{ports.stop - 1}")
+            ports = self._ports or range(0, 1)
+            for _ in range(0, max(len(ports), BIND_ATTEMPTS), 2):
+                if self._ports is None:
+                    port = 0
+                else:
+                    port = self._next_port
+                    self._next_port = port + 2 if port + 2 < ports.stop else ports.start
+                pair = self._bind_pair(port)
+                if pair is not None:
+                    return pair
+        where = "" if self._ports is None else f" in {ports.start}-{ports.stop - 1}"
+        raise OSError(f"no free pair of RTP and RTCP ports{where}")
+
+    def _bind_pair(self, port: int) -> tuple[socket.socket, socket.socket] | None:
+        """RTP on `port` (0: any even port the system has free) and RTCP on the next."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        rtp, rtcp = socket.socket(family, socket.SOCK_DGRAM), socket.socket(family,
+                                                                             socket.SOCK_DGRAM)
+        try:
+            rtp.bind((self.host, port))
+            chosen = rtp.getsockname()[1]
+            if chosen % 2 == 0:
+                rtcp.bind((self.host, chosen + 1))
+                rtp.setblocking(False)
+                rtcp.setblocking(False)
+                return rtp, rtcp
+        except OSError:
+            pass
+        rtp.close()
+        rtcp.close()
+        return None
 
     def _run(self) -> None:
         with selectors.DefaultSelector() as selector:
@@ -438,7 +508,7 @@ class RtpEngine:
             if key.fileobj is self._waker.reader:
                 self._apply_changes(selector)
             else:
-                key.data.on_readable()
+                key.data()
         now = self._clock()
         ticks = 0
         while now >= next_tick:
@@ -462,9 +532,15 @@ class RtpEngine:
             except queue.Empty:
                 return
             if add and not stream.closed:
-                selector.register(stream.sock, selectors.EVENT_READ, stream)
+                selector.register(stream.sock, selectors.EVENT_READ, stream.on_readable)
+                if stream.rtcp_sock is not None:
+                    selector.register(stream.rtcp_sock, selectors.EVENT_READ,
+                                      stream.on_rtcp_readable)
                 self._streams[id(stream)] = stream
             elif not add:
                 if self._streams.pop(id(stream), None) is not None:
                     selector.unregister(stream.sock)
-                stream.sock.close()
+                    if stream.rtcp_sock is not None:
+                        selector.unregister(stream.rtcp_sock)
+                    stream.send_bye()
+                stream.close_sockets()

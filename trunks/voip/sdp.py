@@ -29,6 +29,10 @@ class MediaOffer:
     payload_type: int
     dtmf_payload_type: int | None
     direction: str
+    rtcp_mux: bool = False
+    """The offer multiplexes RTCP on the RTP port (RFC 5761 ``a=rtcp-mux``)."""
+    rtcp_port: int | None = None
+    """The RTCP port the offer names (RFC 3605 ``a=rtcp:``); None: the RTP port + 1."""
 
     @property
     def on_hold(self) -> bool:
@@ -64,12 +68,29 @@ def read_offer(message: Message) -> MediaOffer:
     dtmf = next((int(pt) for pt, attrs in attributes.items()
                  if attrs.get("rtpmap", {}).get("name", "").lower() == "telephone-event"), None)
     direction = body.get("a", {}).get("transmit_type", "sendrecv")
-    return MediaOffer(connections[0]["address"], int(audio["port"]), codec, dtmf, str(direction))
+    lines = _audio_lines(message.content)
+    rtcp = next((line[7:].split()[0] for line in lines if line.startswith("a=rtcp:")), "")
+    return MediaOffer(connections[0]["address"], int(audio["port"]), codec, dtmf, str(direction),
+                      "a=rtcp-mux" in lines, int(rtcp) if rtcp.isdigit() else None)
+
+
+def _audio_lines(content: bytes) -> list[str]:
+    """The SDP's session-level lines and those of its first audio stream (pyVoIP drops
+    the attributes it does not know, such as rtcp-mux)."""
+    kept, section = [], "session"
+    for line in content.decode("utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if line.startswith("m="):
+            section = "audio" if line.startswith("m=audio") and section == "session" else "other"
+        if section in ("session", "audio"):
+            kept.append(line)
+    return kept
 
 
 def build_sdp(local: tuple[str, int], payload_types: list[int],
               dtmf_payload_type: int | None, direction: str = "sendrecv",
-              session_id: int | None = None, version: int | None = None) -> bytes:
+              session_id: int | None = None, version: int | None = None,
+              rtcp_mux: bool = False) -> bytes:
     """Our SDP: one audio stream with `payload_types` (an answer names one, an offer
     several) and, when given, telephone-event. Without `session_id` a new session
     (version = id); a call that answers more than once keeps an `SdpSession`."""
@@ -90,7 +111,7 @@ def build_sdp(local: tuple[str, int], payload_types: list[int],
     if dtmf_payload_type is not None:
         lines += [f"a=rtpmap:{dtmf_payload_type} telephone-event/8000",
                   f"a=fmtp:{dtmf_payload_type} 0-15"]
-    lines += ["a=ptime:20", f"a={direction}"]
+    lines += ["a=ptime:20", f"a={direction}", *(["a=rtcp-mux"] if rtcp_mux else [])]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
@@ -105,16 +126,18 @@ class SdpSession:
     _last: bytes | None = None
 
     def describe(self, local: tuple[str, int], payload_types: list[int],
-                 dtmf_payload_type: int | None, direction: str = "sendrecv") -> bytes:
+                 dtmf_payload_type: int | None, direction: str = "sendrecv",
+                 rtcp_mux: bool = False) -> bytes:
         """The SDP for this offer or answer, versioned against the previous one."""
-        content = build_sdp(local, payload_types, dtmf_payload_type, direction, self.id, 0)
+        content = build_sdp(local, payload_types, dtmf_payload_type, direction, self.id, 0,
+                            rtcp_mux)
         if self.version is None:
             self.version = self.id
         elif content != self._last:
             self.version += 1
         self._last = content
         return build_sdp(local, payload_types, dtmf_payload_type, direction, self.id,
-                         self.version)
+                         self.version, rtcp_mux)
 
 
 def build_offer(local: tuple[str, int]) -> bytes:
