@@ -426,3 +426,17 @@ def test_an_offer_with_rtcp_mux_gets_reports_on_the_rtp_port(endpoint: SipEndpoi
         wait_for(lambda: any(is_rtcp(data) for _, data, _ in list(rtp.arrivals)),
                  timeout=8, what="an RTCP report among the RTP")  # first within 3.1 s
         caller.hang_up()
+
+
+def test_sipp_carrier_refreshes_its_session_timer(endpoint: SipEndpoint, app: App,
+                                                 tmp_path: Path) -> None:
+    sipp(SIPP / "uac_session_timer.xml", endpoint, tmp_path)
+    [call] = app.calls
+    assert call.wait_ended(5) and call.end_reason == "caller hung up"
+    assert call.timer is not None and call.timer.interval_s == 1800
+
+
+def test_sipp_avpf_offer_gets_488(endpoint: SipEndpoint, app: App, tmp_path: Path) -> None:
+    sipp(SIPP / "uac_avpf.xml", endpoint, tmp_path)
+    assert app.calls == []
+    assert ("received", "SIP/2.0 488 Not Acceptable Here | CSeq: 1 INVITE") in trace(tmp_path)
