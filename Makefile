@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/kb_eval.py
 	$(BIN)/python bench/recognizer.py
 	$(BIN)/python bench/turn_latency.py
+	$(BIN)/python bench/soak.py
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo

@@ -71,12 +71,14 @@ def port_of(server: Server) -> int:
 def callers(port: int, media_ports: list[int], rate: float, hold_ms: int, workdir: Path,
             extra: list[str] | None = None) -> subprocess.Popen[bytes]:
     """sipp placing one call per media port at `rate` calls/s to the hotline on `port`,
-    each listening for `hold_ms`; its files go to `workdir`."""
+    each listening for `hold_ms`; its files go to `workdir`. sipp's -timeout bounds the
+    whole run: the calls' time plus a minute."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "ports.csv").write_text("SEQUENTIAL\n" + "".join(f"{p};\n" for p in media_ports))
     return subprocess.Popen(
         ["sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIO), "-inf", str(workdir / "ports.csv"),
          "-r", f"{rate:g}", "-m", str(len(media_ports)), "-l", str(len(media_ports)),
          "-d", str(hold_ms), "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
-         "-timeout", f"{hold_ms // 1000 + 60}s", "-trace_err", *(extra or [])],
+         "-timeout", f"{int(len(media_ports) / rate + hold_ms / 1000) + 60}s", "-trace_err",
+         *(extra or [])],
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
