@@ -440,3 +440,24 @@ def test_sipp_avpf_offer_gets_488(endpoint: SipEndpoint, app: App, tmp_path: Pat
     sipp(SIPP / "uac_avpf.xml", endpoint, tmp_path)
     assert app.calls == []
     assert ("received", "SIP/2.0 488 Not Acceptable Here | CSeq: 1 INVITE") in trace(tmp_path)
+
+
+def test_a_required_extension_we_lack_gets_420(endpoint: SipEndpoint, app: App) -> None:
+    with sip_caller(endpoint.address, "require-100rel") as (caller, _):
+        caller.request("INVITE", [("Require", "100rel, timer")], caller.sdp())
+        refused = caller.final("INVITE")
+        assert refused.status_code == 420 and refused.value("Unsupported") == "100rel"
+        caller.ack()
+        caller.call([("Require", "timer"), ("Session-Expires", "1800")])  # timer we know
+        caller.hang_up()
+    assert len(app.calls) == 1
+
+
+def test_a_488_says_why_in_a_warning(endpoint: SipEndpoint) -> None:
+    with sip_caller(endpoint.address, "warning") as (caller, _):
+        g722_only = caller.sdp().replace(b"RTP/AVP 0 101", b"RTP/AVP 9 101").replace(
+            b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:9 G722/8000")
+        caller.request("INVITE", body=g722_only)
+        refused = caller.final("INVITE")
+        assert refused.status_code == 488
+        assert (refused.value("Warning") or "").startswith('399 hotline "no G.711 codec')

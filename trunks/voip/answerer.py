@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from trunks.voip.inbound import CallState, InboundCall
 from trunks.voip.media import TELEPHONE_EVENT, RtpEngine
-from trunks.voip.message import SDP, Message, build_response, shorten
+from trunks.voip.message import SDP, Message, build_response, shorten, warning
 from trunks.voip.refusals import REFUSED, RefusalLog
 from trunks.voip.sdp import MediaOffer, SdpError, read_offer
 from trunks.voip.session_timer import MIN_SE_S, IntervalTooSmall, SessionTimer, negotiate
@@ -84,7 +84,7 @@ class Answerer:
             REFUSED.labels(self.name, "unsupported_media").inc()
             logger.info("SIP endpoint %s: 488 for call %s: %s", self.name, shorten(invite.call_id),
                         shorten(str(exc)))
-            self._reply(invite, source, 488, "Not Acceptable Here")
+            self._reply(invite, source, 488, "Not Acceptable Here", [warning(str(exc))])
             return
         try:
             timer = negotiate(invite, self.min_se_s)

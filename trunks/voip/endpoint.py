@@ -42,6 +42,7 @@ from trunks.voip.inbound import InboundCall
 from trunks.voip.media import RtpEngine
 from trunks.voip.message import (
     ALLOW,
+    EXTENSIONS,
     SUPPORTED,
     Message,
     SipParseError,
@@ -332,8 +333,12 @@ class SipEndpoint:
     def _on_request(self, request: Message, source: tuple[str, int]) -> None:
         method = request.method
         call = self._inbound.get(request.call_id)
+        unknown = request.tokens("Require") - EXTENSIONS
         if method != "ACK" and not request.uri.lower().startswith(URI_SCHEMES):
             self._reply(request, source, 416, "Unsupported URI Scheme")
+        elif unknown and method not in ("ACK", "CANCEL"):
+            self._reply(request, source, 420, "Bad Extension",
+                        [("Unsupported", ", ".join(sorted(unknown)))])
         elif method == "OPTIONS":
             self._reply(request, source, 200, "OK", [("Allow", ALLOW), ("Supported", SUPPORTED),
                                                     ("Accept", "application/sdp")])

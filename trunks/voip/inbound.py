@@ -47,6 +47,7 @@ from trunks.voip.message import (
     uri_address,
     uris,
     via,
+    warning,
 )
 from trunks.voip.sdp import MediaOffer, SdpError, SdpSession, read_offer
 from trunks.voip.session_timer import MIN_SE_S, IntervalTooSmall, SessionTimer, negotiate
@@ -225,8 +226,9 @@ class InboundCall:
             self._reply(request, source, 422, "Session Interval Too Small",
                         [("Min-SE", str(exc.min_se))], to_tag=self.local_tag)
             return b""
-        except SdpError:
-            self._reply(request, source, 488, "Not Acceptable Here", to_tag=self.local_tag)
+        except SdpError as exc:
+            self._reply(request, source, 488, "Not Acceptable Here", [warning(str(exc))],
+                        to_tag=self.local_tag)
             return b""
         except ValueError:
             self._reply(request, source, 400, "Bad Request", to_tag=self.local_tag)

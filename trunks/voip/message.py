@@ -30,6 +30,8 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 """The methods this server's endpoints handle, for Allow headers."""
 SUPPORTED = "timer"
 """The SIP extensions we support, for Supported headers: session timers (RFC 4028)."""
+EXTENSIONS = frozenset({"timer"})
+"""What a request's Require may name; anything else gets 420 (RFC 3261 8.2.2.3)."""
 USER_AGENT = "hotline"
 """Our User-Agent and Server header value."""
 SDP = "application/sdp"
@@ -105,6 +107,12 @@ class Message(SIPMessage):
     def value(self, name: str) -> str | None:
         found = self.values(name)
         return found[0] if found else None
+
+    def tokens(self, name: str) -> set[str]:
+        """The comma-separated tokens of every `name` header, in lower case (Require,
+        Supported, Allow ...)."""
+        return {token.strip().lower() for value in self.values(name)
+                for token in value.split(",") if token.strip()}
 
     def parse(self, data: bytes) -> None:
         method = data.split(b" ", 1)[0].decode("utf-8", errors="replace")
@@ -435,6 +443,11 @@ def build_response(request: Message, code: int, reason: str,
     if code < 200 or code >= 300:
         lines = [line for line in lines if line[0] not in ("Content-Type", "Record-Route")]
     return format_message(f"{SIP_VERSION} {code} {reason}", lines, body)
+
+
+def warning(text: str) -> tuple[str, str]:
+    """A Warning header (RFC 3261 20.43) saying in words why we refused: code 399."""
+    return ("Warning", f'399 {USER_AGENT} "{shorten(text.replace(chr(34), chr(39)), 120)}"')
 
 
 def stateless_tag(request: Message) -> str:

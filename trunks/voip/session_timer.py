@@ -60,12 +60,7 @@ class SessionTimer:
 
 
 def supports_timer(message: Message) -> bool:
-    return "timer" in option_tags(message, "Supported") | option_tags(message, "Require")
-
-
-def option_tags(message: Message, header: str) -> set[str]:
-    return {tag.strip().lower() for value in message.values(header)
-            for tag in value.split(",") if tag.strip()}
+    return "timer" in message.tokens("Supported") | message.tokens("Require")
 
 
 def negotiate(request: Message, min_se_s: int = MIN_SE_S) -> SessionTimer | None:
