@@ -88,8 +88,3 @@ def build_event(event: TelephoneEvent) -> bytes:
     code = DTMF_DIGITS.index(event.digit)
     return EVENT.pack(code, (0x80 if event.end else 0) | (event.volume & 0x3F),
                       min(event.duration, 0xFFFF))
-
-
-def seq_after(a: int, b: int) -> bool:
-    """Whether 16-bit sequence number `a` comes after `b`, across wrap-around."""
-    return a != b and (a - b) & 0xFFFF < 0x8000
