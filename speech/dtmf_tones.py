@@ -153,10 +153,10 @@ _NOMINAL_HZ = np.array(ROWS_HZ + COLUMNS_HZ)
 _NOMINAL_ADVANCE = np.exp(-2j * np.pi * _NOMINAL_HZ * HOP / RATE)
 """Undoes the phase a tone at its nominal frequency advances in one hop."""
 _NOISE_GAIN = float(2 * (_HANN**2).sum() / _HANN.sum() ** 2)
-"""The share of white noise's power that one filter passes (3 / WINDOW)."""
+"""The share of white noise's power that one filter passes (3 / WINDOW). By the
+Cauchy-Schwarz inequality it also bounds any filter's output: at most this times
+the window's sum of squared samples."""
 _FULL_SCALE_POWER = 32767.0**2 / 2
-_MAX_WEIGHT_SUM = float(1.0 / _POWER_WEIGHTS.max())
-"""A window's power is at most the plain sum of its squared samples over this."""
 
 
 def _hann_response(bins: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -209,8 +209,8 @@ class DtmfDetector:
             self._tail = buffer
             return []
         self._tail = buffer[count * HOP:]
-        if np.dot(buffer, buffer) < self._gate_power * _MAX_WEIGHT_SUM:
-            return self._track_quiet(count)
+        if np.dot(buffer, buffer) * _NOISE_GAIN < self._gate_power / 2:
+            return self._track_quiet(count)  # no filter can reach the quietest tone
         # The first window is the last one classified before: the phase reference.
         step = buffer.itemsize
         windows = np.ndarray((count + 1, WINDOW), buffer=buffer, strides=(HOP * step, step))
@@ -225,16 +225,19 @@ class DtmfDetector:
     def _classify(self, windows: npt.NDArray[np.float64]) -> Digits:
         """The key each window but the first holds, or -1."""
         out = windows @ _TONE_BANK
-        total = (windows * windows)[1:] @ _POWER_WEIGHTS
+        current = windows[1:]
+        total = (current * current) @ _POWER_WEIGHTS
         squares = out[1:] ** 2
-        tones = squares[:, :8] + squares[:, 8:]
-        if not (tones.sum(axis=1) - self._gate_share * total >= self._gate_power).any():
+        # The cheap first look: could the eight filters hold two tones loud enough, and
+        # enough of the window's power, once an off-frequency tone's loss is restored?
+        floor = np.maximum(total * self._gate_share, self._gate_power)
+        if (squares.sum(axis=1) < floor).all():
             return np.full(len(total), -1)
-        return self._check(windows[1:], out, tones, total)
+        return self._check(current, out, squares[:, :8] + squares[:, 8:], total)
 
     def _check(self, windows: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
                tones: npt.NDArray[np.float64], total: npt.NDArray[np.float64]) -> Digits:
-        """Every check of a window's strongest tone pair (see the module docstring)."""
+        """Every check of each window's strongest tone pair (see the module docstring)."""
         s = self.settings
         index = np.arange(len(tones))
         row, col = tones[:, :4].argmax(axis=1), tones[:, 4:].argmax(axis=1) + 4
