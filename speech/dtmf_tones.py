@@ -46,11 +46,11 @@ COLUMNS_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
 KEYPAD = ("123A", "456B", "789C", "*0#D")
 """Keys by row and column."""
 WINDOW = 160
-"""Samples per analysis window (20 ms). Under a Hann window this is the shortest
-length that separates the closest row tones (73 Hz apart, the neighbour 14 dB down)
-and keeps the other group's tone (268 Hz or more away) over 40 dB down, so twist
-and frequency are measured clean; a tone 1.5 % off still loses only 1.4 dB, and
-that loss is corrected from the measured frequency."""
+"""Samples per analysis window (20 ms). Under a Hann window this separates the
+closest row tones (73 Hz apart: the neighbour's filter sees a tone 14 dB down) and
+keeps the other group's tone (268 Hz or more away) over 40 dB down, so twist and
+frequency are measured clean. A tone 1.5 % off loses at most 1.4 dB in its filter,
+and that loss is restored from the measured frequency."""
 HOP = 40
 """Samples between window starts (5 ms): the resolution of durations and pauses."""
 FULL_SCALE_DBM0 = 3.14
@@ -82,18 +82,19 @@ MIN_PEAK_DB = 6.0
 tone 1.5 % off nominal still leads its neighbour by about 9 dB; broadband sound
 (fricatives, noise, clicks) lights several filters of a group at once."""
 HARMONIC_DB = 20.0
-"""How far the high-group tone's second harmonic must lie below it. A DTMF
-generator's distortion products stay 20 dB or more down, voiced speech and
-instruments have harmonics near the fundamental's level. Only the high group is
-checked: the low group's second harmonics (1394-1882 Hz) lie within 58-71 Hz of
-the column tones, whose leakage at 8 dB twist would fail a real digit."""
+"""How far the high-group tone's second harmonic must lie below it. DTMF generators
+are specified to keep distortion products 20 dB or more down; voices and
+instruments have second harmonics within a few dB to 15 dB of the fundamental.
+Only the high group is checked: three of the low group's second harmonics (1394,
+1540 and 1704 Hz) lie 58-71 Hz from a column tone, whose leakage into that filter
+at 8 dB twist would fail a real digit."""
 HARMONIC_NOISE = 4.0
 """The second harmonic may also reach this many times the power that the window's
 other sound (its power less the two tones') would put in the filter if it were
 white noise. A filter's noise power has an exponential distribution, 4 times its
 mean exceeded in 2 % of windows, so a digit in noise at 12-15 dB SNR is not refused
 for a "harmonic" that is noise; a clean tone must still meet `HARMONIC_DB`. (At 5,
-one false digit got through in half an hour of the benchmark's synthesized music.)"""
+one false digit got through in the half hour of synthesized music this was chosen on.)"""
 MIN_HITS = 5
 """Windows in a row that must hold a digit before it is reported: 20 ms of window
 starts plus the window itself. Q.24 asks that tones of 40 ms be accepted and
@@ -191,12 +192,12 @@ class DtmfDetector:
         self._reverse_twist = 10 ** (s.reverse_twist_db / 10)
         self._peak = 10 ** (-s.min_peak_db / 10)
         self._harmonic = 10 ** (-s.harmonic_db / 10)
-        # The most power a tone at the deviation limit loses in its filter (restored
-        # once its frequency is measured): the cheap first look allows for it.
-        worst = np.array([s.max_deviation * COLUMNS_HZ[-1] * WINDOW / RATE])
-        loss = float(_hann_response(worst)[0])
-        self._gate_share = s.min_share * loss
-        self._gate_power = 2 * self._min_power * loss
+        # The most power a tone at the deviation limit loses in its filter, restored once
+        # its frequency is measured: the cheap first looks allow for it.
+        loss = _hann_response(s.max_deviation * _NOMINAL_HZ * (WINDOW / RATE))
+        self._restore_limit = 1 / loss
+        self._gate_share = s.min_share * float(loss.min())
+        self._gate_power = 2 * self._min_power * float(loss.min())
         self._tail: npt.NDArray[np.float64]
         """The samples not yet classified, from the start of the last window classified."""
         self.reset()
@@ -228,12 +229,20 @@ class DtmfDetector:
         current = windows[1:]
         total = (current * current) @ _POWER_WEIGHTS
         squares = out[1:] ** 2
-        # The cheap first look: could the eight filters hold two tones loud enough, and
-        # enough of the window's power, once an off-frequency tone's loss is restored?
-        floor = np.maximum(total * self._gate_share, self._gate_power)
-        if (squares.sum(axis=1) < floor).all():
+        # Two cheap looks before the full checks, each allowing for the most power an
+        # off-frequency tone can lose in its filter. First: is there enough in all
+        # eight filters together, for two tones and for their share of the window?
+        if (squares.sum(axis=1) < np.maximum(total * self._gate_share, self._gate_power)).all():
             return np.full(len(total), -1)
-        return self._check(current, out, squares[:, :8] + squares[:, 8:], total)
+        # Then: could the strongest tone of each group be loud enough, and the two hold
+        # enough of the window's power?
+        tones = squares[:, :8] + squares[:, 8:]
+        most = tones * self._restore_limit
+        row, col = most[:, :4].max(axis=1), most[:, 4:].max(axis=1)
+        if not ((np.minimum(row, col) >= self._min_power)
+                & (row + col >= self.settings.min_share * total)).any():
+            return np.full(len(total), -1)
+        return self._check(current, out, tones, total)
 
     def _check(self, windows: npt.NDArray[np.float64], out: npt.NDArray[np.float64],
                tones: npt.NDArray[np.float64], total: npt.NDArray[np.float64]) -> Digits:

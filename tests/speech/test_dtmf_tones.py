@@ -1,9 +1,9 @@
 """The in-band DTMF detector on synthesized key presses, against ITU-T Q.24's limits.
 
 Tones are generated here at a given level (dBm0 per tone), twist and frequency
-error, with random phases and placed at every offset within a 20 ms frame, so no
-result depends on a lucky alignment. Talk-off on real speech and music is
-measured in bench/dtmf_talkoff.py, not here.
+error, with random phases; where the alignment could matter, a test places them at
+many offsets within a 20 ms frame, so no result rests on a lucky one. Talk-off on
+speech and music is measured in bench/dtmf_talkoff.py, not here.
 """
 
 from __future__ import annotations
