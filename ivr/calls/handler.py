@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from failover.drill.service import DrillService
 from ivr import metrics
+from ivr.channels.inband_dtmf import listen_for_tones
 from ivr.channels.sip import SipChannel
 from ivr.flow.runner import FlowRunner
 from ivr.records import CallRecord, RecordWriter
@@ -41,6 +42,8 @@ class CallHandler:
         record = CallRecord(call.id, self.trunk, call.caller, call.called, call.started_at)
         self.records.update(record)
         metrics.call_started("sip")
+        if call.offer.dtmf_payload_type is None:  # its keys come as tones, or as SIP INFO
+            listen_for_tones(call.media)
         try:
             call.answer()
             record.answered_at = self._wallclock()

@@ -106,6 +106,9 @@ class RtpStream:
         self.stats = RtpStats()
         self.digits: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._on_digit = on_digit
+        self.on_frame: Callable[[bytes], None] | None = None
+        """Given each frame the stream plays out (silence fill included), on the engine's
+        thread, so it must be quick: an in-band DTMF detector."""
         self._silence = SILENCE[payload_type]
         self._outbound: deque[bytes] = deque()
         self._dtmf: deque[str] = deque()
@@ -386,6 +389,13 @@ class RtpStream:
         else:
             frame = bytes(buffered)
         self._next_frame += 1
+        if self.on_frame is not None:
+            try:
+                self.on_frame(frame)
+            except Exception:  # a listener's failure must not stop the call's audio
+                logger.exception("RTP stream %d: frame listener failed; removed",
+                                 self.local_address[1])
+                self.on_frame = None
         bridged = self._peer
         if bridged is not None:
             peer, translate = bridged
