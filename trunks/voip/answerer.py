@@ -115,9 +115,12 @@ class Answerer:
                 del self._calls[call_id]
 
     def on_response(self, response: Message) -> bool:
-        """A response to a request of ours in one of the calls; False if not for one."""
+        """A response to a request of ours in one of the calls; False if not for one.
+        A call the hotline placed to itself (a drill) has the same Call-ID on both sides:
+        the From tag says which side a response is for."""
         call = self._calls.get(response.call_id)
-        if call is None or response.cseq.method not in ("INVITE", "UPDATE"):
+        if call is None or response.cseq.method not in ("INVITE", "UPDATE") \
+                or response.headers["From"]["tag"] != call.local_tag:
             return False
         call.on_response(response)
         return True
