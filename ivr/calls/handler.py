@@ -3,7 +3,9 @@ responder), keep the record, and report a cut-off.
 
 The record is saved as the call moves (when it starts, at the answer, at each flow
 step) through a `RecordWriter`, so the call never waits on Redis; at the end the handler
-waits a moment for the last save.
+waits a moment for the last save. From the answer on, the writer also follows how the
+call sounds (the caller's leg, and the staff leg while bridged), and the handler writes
+the final figures when the call ends.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from failover.drill.service import DrillService
 from ivr import metrics
 from ivr.channels.sip import SipChannel
 from ivr.flow.runner import FlowRunner
-from ivr.records import CallRecord, RecordWriter
+from ivr.records import CallRecord, LegQualities, RecordWriter
 from speech.recognizer import VadSettings
 from trunks.voip.inbound import InboundCall
 
@@ -41,20 +43,22 @@ class CallHandler:
         record = CallRecord(call.id, self.trunk, call.caller, call.called, call.started_at)
         self.records.update(record)
         metrics.call_started("sip")
+        channel = SipChannel(call, vad=self._vad)
         try:
             call.answer()
             record.answered_at = self._wallclock()
+            self.records.follow(call.id, lambda: _live_quality(call, channel))
             self.records.update(record)
             if self.drill is not None and self.drill.claims(call):
                 record.visit("drill")
                 record.outcome = self.drill.responder(call)
             else:
-                self.runner.run(SipChannel(call, vad=self._vad), record,
-                                on_step=self.records.update)
+                self.runner.run(channel, record, on_step=self.records.update)
         finally:
             call.hangup()
             record.ended_at = self._wallclock()
             record.end_reason = call.end_reason
+            record.quality = call.media.quality().as_dict()
             if call.cut_off and self.on_cut_off is not None and record.path != ["drill"]:
                 try:
                     self.on_cut_off(call, record)
@@ -66,6 +70,13 @@ class CallHandler:
             metrics.call_ended("sip", record.outcome)
             logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
                         " > ".join(record.path))
+
+
+def _live_quality(call: InboundCall, channel: SipChannel) -> LegQualities:
+    """How the call sounds now: the caller's leg, and the staff leg it is bridged to."""
+    bridged = channel.bridged
+    return (call.media.quality().as_dict(),
+            None if bridged is None else channel.leg_quality(bridged))
 
 
 __all__ = ["CallHandler"]
