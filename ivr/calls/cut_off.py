@@ -158,6 +158,7 @@ class CallbackService:
             record.quality = leg.media.quality().as_dict()
             self.calls.save_quietly(record)
             metrics.call_ended("callback", record.outcome)
+            metrics.call_quality(record)
             logger.info("Call-back %s to %s: %s via %s", callback.id, callback.number,
                         record.outcome, " > ".join(record.path))
 

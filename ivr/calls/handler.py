@@ -5,7 +5,7 @@ The record is saved as the call moves (when it starts, at the answer, at each fl
 step) through a `RecordWriter`, so the call never waits on Redis; at the end the handler
 waits a moment for the last save. From the answer on, the writer also follows how the
 call sounds (the caller's leg, and the staff leg while bridged), and the handler writes
-the final figures when the call ends.
+the final figures and observes them in /metrics when the call ends.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class CallHandler:
                 logger.error("Call %s: record not saved yet, Redis slow or unreachable",
                              call.id)
             metrics.call_ended("sip", record.outcome)
+            metrics.call_quality(record)
             logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
                         " > ".join(record.path))
 

@@ -1,6 +1,6 @@
 """How a call sounded, end to end: a caller whose media loses a known share of packets
-each way (`RtpPeer`) calls a trunk's real SIP endpoint; the live and final call records
-and `hotline calls show` say what was lost, both ways."""
+each way (`RtpPeer`) calls a trunk's real SIP endpoint; the live and final call records,
+`hotline calls show` and /metrics say what was lost, both ways."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from ivr.calls.handler import CallHandler
 from ivr.cli import cli
 from ivr.flow.model import Flow
 from ivr.flow.runner import FlowRunner
+from ivr.metrics import build_registry
 from ivr.quality import MOS_BAD, MOS_POOR
 from ivr.records import CallRecord, CallStore, RecordWriter
 from speech.prompts import PromptCache
 from tests.conftest import wait_for
 from tests.ivr.conftest import WriteConfig
+from tests.ivr.http.test_metrics import Samples, count, scrape
 from tests.peers import RedisServer
 from tests.rtp_peer import RtpPeer
 from tests.sip_caller import SipCaller
@@ -99,7 +101,14 @@ def shown(hotline: Hotline, call_id: str) -> list[str]:
     return lines[lines.index("quality:"):]
 
 
-def test_a_lossy_call_is_recorded_with_its_loss_both_ways(hotline: Hotline) -> None:
+def observed(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return count(after, name, **labels) - count(before, name, **labels)
+
+
+def test_a_lossy_call_is_recorded_with_its_loss_both_ways(
+        hotline: Hotline, redis_client: redis.Redis) -> None:
+    registry = build_registry(None, redis_client)
+    before = scrape(registry)
     # 1 in 10 of the caller's packets never reach us; 1 in 4 of ours never reach it
     with RtpPeer(drop_sent=10, drop_received=4, report_s=0.5) as peer:
         caller = SipCaller(hotline.endpoint.address, peer.port, "quality-lossy")
@@ -137,8 +146,24 @@ def test_a_lossy_call_is_recorded_with_its_loss_both_ways(hotline: Hotline) -> N
                                "reports)")
     assert section[4] == f"    RTT:      {quality['rtt_ms']:.1f} ms"
 
+    after = scrape(registry)
+    trunk = {"trunk": "carrier-a"}
+    assert observed(before, after, "hotline_call_mos_count", **trunk) == 1
+    assert observed(before, after, "hotline_call_mos_bucket", le="3.1", **trunk) == 1
+    for direction, loss in (("received", quality["received_loss_percent"]),
+                            ("sent", quality["sent_loss_percent"])):
+        labels = {**trunk, "direction": direction}
+        assert observed(before, after, "hotline_call_loss_ratio_count", **labels) == 1
+        assert observed(before, after, "hotline_call_loss_ratio_sum", **labels) == \
+            pytest.approx(loss / 100)
+        assert observed(before, after, "hotline_call_jitter_seconds_count", **labels) == 1
+    assert observed(before, after, "hotline_call_rtt_seconds_count", **trunk) == 1
 
-def test_a_peer_without_rtcp_is_measured_one_way(hotline: Hotline) -> None:
+
+def test_a_peer_without_rtcp_is_measured_one_way(hotline: Hotline,
+                                                 redis_client: redis.Redis) -> None:
+    registry = build_registry(None, redis_client)
+    before = scrape(registry)
     with RtpPeer(report_s=None) as peer:
         record = call_through(hotline, peer, "quality-no-rtcp", 1.5)
 
@@ -153,3 +178,12 @@ def test_a_peer_without_rtcp_is_measured_one_way(hotline: Hotline) -> None:
     assert section[2].startswith("    received: 0.00 % lost (0 of ")
     assert section[3:5] == ["    sent:     no RTCP from the peer",
                             "    RTT:      no RTCP from the peer"]
+
+    after = scrape(registry)
+    labels = {"trunk": "carrier-a"}
+    assert observed(before, after, "hotline_call_mos_count", **labels) == 1
+    assert observed(before, after, "hotline_call_loss_ratio_count", direction="received",
+                    **labels) == 1
+    assert observed(before, after, "hotline_call_loss_ratio_count", direction="sent",
+                    **labels) == 0, "no report, nothing observed"
+    assert observed(before, after, "hotline_call_rtt_seconds_count", **labels) == 0
