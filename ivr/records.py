@@ -2,8 +2,12 @@
 the call moves by a `RecordWriter` so a live call's record shows where it is, and how
 it sounds.
 
-    {p}:call:{id}   string, JSON CallRecord; expires after RECORD_RETENTION_S
-    {p}:calls       sorted set of call ids, scored by start time
+    {p}:call:{id}         string, JSON CallRecord; expires after RECORD_RETENTION_S
+    {p}:calls             sorted set of call ids, scored by start time
+    {p}:quality:{trunk}   sorted set of the latest QUALITY_KEPT measured legs the trunk
+                          carried (JSON: call, leg, at and the leg's quality figures),
+                          scored by the end of the call; written with the call's final
+                          record, so every node's calls are in it
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ RETRY_S = 1.0
 QUALITY_REFRESH_S = 5.0
 """How often a live call's record is saved again when its quality changed: RTCP reports
 come about this often (RFC 3550's 5 s interval)."""
+QUALITY_KEPT = 100
+"""Measured call legs kept per trunk in its quality list."""
 ANSWERED = "answered"
 """A forward attempt's outcome once the person answered (`Outcome.ANSWERED`)."""
 
@@ -124,6 +130,17 @@ class CallRecord:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
+def measured_legs(data: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The legs of a finished record (as `dataclasses.asdict` gives it) that have a MOS,
+    each with the trunk that carried it: the caller's, then each answered forward's (the
+    person's key as the leg's name)."""
+    legs = [(str(data["trunk"]), "caller", data.get("quality"))]
+    legs += [(str(a["trunk"]), str(a["person"]), a.get("quality"))
+             for a in data.get("forward_attempts", ())]
+    return [(trunk, {"call": data["id"], "leg": leg, "at": data["ended_at"], **quality})
+            for trunk, leg, quality in legs if quality and quality.get("mos") is not None]
+
+
 class CallStore:
     """Call records in Redis."""
 
@@ -137,12 +154,20 @@ class CallStore:
         self.save_snapshot(dataclasses.asdict(record))
 
     def save_snapshot(self, data: Mapping[str, Any]) -> None:
-        """Save a record as `dataclasses.asdict` gives it."""
+        """Save a record as `dataclasses.asdict` gives it. A finished call's measured legs
+        go into their trunks' quality lists in the same transaction (saving the same
+        record again adds nothing: a leg is the same member)."""
         call_id = data["id"]
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self._key(call_id), json.dumps(data), ex=RECORD_RETENTION_S)
         pipe.zadd(f"{self.prefix}:calls", {call_id: data["started_at"]})
         pipe.zremrangebyscore(f"{self.prefix}:calls", 0, self.clock() - RECORD_RETENTION_S)
+        if data["ended_at"] is not None:
+            for trunk, leg in measured_legs(data):
+                key = self._quality_key(trunk)
+                pipe.zadd(key, {json.dumps(leg, sort_keys=True): data["ended_at"]})
+                pipe.zremrangebyrank(key, 0, -QUALITY_KEPT - 1)
+                pipe.expire(key, RECORD_RETENTION_S)
         pipe.execute()
 
     def save_quietly(self, record: CallRecord) -> None:
@@ -166,6 +191,15 @@ class CallStore:
                                                           started_at))
         return self._records(ids)
 
+    def trunk_legs(self, trunks: Sequence[str], limit: int) -> dict[str, list[dict[str, Any]]]:
+        """The latest `limit` measured legs each of `trunks` carried, newest first."""
+        pipe = self.redis.pipeline(transaction=False)
+        for trunk in trunks:
+            pipe.zrevrange(self._quality_key(trunk), 0, limit - 1)
+        found = cast(list[list[str]], pipe.execute())
+        return {trunk: [json.loads(leg) for leg in legs]
+                for trunk, legs in zip(trunks, found, strict=True)}
+
     def _records(self, ids: list[str]) -> list[CallRecord]:
         if not ids:
             return []
@@ -174,6 +208,9 @@ class CallStore:
 
     def _key(self, call_id: str) -> str:
         return f"{self.prefix}:call:{call_id}"
+
+    def _quality_key(self, trunk: str) -> str:
+        return f"{self.prefix}:quality:{trunk}"
 
 
 class RecordWriter:

@@ -1,6 +1,6 @@
 """Call records saved as the call moves: the writer never makes a call wait on Redis,
 keeps only each call's latest state, loses nothing while Redis is away, and keeps a live
-call's quality current."""
+call's quality current; a finished call's legs go to their trunks' quality lists."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from ivr.records import CallRecord, CallStore, RecordWriter
+from ivr.records import QUALITY_KEPT, RECORD_RETENTION_S, CallRecord, CallStore, RecordWriter
 from tests.conftest import wait_for
 from tests.ivr.tickets.peers import fast_client
 from tests.peers import RedisServer
@@ -143,3 +143,32 @@ def test_a_failing_quality_read_does_not_stop_the_record(
         writer.stop()
     assert "Call call-quality-2: reading its quality failed" in caplog.text
 
+
+def test_finished_calls_fill_each_trunks_quality_list(redis_client: redis.Redis) -> None:
+    store = CallStore(redis_client)
+    record = CallRecord("call-legs-1", "carrier-a", "13900000000", "400", 1000.0,
+                        answered_at=1001.0, quality=leg(4.2))
+    record.add_forward_attempt("bob", "carrier-b", "refused", 486, "Busy Here")
+    record.add_forward_attempt("alice", "carrier-b", "answered", 200, "OK")
+    record.note_forward_quality(leg(2.5, lost=6.0))
+    store.save(record)
+    assert store.trunk_legs(["carrier-a", "carrier-b"], 20) == {"carrier-a": [], "carrier-b": []}, \
+        "a live call's legs are not in the lists yet"
+    record.ended_at = 1060.0
+    store.save(record)
+    store.save(record)  # saved again (a retry): still one leg each
+    legs = store.trunk_legs(["carrier-a", "carrier-b"], 20)
+    assert legs == {
+        "carrier-a": [{"call": "call-legs-1", "leg": "caller", "at": 1060.0, **leg(4.2)}],
+        "carrier-b": [{"call": "call-legs-1", "leg": "alice", "at": 1060.0, **leg(2.5, 6.0)}]}
+
+    for n in range(QUALITY_KEPT + 3):
+        store.save(CallRecord(f"call-legs-{n + 2}", "carrier-a", "1390", "400", 2000.0 + n,
+                              ended_at=2100.0 + n, quality=leg(4.0)))
+    store.save(CallRecord("call-silent", "carrier-a", "1390", "400", 3000.0, ended_at=3100.0,
+                          quality=leg(4.0) | {"mos": None}))  # no packets, nothing to rate
+    kept = store.trunk_legs(["carrier-a"], QUALITY_KEPT + 10)["carrier-a"]
+    assert len(kept) == QUALITY_KEPT
+    assert [k["call"] for k in kept[:2]] == [f"call-legs-{QUALITY_KEPT + 4}",
+                                             f"call-legs-{QUALITY_KEPT + 3}"], "newest first"
+    assert redis_client.ttl("hotline:quality:carrier-a") > RECORD_RETENTION_S - 60

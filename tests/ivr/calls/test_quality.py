@@ -1,6 +1,6 @@
 """How a call sounded, end to end: a caller whose media loses a known share of packets
 each way (`RtpPeer`) calls a trunk's real SIP endpoint; the live and final call records,
-`hotline calls show` and /metrics say what was lost, both ways."""
+the trunk's quality list, `hotline calls show` and /metrics say what was lost, both ways."""
 
 from __future__ import annotations
 
@@ -135,6 +135,10 @@ def test_a_lossy_call_is_recorded_with_its_loss_both_ways(
     assert 0 <= quality["rtt_ms"] < 50, "loopback"
     assert 2 <= quality["reports_received"] <= reports
     assert quality["mos"] < MOS_BAD, "10 % lost one way, 25 % the other: bad"
+
+    [leg] = hotline.store.trunk_legs(["carrier-a"], 20)["carrier-a"]
+    assert leg["call"] == "quality-lossy" and leg["leg"] == "caller"
+    assert leg["mos"] == quality["mos"] and leg["at"] == record.ended_at
 
     section = shown(hotline, "quality-lossy")
     assert section[1] == f"  caller via carrier-a: MOS {quality['mos']:.2f} (bad)"

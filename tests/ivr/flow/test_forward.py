@@ -207,6 +207,8 @@ def test_each_bridged_leg_keeps_how_it_sounded(
     assert 10 < staff_leg["sent_loss_percent"] < 30, staff_leg
     assert staff_leg["reports_received"] >= 2 and staff_leg["mos"] < MOS_BAD
 
+    [newest, older] = CallStore(redis_client).trunk_legs(["carrier-a"], 20)["carrier-a"]
+    assert {newest["leg"], older["leg"]} == {"caller", "alice"}
     shown = CliRunner().invoke(cli, ["calls", "show", record.id, "--config",
                                      str(tmp_path / "hotline.yaml")]).output.splitlines()
     assert f"  alice via carrier-a: MOS {staff_leg['mos']:.2f} (bad)" in shown
