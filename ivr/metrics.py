@@ -5,7 +5,7 @@ Instruments that count and time events are module-level objects made with
 import `ivr`: `trunks.voip.outbound.SETUP_SECONDS`, `trunks.voip.refusals.REFUSED`,
 `speech.recognizer.RECOGNIZER_SECONDS`, `kb.search.SEARCH_SECONDS` and `ANSWERS`,
 `ivr.tickets.desk.TICKETS_OPENED`, `failover.notify.notifier.ALERTS`, and the call
-counters here. `build_registry` registers them,
+counters and call-quality histograms here. `build_registry` registers them,
 the process collectors and a `StateCollector` in a fresh `CollectorRegistry`, so nothing
 goes to prometheus_client's global registry and tests can build many servers in one process.
 
@@ -14,6 +14,10 @@ monitor, and overrides, unresolved tickets and the last drill from Redis. With R
 unreachable a scrape still succeeds, with the in-process metrics and
 ``hotline_redis_up 0``. Labels are few and bounded: trunk names, fixed outcome words,
 priorities; never a caller's number, a call id or free text.
+
+Call quality is observed once per call leg, by the node that carried it, when the call
+ends: each node counts only its own calls, so summing the histograms across nodes is
+right (unlike the Redis-based gauges, which every node reports alike).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     GCCollector,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -43,6 +48,7 @@ from prometheus_client.registry import Collector
 from failover.drill.report import DrillReport, Result
 from failover.drill.store import DrillStore
 from failover.notify.notifier import ALERTS
+from ivr.records import CallRecord
 from ivr.tickets.desk import TICKETS_OPENED
 from ivr.tickets.model import Priority, TicketStatus
 from ivr.tickets.store import TicketStore
@@ -74,8 +80,30 @@ CALLS_ACTIVE = Gauge("hotline_calls_active", "Calls in progress on this node, by
                      ["channel"], registry=None)
 CALLS = Counter("hotline_calls", "Calls ended on this node, by channel and outcome",
                 ["channel", "outcome"], registry=None)
+MOS_BUCKETS = (1.5, 2.0, 2.5, 3.1, 3.6, 4.0, 4.2, 4.3, 4.4, 4.5)
+"""Estimated MOS runs from 1 to 4.5, and a lossless G.711 call here scores about 4.4;
+3.1 and 3.6 are where `ivr.quality` rates a call bad and poor."""
+LOSS_BUCKETS = (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25)
+"""Without loss concealment 1.3 % makes a G.711 call poor and 2.2 % bad: fine steps
+up to a few percent; 0 counts the loss-free legs."""
+JITTER_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.06, 0.1, 0.2)
+"""Our jitter buffer holds 60 ms."""
+RTT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0)
+"""G.114 wants under 150 ms one way (300 ms round trip) for most conversations."""
+CALL_MOS = Histogram("hotline_call_mos", "Estimated MOS (ITU-T G.107) of each call leg "
+                     "this node carried, the worse of its two directions, by trunk",
+                     ["trunk"], buckets=MOS_BUCKETS, registry=None)
+CALL_LOSS = Histogram("hotline_call_loss_ratio", "Share of a call leg's packets lost: "
+                      "received (what we heard) or sent (what the peer reported by RTCP)",
+                      ["trunk", "direction"], buckets=LOSS_BUCKETS, registry=None)
+CALL_JITTER = Histogram("hotline_call_jitter_seconds", "Interarrival jitter of a call leg "
+                        "(RFC 3550), received or sent (the peer's RTCP)",
+                        ["trunk", "direction"], buckets=JITTER_BUCKETS, registry=None)
+CALL_RTT = Histogram("hotline_call_rtt_seconds", "Round-trip time of a call leg's media, "
+                     "from RTCP", ["trunk"], buckets=RTT_BUCKETS, registry=None)
 INSTRUMENTS = (CALLS_ACTIVE, CALLS, SETUP_SECONDS, SIP_REFUSED, RECOGNIZER_SECONDS,
-               SEARCH_SECONDS, ANSWERS, TICKETS_OPENED, ALERTS)
+               SEARCH_SECONDS, ANSWERS, TICKETS_OPENED, ALERTS, CALL_MOS, CALL_LOSS,
+               CALL_JITTER, CALL_RTT)
 """The process-wide instruments every server's registry exposes."""
 
 
@@ -117,6 +145,29 @@ def call_ended(channel: str, outcome: str | None) -> None:
     """Count a call that `call_started` counted as ended, with its record's outcome."""
     CALLS_ACTIVE.labels(channel).dec()
     CALLS.labels(channel, outcome_label(outcome)).inc()
+
+
+def call_quality(record: CallRecord) -> None:
+    """Observe how each leg of an ended call sounded: the caller's, on the call's trunk,
+    and each answered forward's, on the trunk it went out by. A figure not measured
+    (no RTCP from the peer, no packets) is left out."""
+    legs = [(record.trunk, record.quality)]
+    legs += [(a["trunk"], a.get("quality")) for a in record.forward_attempts]
+    for trunk, quality in legs:
+        if quality:
+            _observe_leg(trunk, quality)
+
+
+def _observe_leg(trunk: str, quality: Mapping[str, float | int | None]) -> None:
+    if (mos := quality.get("mos")) is not None:
+        CALL_MOS.labels(trunk).observe(mos)
+    for direction in ("received", "sent"):
+        if (loss := quality.get(f"{direction}_loss_percent")) is not None:
+            CALL_LOSS.labels(trunk, direction).observe(loss / 100)
+        if (jitter := quality.get(f"{direction}_jitter_ms")) is not None:
+            CALL_JITTER.labels(trunk, direction).observe(jitter / 1000)
+    if (rtt := quality.get("rtt_ms")) is not None:
+        CALL_RTT.labels(trunk).observe(rtt / 1000)
 
 
 def trunk_families(snapshots: Mapping[str, HealthSnapshot]) -> list[Metric]:

@@ -155,8 +155,10 @@ class CallbackService:
             with self._lock:
                 self._legs.pop(leg.call_id, None)
             record.ended_at, record.end_reason = self._wallclock(), leg.end_reason
+            record.quality = leg.media.quality().as_dict()
             self.calls.save_quietly(record)
             metrics.call_ended("callback", record.outcome)
+            metrics.call_quality(record)
             logger.info("Call-back %s to %s: %s via %s", callback.id, callback.number,
                         record.outcome, " > ".join(record.path))
 

@@ -3,7 +3,9 @@ responder), keep the record, and report a cut-off.
 
 The record is saved as the call moves (when it starts, at the answer, at each flow
 step) through a `RecordWriter`, so the call never waits on Redis; at the end the handler
-waits a moment for the last save.
+waits a moment for the last save. From the answer on, the writer also follows how the
+call sounds (the caller's leg, and the staff leg while bridged), and the handler writes
+the final figures and observes them in /metrics when the call ends.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ivr import metrics
 from ivr.channels.inband_dtmf import listen_for_tones
 from ivr.channels.sip import SipChannel
 from ivr.flow.runner import FlowRunner
-from ivr.records import CallRecord, RecordWriter
+from ivr.records import CallRecord, LegQualities, RecordWriter
 from speech.recognizer import VadSettings
 from trunks.voip.inbound import InboundCall
 
@@ -44,20 +46,22 @@ class CallHandler:
         metrics.call_started("sip")
         if call.offer.dtmf_payload_type is None:  # its keys come as tones, or as SIP INFO
             listen_for_tones(call.media)
+        channel = SipChannel(call, vad=self._vad)
         try:
             call.answer()
             record.answered_at = self._wallclock()
+            self.records.follow(call.id, lambda: _live_quality(call, channel))
             self.records.update(record)
             if self.drill is not None and self.drill.claims(call):
                 record.visit("drill")
                 record.outcome = self.drill.responder(call)
             else:
-                self.runner.run(SipChannel(call, vad=self._vad), record,
-                                on_step=self.records.update)
+                self.runner.run(channel, record, on_step=self.records.update)
         finally:
             call.hangup()
             record.ended_at = self._wallclock()
             record.end_reason = call.end_reason
+            record.quality = call.media.quality().as_dict()
             if call.cut_off and self.on_cut_off is not None and record.path != ["drill"]:
                 try:
                     self.on_cut_off(call, record)
@@ -67,8 +71,16 @@ class CallHandler:
                 logger.error("Call %s: record not saved yet, Redis slow or unreachable",
                              call.id)
             metrics.call_ended("sip", record.outcome)
+            metrics.call_quality(record)
             logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
                         " > ".join(record.path))
+
+
+def _live_quality(call: InboundCall, channel: SipChannel) -> LegQualities:
+    """How the call sounds now: the caller's leg, and the staff leg it is bridged to."""
+    bridged = channel.bridged
+    return (call.media.quality().as_dict(),
+            None if bridged is None else channel.leg_quality(bridged))
 
 
 __all__ = ["CallHandler"]

@@ -73,6 +73,11 @@ class Channel(abc.ABC):
     def hangup(self) -> None:
         """End the call."""
 
+    def leg_quality(self, leg: OutboundCall) -> dict[str, float | int | None] | None:
+        """How `leg` sounded both ways (`LegQuality.as_dict()`), for the call record;
+        None from a channel that does not carry the audio itself."""
+        return None
+
     def dial(self, number: str, ring_s: float) -> Dialled:
         """For a channel that `dials_out`: ring `number` for up to `ring_s` while the
         caller hears ringback; when answered, connect the two until either hangs up."""

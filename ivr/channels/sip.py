@@ -50,6 +50,8 @@ class SipChannel(Channel):
     def __init__(self, call: Leg, clock: Callable[[], float] = time.monotonic,
                  vad: VadSettings | None = None) -> None:
         self.call = call
+        self.bridged: OutboundCall | None = None
+        """The staff leg the call is bridged to, while it is."""
         self._clock = clock
         self._vad = vad or VadSettings()
 
@@ -179,14 +181,19 @@ class SipChannel(Channel):
         caller, callee = self.call.media, leg.media
         caller.bridge(callee, translation(caller.payload_type, callee.payload_type))
         callee.bridge(caller, translation(callee.payload_type, caller.payload_type))
+        self.bridged = leg
         try:
             while not leg.ended.is_set():
                 if self.call.ended.wait(0.05):
                     leg.hangup()
                     raise CallEnded(self.call.end_reason)
         finally:
+            self.bridged = None
             caller.bridge(None)
             callee.bridge(None)
+
+    def leg_quality(self, leg: OutboundCall) -> dict[str, float | int | None]:
+        return leg.media.quality().as_dict()
 
     def hangup(self) -> None:
         self.call.hangup()

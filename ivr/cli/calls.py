@@ -21,6 +21,7 @@ from ivr.cli.common import (
     redis_client,
 )
 from ivr.operations import iso
+from ivr.quality import rate
 from ivr.records import CallRecord, CallStore
 
 LIST_LIMIT = 20
@@ -62,6 +63,7 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
     attempts = data.pop("forward_attempts")
     transcript, searches = data.pop("transcript"), data.pop("bot_turns")
     routing = data.pop("routing")
+    data.pop("quality")
     for key, value in data.items():
         shown = " > ".join(value) if isinstance(value, list) else value
         click.echo(f"{key + ':':<14}{'-' if shown in (None, '') else shown}")
@@ -73,6 +75,8 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
         click.echo("trunks passed over:")
     for trunk, why in sorted(routing.items()):
         click.echo(f"  {trunk}: {why}")
+    for line in _quality_lines(record):
+        click.echo(line)
     if searches:
         click.echo("FAQ searches:")
     for search in searches:
@@ -85,6 +89,40 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
     start = record.answered_at or record.started_at
     for turn in transcript:
         click.echo(f"  {turn['at'] - start:6.1f} s  {turn['speaker']:<6}  {turn['text']}")
+
+
+def _quality_lines(record: CallRecord) -> list[str]:
+    """How the call sounded: the caller's leg, then each answered forward's."""
+    legs = [("caller", record.trunk, record.quality)]
+    legs += [(a["person"], a["trunk"], a["quality"]) for a in record.forward_attempts
+             if a.get("quality")]
+    if record.quality is None and len(legs) == 1:
+        return ["quality:      not measured"]
+    lines = ["quality:"]
+    for leg, trunk, quality in legs:
+        if quality is None:
+            lines.append(f"  {leg} via {trunk}: not measured")
+            continue
+        mos = quality["mos"]
+        lines.append(f"  {leg} via {trunk}: MOS " +
+                     ("- (no audio measured)" if mos is None else f"{mos:.2f} ({rate(mos)})"))
+        lines += [f"    {name + ':':<10}{text}" for name, text in _directions(quality)]
+    return lines
+
+
+def _directions(quality: dict[str, Any]) -> list[tuple[str, str]]:
+    """Loss and jitter each way, and the round-trip time, of one leg's figures."""
+    no_rtcp = "no RTCP from the peer"
+    received = "no audio from the peer" if quality["received_packets"] is None else (
+        f"{quality['received_loss_percent']:.2f} % lost ({quality['received_lost']} of "
+        f"{quality['received_packets']} packets), jitter {quality['received_jitter_ms']:.1f} ms")
+    sent = no_rtcp if quality["sent_loss_percent"] is None else (
+        f"{quality['sent_loss_percent']:.2f} % lost, jitter {quality['sent_jitter_ms']:.1f} "
+        f"ms (the peer's latest of {quality['reports_received']} RTCP reports)")
+    rtt = no_rtcp if not quality["reports_received"] else (
+        "not measured (the peer's reports answer none of ours)" if quality["rtt_ms"] is None
+        else f"{quality['rtt_ms']:.1f} ms")
+    return [("received", received), ("sent", sent), ("RTT", rtt)]
 
 
 def _store(config: str | None, read: Callable[[CallStore], T]) -> T:

@@ -53,8 +53,8 @@ class FlowRunner:
     def run(self, channel: Channel, record: CallRecord, start: str | None = None,
             on_step: Callable[[CallRecord], None] | None = None) -> None:
         """Walk the flow from `start` (default: the flow's) until it hangs up, the caller
-        does, or it loops; `on_step` is told of the record at each node reached (it must
-        not block: `RecordWriter.update`)."""
+        does, or it loops; `on_step` is told of the record at each node reached and when a
+        forward is answered (it must not block: `RecordWriter.update`)."""
         name: str | None = start or self.flow.start
         try:
             for _ in range(MAX_STEPS):
@@ -63,7 +63,7 @@ class FlowRunner:
                 record.visit(name)
                 if on_step is not None:
                     on_step(record)
-                name = self._step(self.flow.nodes[name], channel, record)
+                name = self._step(self.flow.nodes[name], channel, record, on_step)
             logger.error("Call %s: flow exceeded %d steps; hanging up", record.id, MAX_STEPS)
             record.outcome = "flow loop"
         except CallEnded as ended:
@@ -72,7 +72,8 @@ class FlowRunner:
             return
         channel.hangup()
 
-    def _step(self, node: object, channel: Channel, record: CallRecord) -> str | None:
+    def _step(self, node: object, channel: Channel, record: CallRecord,
+              on_step: Callable[[CallRecord], None] | None) -> str | None:
         if isinstance(node, SayNode):
             self._say(node, channel, barge_in=False)
             return node.next
@@ -81,7 +82,7 @@ class FlowRunner:
         if isinstance(node, HoursNode):
             return node.open_next if node.is_open(self.now()) else node.closed_next
         if isinstance(node, ForwardNode):
-            return self._forward(node, channel, record)
+            return self._forward(node, channel, record, on_step)
         if isinstance(node, VoicebotNode):
             assert self.bot is not None
             return self.bot.run(node, channel, record)
@@ -108,9 +109,11 @@ class FlowRunner:
                              barge_in=False)
         return node.failure
 
-    def _forward(self, node: ForwardNode, channel: Channel, record: CallRecord) -> str | None:
+    def _forward(self, node: ForwardNode, channel: Channel, record: CallRecord,
+                 on_step: Callable[[CallRecord], None] | None) -> str | None:
         """Ring each person in turn, each through the best trunk and then the next ones
-        while set-ups fail on the trunk; a refusal or no answer moves to the next person."""
+        while set-ups fail on the trunk; a refusal or no answer moves to the next person.
+        An answered call is bridged, and its sound is kept in its attempt when it ends."""
         assert self.oncall is not None and self.dialer is not None
         self._say(node, channel, barge_in=False)
         for key in self.dialer.available(self.oncall.roster(self.now()))[:node.people]:
@@ -142,8 +145,13 @@ class FlowRunner:
                 record.add_forward_attempt(key, trunk, str(outcome), leg.status, leg.reason)
                 if outcome is Outcome.ANSWERED:
                     self._forwarded(record, key, trunk)
-                    with self.dialer.busy(key):
-                        channel.bridge(leg)
+                    if on_step is not None:
+                        on_step(record)
+                    try:
+                        with self.dialer.busy(key):
+                            channel.bridge(leg)
+                    finally:
+                        record.note_forward_quality(channel.leg_quality(leg))
                     return node.next
                 if outcome is not Outcome.TRUNK_FAILED:
                     break

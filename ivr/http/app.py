@@ -47,12 +47,13 @@ def create_app(settings: Settings, client: redis.Redis, token: str,
         raise ValueError("the HTTP API needs a token")
     prefix = settings.redis.prefix
     trunk_store = TrunkStore(client, prefix)
+    call_store = CallStore(client, prefix)
     app = Flask("hotline", static_folder=None)  # the dashboard serves its own files
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.before_request(_authenticator(token))
     app.register_blueprint(health.blueprint(settings, client, trunk_store))
-    app.register_blueprint(trunks.blueprint(settings, trunk_store))
-    app.register_blueprint(calls.blueprint(CallStore(client, prefix)))
+    app.register_blueprint(trunks.blueprint(settings, trunk_store, call_store))
+    app.register_blueprint(calls.blueprint(call_store))
     app.register_blueprint(tickets.blueprint(TicketStore(client, prefix)))
     app.register_blueprint(drills.blueprint(DrillStore(client, prefix)))
     _register_errors(app)

@@ -3,7 +3,8 @@
 The page, its script and its style sheet hold no data and no secret, so they need no
 token. The script asks the operator for the API token, keeps it in the tab's
 sessionStorage, and polls the ``/api/`` routes with ``Authorization: Bearer``: trunk
-health, active calls, recent tickets and drills (see ``ivr/http/static/dashboard.js``).
+health, the quality of each trunk's recent calls, active calls, recent tickets and drills
+(see ``ivr/http/static/dashboard.js``).
 Every response from here carries a Content-Security-Policy that allows only this
 server's own script, style sheet and API, so data shown on the page can never run.
 """

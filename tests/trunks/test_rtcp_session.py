@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import wait_for
+from tests.rtp_peer import udp_pair
 from trunks.voip.media import PCMU, RtpEngine
 from trunks.voip.rtcp import (
     Bye,
@@ -34,24 +35,6 @@ def fast_engine() -> Iterator[RtpEngine]:
     rtp.start()
     yield rtp
     rtp.stop()
-
-
-def udp_pair() -> tuple[socket.socket, socket.socket]:
-    """A peer's RTP socket on an even port and its RTCP socket on the next."""
-    while True:
-        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rtp.bind(("127.0.0.1", 0))
-        port = rtp.getsockname()[1]
-        if port % 2 == 0:
-            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                rtcp.bind(("127.0.0.1", port + 1))
-            except OSError:
-                rtcp.close()
-            else:
-                rtcp.settimeout(3)
-                return rtp, rtcp
-        rtp.close()
 
 
 def next_report(sock: socket.socket) -> tuple[SenderReport | ReceiverReport, ...]:

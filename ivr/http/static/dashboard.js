@@ -1,5 +1,6 @@
-// The operator dashboard: polls the hotline's JSON API and shows trunk health, active
-// calls, recent tickets and drills. The page itself holds no data: the API token is asked
+// The operator dashboard: polls the hotline's JSON API and shows trunk health, the quality
+// of each trunk's recent calls, active calls (with how they sound), recent tickets and
+// drills. The page itself holds no data: the API token is asked
 // for once and kept in this tab's sessionStorage. Data reaches the page only through
 // textContent and attributes, never as HTML.
 "use strict";
@@ -9,6 +10,7 @@ const REQUEST_TIMEOUT_MS = 5000;
 const TOKEN_KEY = "hotline.apiToken";
 const SOURCES = {
   trunks: "/api/trunks",
+  quality: "/api/trunks/quality?calls=20",
   calls: "/api/calls?active=true&limit=50",
   tickets: "/api/tickets?limit=15",
   drills: "/api/drills?limit=10",
@@ -16,6 +18,10 @@ const SOURCES = {
 const STATE_LOOK = {up: "ok", suspect: "warn", recovering: "warn", down: "bad"};
 const RESULT_LOOK = {passed: "ok", interrupted: "warn", failed: "bad"};
 const PRIORITY_LOOK = {P1: "bad", P2: "warn", P3: "info", P4: "muted"};
+const RATING_LOOK = {good: "ok", poor: "warn", bad: "bad", unknown: "muted"};
+// As ivr/quality.py: below these estimated MOS a call is poor, or bad (ITU-T G.107).
+const MOS_POOR = 3.6;
+const MOS_BAD = 3.1;
 const NO_VALUE = "\u2013";
 
 class Unauthorized extends Error {}
@@ -119,6 +125,43 @@ function trunkCells(row, line) {
   ];
 }
 
+function rating(mos) {
+  if (typeof mos !== "number") return "unknown";
+  return mos < MOS_BAD ? "bad" : mos < MOS_POOR ? "poor" : "good";
+}
+
+function mosBadge(mos, look) {
+  const text = typeof mos === "number" ? mos.toFixed(2) : NO_VALUE;
+  return badge(text, RATING_LOOK[look || rating(mos)]);
+}
+
+function qualityCells(row, line) {
+  line.dataset.trunk = row.trunk;
+  line.dataset.rating = row.rating;
+  const look = RATING_LOOK[row.rating] ? row.rating : "unknown";
+  const verdict = badge(look === "unknown" ? "NO DATA" : look.toUpperCase(), RATING_LOOK[look]);
+  verdict.classList.add("rating");
+  const loss = typeof row.worst_loss_percent === "number"
+    ? `${row.worst_loss_percent.toFixed(2)} %` : NO_VALUE;
+  return [
+    el("strong", null, row.trunk), row.legs,
+    mosBadge(row.median_mos, look), mosBadge(row.worst_mos), loss, verdict,
+    stacked(when(row.last_at), row.last_at ? `${age(row.last_at)} ago` : null),
+  ];
+}
+
+// A live call's MOS so far: the caller's leg, and the staff leg while it is bridged.
+function callQuality(call) {
+  const caller = call.quality && typeof call.quality.mos === "number" ? call.quality.mos : null;
+  const attempts = Array.isArray(call.forward_attempts) ? call.forward_attempts : [];
+  const last = attempts[attempts.length - 1];
+  const staff = last && last.quality && typeof last.quality.mos === "number" ? last : null;
+  const main = mosBadge(caller);
+  main.classList.add("mos");
+  return stacked(main, staff &&
+    `staff ${staff.quality.mos.toFixed(2)} via ${staff.trunk} (${rating(staff.quality.mos)})`);
+}
+
 function override(value) {
   if (!value) return NO_VALUE;
   const until = value.expires_at ? `, until ${when(Date.parse(value.expires_at) / 1000)}` : "";
@@ -133,7 +176,7 @@ function callCells(call, line) {
   const path = Array.isArray(call.path) ? call.path : [];
   return [
     el("span", "number", mask(call.caller)), call.trunk, when(call.started_at),
-    age(call.started_at), path.length ? path[path.length - 1] : NO_VALUE,
+    age(call.started_at), path.length ? path[path.length - 1] : NO_VALUE, callQuality(call),
   ];
 }
 
@@ -163,6 +206,7 @@ function drillCells(drill, line) {
 const RENDER = {
   trunks: (rows) => fillTable("trunks", rows, trunkCells,
     "No trunks reported yet."),
+  quality: (rows) => fillTable("quality", rows, qualityCells, "No trunks configured."),
   calls: (rows) => {
     document.querySelector("#calls .count").textContent = `(${rows.length})`;
     fillTable("calls", rows, callCells, "No calls in progress.");

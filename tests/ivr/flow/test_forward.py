@@ -16,11 +16,13 @@ from click.testing import CliRunner
 from ivr.cli import cli
 from ivr.clock import fixed
 from ivr.flow.oncall import load_oncall
+from ivr.quality import MOS_BAD, MOS_POOR
 from ivr.records import CallRecord, CallStore
 from ivr.server import Server
 from ivr.settings import load_settings
 from tests.conftest import FAST_PROBES, wait_for, wait_trunks_up
 from tests.peers import SIPP_SCENARIOS, Carrier, Phone, RedisServer, free_udp_port, require
+from tests.rtp_peer import RtpPeer
 from tests.tone_phone import PCMA, TonePhone
 
 pytestmark = pytest.mark.slow
@@ -109,7 +111,7 @@ def one_carrier(hotline: Hotline, tmp_path: Path) -> Iterator[OneCarrier]:
         carrier.stop()
 
 
-def caller(carrier: Carrier, media: TonePhone, workdir: Path) -> subprocess.Popen[str]:
+def caller(carrier: Carrier, media: TonePhone | RtpPeer, workdir: Path) -> subprocess.Popen[str]:
     """A caller through `carrier` whose audio is `media`; it ends on the hotline's BYE."""
     workdir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
@@ -162,8 +164,10 @@ def test_answered_forward_bridges_audio_both_ways(
     record = finished_record(redis_client)
     assert record.path == ["connect", "bye"] and record.outcome == "forwarded"
     assert record.forwarded_to == "alice"
-    assert record.forward_attempts == [{"person": "alice", "trunk": "carrier-a",
-                                        "outcome": "answered", "status": 200, "reason": "OK"}]
+    [attempt] = record.forward_attempts
+    assert attempt | {"quality": None} == {"person": "alice", "trunk": "carrier-a",
+                                           "outcome": "answered", "status": 200, "reason": "OK",
+                                           "quality": None}
     assert staff.received("INVITE sip:1001@")
 
     answered = staff_audio.heard[0][0]  # the staff phone hears nothing before its 200 OK
@@ -179,6 +183,37 @@ def test_answered_forward_bridges_audio_both_ways(
     # (measured: 0.9999 translated, 0.91-0.93 passed through untranslated)
     assert staff_audio.purity(CALLER_HZ, **talk) > 0.99
     assert caller_audio.purity(STAFF_HZ, **talk) > 0.99
+
+
+def test_each_bridged_leg_keeps_how_it_sounded(
+        one_carrier: OneCarrier, redis_client: redis.Redis, tmp_path: Path) -> None:
+    # the staff phone loses 1 in 20 packets on their way to us and 1 in 5 of ours, and
+    # says so in its RTCP; the caller's phone is clean and sends no RTCP
+    with RtpPeer(drop_sent=20, drop_received=5, payload_type=PCMA) as staff_media, \
+            RtpPeer(report_s=None) as caller_media:
+        staff = Phone("uas_answer_then_hang_up.xml", tmp_path / "staff",
+                      keys={"rtp_port": str(staff_media.port)})
+        carrier, _, _ = one_carrier(staff)
+        finish(caller(carrier, caller_media, tmp_path / "caller"), tmp_path / "caller")
+        staff.finish()
+    record = finished_record(redis_client)
+    assert record.outcome == "forwarded"
+
+    assert record.quality is not None and record.quality["reports_received"] == 0
+    assert record.quality["received_loss_percent"] == 0 and record.quality["mos"] >= MOS_POOR
+    [attempt] = record.forward_attempts
+    staff_leg = attempt["quality"]
+    assert 3 < staff_leg["received_loss_percent"] < 7, staff_leg
+    assert 10 < staff_leg["sent_loss_percent"] < 30, staff_leg
+    assert staff_leg["reports_received"] >= 2 and staff_leg["mos"] < MOS_BAD
+
+    [newest, older] = CallStore(redis_client).trunk_legs(["carrier-a"], 20)["carrier-a"]
+    assert {newest["leg"], older["leg"]} == {"caller", "alice"}
+    shown = CliRunner().invoke(cli, ["calls", "show", record.id, "--config",
+                                     str(tmp_path / "hotline.yaml")]).output.splitlines()
+    assert f"  alice via carrier-a: MOS {staff_leg['mos']:.2f} (bad)" in shown
+    caller_at = shown.index(f"  caller via carrier-a: MOS {record.quality['mos']:.2f} (good)")
+    assert shown[caller_at + 2] == "    sent:     no RTCP from the peer"
 
 
 def test_busy_staff_escalate_then_the_failure_branch(

@@ -72,7 +72,7 @@ def client(settings: Settings, redis_client: redis.Redis) -> FlaskClient:
     {}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN},
     {"Authorization": f"Basic {TOKEN}"}])
 @pytest.mark.parametrize("path", ["/api/trunks", "/api/calls", "/api/tickets", "/api/drills",
-                                  "/api/trunks/history"])
+                                  "/api/trunks/history", "/api/trunks/quality"])
 def test_the_api_needs_the_token(client: FlaskClient, headers: dict[str, str],
                                  path: str) -> None:
     response = client.get(path, headers=headers)
@@ -274,3 +274,31 @@ def test_active_takes_only_true(client: FlaskClient, value: str) -> None:
     response = client.get(f"/api/calls?active={value}", headers=AUTH)
     assert response.status_code == 400
     assert response.json == {"error": "active: expected true, or leave it out for every call"}
+
+
+def test_trunk_quality_sums_up_each_trunks_latest_legs(client: FlaskClient,
+                                                       redis_client: redis.Redis) -> None:
+    calls = CallStore(redis_client)
+    good, bad = {"mos": 4.38, "received_loss_percent": 0.0, "sent_loss_percent": 0.0}, \
+        {"mos": 2.1, "received_loss_percent": 4.8, "sent_loss_percent": 0.5}
+    for n, (caller, staff) in enumerate([(good, bad), (good, bad), (bad, good)]):
+        record = CallRecord(f"q-{n}", "carrier-a", "13900000001", "400", 1000.0 + 100 * n,
+                            ended_at=1060.0 + 100 * n, quality=caller)
+        record.add_forward_attempt("alice", "carrier-b", "answered", 200, "OK")
+        record.note_forward_quality(staff)
+        calls.save(record)
+    calls.save(CallRecord("q-live", "carrier-b", "13900000002", "400", 1500.0, quality=bad))
+
+    rows = client.get("/api/trunks/quality", headers=AUTH).json
+    assert rows == [
+        {"trunk": "carrier-a", "legs": 3, "median_mos": 4.38, "worst_mos": 2.1,
+         "worst_loss_percent": 4.8, "rating": "good", "last_at": 1260.0},
+        {"trunk": "carrier-b", "legs": 3, "median_mos": 2.1, "worst_mos": 2.1,
+         "worst_loss_percent": 4.8, "rating": "bad", "last_at": 1260.0}], \
+        "a call still up is not counted yet"
+    latest = client.get("/api/trunks/quality?calls=1", headers=AUTH).json or []
+    assert [(r["trunk"], r["legs"], r["rating"]) for r in latest] == [
+        ("carrier-a", 1, "bad"), ("carrier-b", 1, "good")]
+    wrong = client.get("/api/trunks/quality?calls=0", headers=AUTH)
+    assert wrong.status_code == 400
+    assert wrong.json == {"error": "calls: expected a whole number from 1 to 100"}

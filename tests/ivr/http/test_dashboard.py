@@ -21,6 +21,7 @@ from failover.drill.store import DrillStore
 from failover.notify.alert import mask_number
 from ivr.http.app import create_app
 from ivr.http.calls import ACTIVE_MAX_S
+from ivr.quality import MOS_BAD, MOS_POOR
 from ivr.records import CallRecord, CallStore
 from ivr.server import Server
 from ivr.settings import load_settings
@@ -46,6 +47,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = ROOT / "var" / "test-artifacts"
 LIVE_TIMEOUT_MS = 15_000
 """Long enough for a trunk to be declared DOWN and the page's next poll (every 2 s)."""
+NO_VALUE = "\u2013"
+"""What the page shows where there is no value."""
 HOSTILE = "<script>window.pwned = 1</script>"
 HOSTILE_IMG = '<img src="x" onerror="window.pwned = 2">'
 
@@ -177,6 +180,13 @@ def test_the_page_needs_no_token_holds_no_data_and_is_locked_down(
     assert fetch(client, "/dashboard/static/nothing.js")[0].status_code == 404
 
 
+def test_the_page_rates_a_live_call_as_the_server_rates_trunks(client: FlaskClient) -> None:
+    _, script = fetch(client, "/dashboard/static/dashboard.js")
+    assert f"const MOS_POOR = {MOS_POOR};" in script and f"const MOS_BAD = {MOS_BAD};" in script
+    _, html = fetch(client, "/dashboard")
+    assert f"poor below {MOS_POOR}, bad below {MOS_BAD}" in " ".join(html.split())
+
+
 # In the browser.
 
 @pytest.mark.slow
@@ -227,7 +237,8 @@ def test_calls_tickets_and_drills_show_up_as_text(server: Server, dashboard: Das
                                    problems=[HOSTILE_IMG]), keep=10)
 
     live = page.locator('#calls tr[data-call="c-live"] td')
-    expect(live).to_have_text([mask_number(caller), "carrier-a", _any(), _any(), "menu"])
+    expect(live).to_have_text([mask_number(caller), "carrier-a", _any(), _any(), "menu",
+                               NO_VALUE])
     expect(page.locator("#calls tbody tr")).to_have_count(1)
     row = page.locator(f'#tickets tr[data-ticket="{ticket.id}"] td')
     expect(row).to_have_text([ticket.id, "P1", "open", HOSTILE, _any()])
@@ -241,6 +252,44 @@ def test_calls_tickets_and_drills_show_up_as_text(server: Server, dashboard: Das
     assert page.locator("main script, main img").count() == 0
     assert caller not in page.content()
     dashboard.shot("dashboard")
+    assert dashboard.errors == []
+
+
+@pytest.mark.slow
+def test_call_quality_flags_a_bad_trunk_and_shows_each_live_calls_mos(
+        server: Server, dashboard: Dashboard, redis_client: redis.Redis) -> None:
+    dashboard.url = url_of(server)
+    dashboard.sign_in()
+    page = dashboard.page
+    quality = page.locator("#quality")
+    expect(quality.locator('tr[data-trunk="carrier-a"] .rating')).to_have_text("NO DATA")
+
+    now, calls = time.time(), CallStore(redis_client)
+    clean = {"mos": 4.38, "received_loss_percent": 0.0, "sent_loss_percent": 0.0}
+    lossy = {"mos": 2.05, "received_loss_percent": 5.1, "sent_loss_percent": None}
+    for n in range(3):  # carrier-a carries the callers cleanly, carrier-b loses 5 %
+        record = CallRecord(f"q-{n}", "carrier-a", "+15550000000", "400", now - 900 + 60 * n,
+                            answered_at=now - 899 + 60 * n, ended_at=now - 850 + 60 * n,
+                            quality=clean)
+        record.add_forward_attempt("alice", "carrier-b", "answered", 200, "OK")
+        record.note_forward_quality(lossy)
+        calls.save(record)
+    calls.save(CallRecord("c-bad", "carrier-a", "+8613812345678", "400", now - 40,
+                          answered_at=now - 39, path=["menu"],
+                          quality={"mos": 3.4, "received_loss_percent": 1.6}))
+
+    bad = quality.locator('tr[data-trunk="carrier-b"]')
+    expect(bad.locator(".rating")).to_have_text("BAD")
+    expect(bad.locator(".rating")).to_have_class(re.compile(r"\bbad\b"))
+    expect(bad.locator("td")).to_have_text(["carrier-b", "3", "2.05", "2.05", "5.10 %", "BAD",
+                                            _any()])
+    good = quality.locator('tr[data-trunk="carrier-a"]')
+    expect(good.locator(".rating")).to_have_text("GOOD")
+    expect(good.locator("td").nth(4)).to_have_text("0.00 %")
+    mos = page.locator('#calls tr[data-call="c-bad"] .mos')
+    expect(mos).to_have_text("3.40")
+    expect(mos).to_have_class(re.compile(r"\bwarn\b"))  # poor: below 3.6
+    dashboard.shot("dashboard-quality")
     assert dashboard.errors == []
 
 
