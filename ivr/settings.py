@@ -82,7 +82,7 @@ class MediaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     address: str = Field("127.0.0.1", description="IP that RTP binds and SDP announces")
-    ports: str = Field("20000-29999", description="even ports for RTP, low-high")
+    ports: str = Field("20000-29999", description="low-high: RTP on even ports, RTCP on the next")
 
     @field_validator("ports")
     @classmethod
