@@ -2,7 +2,7 @@
 call legs summed up (median and worst MOS, worst loss).
 
 Each leg's figures are `trunks.voip.rtcp_session.LegQuality.as_dict()`, kept in the call
-record; its MOS is the ITU-T G.107 E-model estimate of `trunks.voip.rtcp`. The bands are
+record; its MOS is the ITU-T G.107 E-model estimate of `trunks.voip.reception`. The bands are
 G.107 Annex B's guide to user satisfaction (Table B.1, the categories of ITU-T G.109),
 turned into MOS by G.107's own R-to-MOS formula (R 70 is MOS 3.60, R 60 is 3.10):
 

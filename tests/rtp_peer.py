@@ -2,7 +2,7 @@
 
 It sends 20 ms of G.711 silence every 20 ms and leaves out every `drop_sent`-th packet,
 so the far end should count that share lost. It ignores every `drop_received`-th packet
-it receives and counts the rest with `trunks.voip.rtcp.ReceptionStats` (RFC 3550 A.1,
+it receives and counts the rest with `trunks.voip.reception.ReceptionStats` (RFC 3550 A.1,
 A.3, A.8); every `report_s` it sends a receiver report on what it kept, answering the far
 end's latest sender report (LSR, DLSR), so the far end can measure the round trip. RTP
 goes to whoever sent RTP here first; RTCP to whoever sent RTCP here, else to that RTP
@@ -17,10 +17,10 @@ import threading
 import time
 from types import TracebackType
 
+from trunks.voip.reception import ReceptionStats
 from trunks.voip.rtcp import (
     CNAME,
     ReceiverReport,
-    ReceptionStats,
     SdesChunk,
     SenderReport,
     SourceDescription,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ivr.quality import MOS_BAD, MOS_POOR, Rating, TrunkQuality, rate, summarize
-from trunks.voip.rtcp import estimate_mos, mos_from_r
+from trunks.voip.reception import estimate_mos, mos_from_r
 
 
 def test_the_bands_are_g107_user_satisfaction_in_mos() -> None:

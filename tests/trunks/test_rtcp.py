@@ -10,14 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trunks.voip.reception import BPL_G711_PLC, ReceptionStats, estimate_mos, mos_from_r
 from trunks.voip.rtcp import (
     APP,
-    BPL_G711_PLC,
     NTP_EPOCH_OFFSET_S,
     XR,
     Bye,
     ReceiverReport,
-    ReceptionStats,
     ReportBlock,
     RtcpPacket,
     RtcpParseError,
@@ -25,9 +24,7 @@ from trunks.voip.rtcp import (
     SenderReport,
     SourceDescription,
     build_rtcp,
-    estimate_mos,
     is_rtcp,
-    mos_from_r,
     ntp_middle,
     ntp_timestamp,
     parse_rtcp,

@@ -20,14 +20,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trunks.voip.rtcp import (
+from trunks.voip.reception import (
     BPL_G711_NO_PLC,
     JITTER_BUFFER_MS,
+    CallQuality,
+    ReceptionStats,
+    estimate_mos,
+)
+from trunks.voip.rtcp import (
     REPORT_INTERVAL_S,
     Bye,
-    CallQuality,
     ReceiverReport,
-    ReceptionStats,
     ReportBlock,
     RtcpPacket,
     RtcpParseError,
@@ -35,7 +38,6 @@ from trunks.voip.rtcp import (
     SenderReport,
     SourceDescription,
     build_rtcp,
-    estimate_mos,
     ntp_timestamp,
     parse_rtcp,
     report_interval,
