@@ -150,8 +150,13 @@ class SentinelRig:
             raise
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+        """Sentinels first, so none starts a failover, then the replicas, so no master
+        waits for one at shutdown."""
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        servers = [self.master, self.replica]
+        for server in sorted(servers, key=lambda s: s.running and s.role() == "master"):
+            server.stop()
 
     def master_port(self) -> int | None:
         """The master's port if every sentinel that answers names the same master, up."""
