@@ -1,9 +1,17 @@
-"""Redis for the server: the configured URL, or a private embedded redis-server.
+"""Redis for the server: the configured URL, a master found through Sentinel, or a
+private embedded redis-server.
 
-With ``redis.url`` unset, `hotline serve` starts ``redis-server`` listening only
-on a unix socket under ``<data_dir>/redis/`` with append-only persistence, and
-stops it on exit. The CLI finds it at the same socket; if nothing listens
-there, the server is not running.
+`connect` makes every client the server and the CLI use. With ``redis.sentinels``
+it asks the sentinels for the master of ``redis.master_name`` and asks again on
+every new connection, so after a failover the client reaches the promoted replica
+(redis-py's `SentinelConnectionPool`). A command that fails while the master
+changes is not retried here: its caller's own fallback (retry later, spool, route
+without overrides) acts at once.
+
+With neither ``redis.url`` nor ``redis.sentinels``, `hotline serve` starts
+``redis-server`` listening only on a unix socket under ``<data_dir>/redis/`` with
+append-only persistence, and stops it on exit. The CLI finds it at the same
+socket; if nothing listens there, the server is not running.
 """
 
 from __future__ import annotations
@@ -14,14 +22,16 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from ivr.settings import Settings
+from ivr.settings import RedisSettings, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +41,8 @@ SOCKET_TIMEOUT_S = 2.0
 FAIL_FAST_TIMEOUT_S = 0.5
 """For clients that have a fallback (the ticket spool): give up quickly, no retries."""
 INSTALL_HINT = ("install it with `sudo apt-get install redis-server` (or `sudo make install`), "
-                "or set redis.url in the configuration to an existing Redis")
+                "or set redis.url or redis.sentinels in the configuration to an existing "
+                "Redis")
 _PR_SET_PDEATHSIG = 1
 _MAX_UNIX_PATH = 107
 
@@ -45,32 +56,123 @@ def socket_path(settings: Settings) -> Path:
 
 
 def connect(settings: Settings, fail_fast: bool = False) -> redis.Redis:
-    """A client for the configured Redis, or the embedded one's socket; checked with PING.
+    """A client for the configured Redis (through its sentinels, if given), or the
+    embedded one's socket; checked with PING.
 
     With `fail_fast`, a command fails within half a second when Redis is away, instead
-    of redis-py's default retries: for a caller waiting on a ticket, which has a spool."""
+    of redis-py's default retries: for a caller waiting on a ticket, which has a spool.
+    Through Sentinel, a new connection first asks the sentinels in turn, each within
+    the same timeout, so a sentinel that does not answer adds that much."""
     timeout = FAIL_FAST_TIMEOUT_S if fail_fast else SOCKET_TIMEOUT_S
     options: dict[str, Any] = {"decode_responses": True, "socket_timeout": timeout,
                                "socket_connect_timeout": timeout}
     if fail_fast:
         options["retry"] = Retry(NoBackoff(), 0)
-    if settings.redis.url:
-        client = redis.Redis.from_url(settings.redis.url, **options)
-        where = settings.redis.url
+    config = settings.redis
+    if config.sentinels:
+        client = _master_client(config, options)
+    elif config.url:
+        if config.password is not None:
+            options["password"] = config.password.get_secret_value()
+        client = redis.Redis.from_url(config.url, **options)
     else:
-        path = socket_path(settings)
-        client = redis.Redis(unix_socket_path=str(path), **options)
-        where = str(path)
+        client = redis.Redis(unix_socket_path=str(socket_path(settings)), **options)
     try:
         client.ping()
     except redis.RedisError as exc:
+        why = _unreachable(settings, client, exc)
         client.close()
-        if settings.redis.url:
-            raise RedisUnavailable(f"cannot reach Redis at {where}: {exc}") from exc
-        raise RedisUnavailable(
-            f"the hotline server is not running (nothing answers at {where}); "
-            "start it with `hotline serve`") from exc
+        raise RedisUnavailable(why) from exc
     return client
+
+
+def describe(settings: Settings) -> str:
+    """Which Redis `connect` reaches, in words, without passwords."""
+    config = settings.redis
+    if config.sentinels:
+        return (f"master {config.master_name!r} through the sentinels at "
+                f"{', '.join(config.sentinels)}")
+    if config.url:
+        return _without_password(config.url)
+    return f"an embedded redis-server at {socket_path(settings)}"
+
+
+class _SentinelMaster(redis.Redis):
+    """The master's client; closing it also closes its connections to the sentinels."""
+
+    def close(self) -> None:
+        super().close()
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            pool.sentinel_manager.close()
+
+
+def _master_client(config: RedisSettings, options: dict[str, Any]) -> redis.Redis:
+    """A client of the master the sentinels name now, and again on each new connection."""
+    asking = {key: options[key] for key in ("socket_timeout", "socket_connect_timeout")}
+    if config.sentinel_password is not None:
+        asking["password"] = config.sentinel_password.get_secret_value()
+    if config.password is not None:
+        options = {**options, "password": config.password.get_secret_value()}
+    options.setdefault("retry", Retry(NoBackoff(), 0))  # as with redis.url: see above
+    sentinel = Sentinel(config.sentinel_addresses, sentinel_kwargs=asking)
+    assert config.master_name is not None  # the settings require it with sentinels
+    client: redis.Redis = sentinel.master_for(config.master_name, redis_class=_SentinelMaster,
+                                              **options)
+    return client
+
+
+def _unreachable(settings: Settings, client: redis.Redis, exc: redis.RedisError) -> str:
+    """Why `connect` failed, for a person: where it looked and what answered."""
+    config = settings.redis
+    if config.sentinels:
+        pool = client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        where = f"cannot reach Redis {describe(settings)}"
+        if isinstance(exc, MasterNotFoundError):
+            return f"{where}: {_sentinels_say(pool.sentinel_manager, config)}"
+        if pool.master_address is not None:  # they named it, and it did not answer
+            host, port = pool.master_address
+            return f"{where}: the master at {host}:{port}: {exc}"
+        return f"{where}: {exc}"
+    if config.url:
+        return f"cannot reach Redis at {describe(settings)}: {exc}"
+    return (f"the hotline server is not running (nothing answers at {socket_path(settings)}); "
+            "start it with `hotline serve`")
+
+
+def _sentinels_say(sentinel: Sentinel, config: RedisSettings) -> str:
+    """Why the sentinels name no master: none can be asked, none knows the name, or
+    the master they know is down."""
+    name = config.master_name
+    known: dict[str, dict[str, Any]] = {}
+    errors = []
+    for client in sentinel.sentinels:
+        kwargs = client.get_connection_kwargs()
+        try:
+            masters = client.sentinel_masters()
+            known.update(masters if isinstance(masters, dict) else {})
+        except redis.RedisError as exc:
+            errors.append(f"{kwargs['host']}:{kwargs['port']}: {str(exc).rstrip('.')}")
+    if not known:
+        return "asking the sentinels failed (" + "; ".join(errors) + ")"
+    if name not in known:
+        return (f"the sentinels monitor no master named {name!r} (they monitor "
+                f"{', '.join(sorted(known))})")
+    state = known[name]
+    flags = state.get("flags", ())
+    flags = ", ".join(sorted(flags)) if isinstance(flags, set | frozenset | list) else flags
+    return (f"the sentinels see the master at {state['ip']}:{state['port']} as {flags}; "
+            "a failover may be under way")
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class EmbeddedRedis:

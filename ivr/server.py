@@ -89,7 +89,7 @@ class Server:
         except ValueError as exc:
             raise ConfigError(config_path(), [str(exc)]) from exc
         self._clients: list[redis.Redis] = []
-        self._embedded = None if settings.redis.url else EmbeddedRedis(settings)
+        self._embedded = EmbeddedRedis(settings) if settings.redis.embedded else None
 
     def start(self) -> None:
         """Start everything, or nothing: a failure stops what had started and re-raises."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,7 +38,7 @@ from failover.config import (
 )
 from ivr.tickets.config import TicketSettings
 from speech.recognizer import SpeechSettings
-from trunks.config import TrunkConfig, check_hostport
+from trunks.config import TrunkConfig, check_hostport, split_hostport
 from trunks.validators import empty_is_unset
 
 DEFAULT_CONFIG = Path("config/hotline.yaml")
@@ -45,6 +46,10 @@ M = TypeVar("M", bound=BaseModel)
 CONFIG_ENV = "HOTLINE_CONFIG"
 API_TOKEN_ENV = "HOTLINE_API_TOKEN"
 MIN_TOKEN_CHARS = 16
+SENTINEL_PORT = 26379
+"""Where a sentinel listens when `redis.sentinels` names only its host."""
+_HAS_PORT = re.compile(r":[0-9]+$")
+_MASTER_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -63,12 +68,25 @@ class ConfigError(Exception):
 
 
 class RedisSettings(BaseModel):
+    """Where the shared state lives: one Redis by `url`, a master found through
+    `sentinels`, or, with neither, an embedded redis-server under data_dir."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str | None = Field(None, description="unset: an embedded redis-server under data_dir")
+    sentinels: tuple[str, ...] | None = Field(
+        None, description="host[:port] of each Sentinel (port 26379 if left out), as a list "
+        "or comma-separated; unset or empty: no Sentinel")
+    master_name: str | None = Field(None, description="the master the sentinels monitor "
+                                    "(`sentinel monitor NAME ...`); required with sentinels")
+    password: SecretStr | None = Field(None, description="the Redis servers' password, with "
+                                       "url or sentinels")
+    sentinel_password: SecretStr | None = Field(None, description="the sentinels' own "
+                                                "password (their requirepass), if any")
     prefix: str = "hotline"
 
-    _unset = field_validator("url", mode="before")(empty_is_unset)
+    _unset = field_validator("url", "master_name", "password", "sentinel_password",
+                             mode="before")(empty_is_unset)
 
     @field_validator("url")
     @classmethod
@@ -76,6 +94,61 @@ class RedisSettings(BaseModel):
         if value is not None and not re.match(r"^(redis|rediss|unix)://", value):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value or None
+
+    @field_validator("sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        addresses = []
+        for item in value:
+            host, port = split_hostport(item if _HAS_PORT.search(item)
+                                        else f"{item}:{SENTINEL_PORT}")
+            addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return tuple(addresses)
+
+    @field_validator("master_name")
+    @classmethod
+    def _check_master_name(cls, value: str | None) -> str | None:
+        if value is not None and not _MASTER_NAME.match(value):
+            raise ValueError("expected the name Sentinel monitors: letters, digits, '.', '-' "
+                             "and '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_redis(self) -> RedisSettings:
+        if self.url is not None and self.sentinels is not None:
+            raise ValueError("set redis.url or redis.sentinels, not both")
+        if self.sentinels is not None and self.master_name is None:
+            raise ValueError("redis.sentinels needs redis.master_name, the name the "
+                             "sentinels monitor the master by")
+        if self.sentinels is None:
+            for key in ("master_name", "sentinel_password"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"redis.{key} is only used with redis.sentinels")
+        if self.embedded and self.password is not None:
+            raise ValueError("redis.password is for redis.url or redis.sentinels; the "
+                             "embedded redis-server has none")
+        if self.url is not None and self.password is not None and \
+                urllib.parse.urlsplit(self.url).password is not None:
+            raise ValueError("the password is given twice, in redis.url and redis.password")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """Whether `hotline serve` runs a private redis-server (no url, no sentinels)."""
+        return self.url is None and self.sentinels is None
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [split_hostport(item) for item in self.sentinels or ()]
 
 
 class MediaSettings(BaseModel):

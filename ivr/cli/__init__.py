@@ -24,7 +24,7 @@ from ivr.cli.trunks import trunks
 from ivr.clock import utc_now
 from ivr.flow.model import load_flow
 from ivr.flow.oncall import load_oncall
-from ivr.redis_server import RedisUnavailable
+from ivr.redis_server import RedisUnavailable, describe
 from ivr.server import Server
 from ivr.settings import ConfigError, load_settings, load_yaml
 from kb.errors import KbError
@@ -57,7 +57,8 @@ def serve(config: str | None) -> None:
       - the drill responder, and the drill schedule (drill.schedule);
       - the ticket outbox to the helpdesk (tickets.helpdesk) and alerts (notify);
       - with http.listen: the JSON API, /metrics, the dashboard, Twilio webhooks;
-      - unless redis.url is set, an embedded redis-server under data_dir.
+      - unless redis.url or redis.sentinels is set, an embedded redis-server
+        under data_dir.
     """
     settings = load(config)
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, stream=sys.stderr)
@@ -95,6 +96,7 @@ def config_check(file: Path, at: str | None) -> None:
         raise BadUsage(str(exc)) from exc
     names = ", ".join(t.name for t in settings.trunks)
     click.echo(f"{file}: OK ({len(settings.trunks)} trunks: {names})")
+    click.echo(f"redis: {describe(settings)}")
     click.echo(f"{settings.flow}: OK ({len(flow.nodes)} nodes, starting at {flow.start})")
     if oncall is not None:
         moment = utc_now() if at is None else _moment(at, oncall.timezone)

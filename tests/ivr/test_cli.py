@@ -126,6 +126,27 @@ def test_embedded_redis_not_running_and_unreachable_redis(write_config: WriteCon
                                       "--config", str(config)])
     assert result.exit_code == 1
     assert "Error: cannot reach Redis at redis://127.0.0.1:1/0" in result.output
+    config = write_config({"carrier-a": "127.0.0.1:5999"},
+                          redis_url="redis://hotline:s3cret@127.0.0.1:1/0")
+    result = CliRunner().invoke(cli, ["trunks", "status", "--config", str(config)])
+    assert "Error: cannot reach Redis at redis://hotline:***@127.0.0.1:1/0: " in result.output
+    assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize(("redis_settings", "expected"), [
+    ({"url": "rediss://:s3cret@redis.example.com:6380/2"},
+     "redis: rediss://:***@redis.example.com:6380/2"),
+    ({"sentinels": "10.0.0.1, 10.0.0.2:26380", "master_name": "hotline",
+      "password": "s3cret"},
+     "redis: master 'hotline' through the sentinels at 10.0.0.1:26379, 10.0.0.2:26380"),
+    ({}, "redis: an embedded redis-server at {data_dir}/redis/redis.sock"),
+])
+def test_config_check_says_which_redis(write_config: WriteConfig, tmp_path: Path,
+                                       redis_settings: dict[str, str], expected: str) -> None:
+    config = write_config({"carrier-a": "127.0.0.1:5999"}, redis=redis_settings)
+    result = run("config", "check", str(config))
+    assert result.output.splitlines()[1] == expected.format(data_dir=tmp_path / "var")
+    assert "s3cret" not in result.output
 
 
 def test_bad_config_exits_2(tmp_path: Path) -> None:
@@ -173,6 +194,7 @@ def test_real_subprocess_exit_codes(running: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:-1] == [f"{running}: OK (2 trunks: carrier-a, carrier-b)",
+                          f"redis: {load_settings(running).redis.url}",
                           f"{EXAMPLE_FLOW}: OK (9 nodes, starting at welcome)",
                           f"{EXAMPLE_ONCALL}: OK (3 people, Alice Wang on duty at "
                           "2026-12-07T09:00+08:00)",

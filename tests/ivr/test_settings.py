@@ -80,3 +80,72 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read: No such file or directory"):
         load_settings(tmp_path / "missing.yaml")
+
+
+TRUNK = "trunks:\n  - {name: a, mode: ip, proxy: h}\n"
+
+
+def test_redis_through_sentinels(tmp_path: Path) -> None:
+    """Sentinels as one comma-separated string (as an environment variable gives them),
+    the port 26379 unless named, passwords from the environment."""
+    path = write(tmp_path, "redis:\n  sentinels: ${SENTINELS}\n  master_name: hotline\n"
+                 "  password: ${REDIS_PASSWORD}\n" + TRUNK)
+    settings = load_settings(path, environ={"SENTINELS": "10.0.0.1, 10.0.0.2:26380",
+                                            "REDIS_PASSWORD": "s3cret"})
+    redis = settings.redis
+    assert redis.url is None and not redis.embedded
+    assert redis.sentinels == ("10.0.0.1:26379", "10.0.0.2:26380")
+    assert redis.sentinel_addresses == [("10.0.0.1", 26379), ("10.0.0.2", 26380)]
+    assert redis.master_name == "hotline" and redis.sentinel_password is None
+    assert redis.password is not None and redis.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    with pytest.raises(ConfigError, match=r"redis\.master_name is only used with redis\.sentinels"):
+        load_settings(path, environ={"SENTINELS": "", "REDIS_PASSWORD": ""})  # not embedded
+
+
+def test_redis_sentinels_as_a_yaml_list(tmp_path: Path) -> None:
+    path = write(tmp_path, "redis:\n  sentinels: [s1:26379, '[::1]', s3]\n  master_name: m\n"
+                 "  sentinel_password: ${SENTINEL_PASSWORD}\n" + TRUNK)
+    redis = load_settings(path, environ={"SENTINEL_PASSWORD": "pw"}).redis
+    assert redis.sentinels == ("s1:26379", "[::1]:26379", "s3:26379")
+    assert redis.sentinel_addresses[1] == ("::1", 26379)
+    assert redis.sentinel_password is not None
+    assert redis.sentinel_password.get_secret_value() == "pw"
+
+
+@pytest.mark.parametrize(("redis", "expected"), [
+    ("{url: 'redis://h:6379/0', sentinels: [s1], master_name: m}",
+     "line 1: redis: set redis.url or redis.sentinels, not both"),
+    ("{sentinels: [s1, s2]}",
+     "line 1: redis: redis.sentinels needs redis.master_name, the name the sentinels "
+     "monitor the master by"),
+    ("{master_name: m}", "line 1: redis: redis.master_name is only used with redis.sentinels"),
+    ("{url: 'redis://h/0', sentinel_password: x}",
+     "line 1: redis: redis.sentinel_password is only used with redis.sentinels"),
+    ("{password: x}", "line 1: redis: redis.password is for redis.url or redis.sentinels; "
+     "the embedded redis-server has none"),
+    ("{url: 'redis://:a@h/0', password: b}",
+     "line 1: redis: the password is given twice, in redis.url and redis.password"),
+    ("{sentinels: ['s1:70000'], master_name: m}",
+     "line 1: redis.sentinels: port 70000 is out of range 1-65535"),
+    ("{sentinels: [s1], master_name: 'my master'}",
+     "line 1: redis.master_name: expected the name Sentinel monitors: letters, digits, '.', "
+     "'-' and '_' (got 'my master')"),
+])
+def test_bad_redis_settings(tmp_path: Path, redis: str, expected: str) -> None:
+    path = write(tmp_path, f"redis: {redis}\n{TRUNK}")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value) == f"{path}: {expected}"
+
+
+def test_the_example_configs_sentinel_block_is_valid(tmp_path: Path) -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  # sentinels:"))
+    lines[start:start + 4] = [line.replace("# ", "", 1) for line in lines[start:start + 4]]
+    path = tmp_path / "hotline.yaml"
+    path.write_text("\n".join(lines))
+    redis = load_settings(path, environ={"CARRIER_B_PASSWORD": "x", "REDIS_PASSWORD": "a",
+                                         "SENTINEL_PASSWORD": "b"}).redis
+    assert (redis.url, redis.master_name, len(redis.sentinel_addresses)) == (None, "hotline", 3)
+    assert redis.password is not None and redis.sentinel_password is not None
