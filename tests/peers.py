@@ -20,6 +20,7 @@ from typing import ClassVar
 
 TESTS = Path(__file__).resolve().parent
 CARRIER_CFG = TESTS / "kamailio" / "carrier.cfg"
+FRONTDOOR_CFG = TESTS.parent / "config" / "kamailio" / "frontdoor.cfg"
 SIPP_SCENARIOS = TESTS / "sipp"
 START_TIMEOUT_S = 15.0
 
@@ -172,6 +173,39 @@ class Carrier(GroupProcess):
                                              text)]
 
 
+class FrontDoor(GroupProcess):
+    """The shipped front door (config/kamailio/frontdoor.cfg) on `host`:`port`, sending
+    the calls of `carriers` (host:port) to `nodes` (host:port)."""
+
+    def __init__(self, workdir: Path, nodes: list[str], carriers: list[str],
+                 host: str = "127.0.0.4", port: int | None = None) -> None:
+        self.host, self.port = host, port or free_udp_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        listing = workdir / "dispatcher.list"
+        listing.write_text("".join(f"1 sip:{node}\n" for node in nodes) +
+                           "".join(f"2 sip:{carrier}\n" for carrier in carriers))
+        command = [require("kamailio", "kamailio"), "-f", str(FRONTDOOR_CFG), "-l",
+                   f"udp:{host}:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
+                   "-Y", str(workdir), "-w", str(workdir), "-A", f'DS_LIST="{listing}"']
+        super().__init__(command, workdir / "kamailio.log")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not sip_ping(self.port, self.host, status="403"):  # we are no carrier
+            if not self.running or time.monotonic() > deadline:
+                raise RuntimeError(f"the front door did not start on {self.address}: "
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+
+    def nodes_used(self) -> list[str]:
+        """The node (host:port) each call went to, in order, from the log."""
+        return re.findall(r"to node sip:(\S+)", self.log.read_text(errors="replace"))
+
+
 class Phone:
     """A sipp UAS playing the on-call engineer's phone (or a carrier) on its own port,
     for `calls` calls; `keys` become sipp's -key values ([name] in the scenario)."""
@@ -275,8 +309,9 @@ def sipp_trace(workdir: Path) -> list[tuple[str, str]]:
     return entries
 
 
-def sip_ping(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
-    """Whether something on `host`:`port` answers a minimal OPTIONS with 200."""
+def sip_ping(port: int, host: str = "127.0.0.1", timeout: float = 0.3,
+             status: str = "200") -> bool:
+    """Whether something on `host`:`port` answers a minimal OPTIONS with `status`."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.bind(("127.0.0.1", 0))
@@ -289,7 +324,7 @@ def sip_ping(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
                    "Content-Length: 0\r\n\r\n")
         try:
             sock.sendto(request.encode(), (host, port))
-            return sock.recv(65535).startswith(b"SIP/2.0 200")
+            return sock.recv(65535).startswith(f"SIP/2.0 {status}".encode())
         except OSError:
             time.sleep(timeout)
             return False

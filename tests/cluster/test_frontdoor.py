@@ -1,0 +1,130 @@
+"""The shipped front door (config/kamailio/frontdoor.cfg) in front of two `hotline serve`
+nodes: calls from the carrier spread over the nodes, a killed node's calls go to the
+other, and strangers are answered by the front door, never reaching a node."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST_PROBES
+from tests.peers import (
+    Carrier,
+    FrontDoor,
+    GroupProcess,
+    RedisServer,
+    free_udp_port,
+    require,
+    sip_ping,
+)
+
+pytestmark = pytest.mark.slow
+SIPP = Path(__file__).resolve().parents[1] / "sipp"
+FLOW = """\
+start: welcome
+voice: {engine: espeak}
+nodes:
+  welcome: {type: hangup, text: Welcome.}
+"""
+
+
+class Cluster:
+    def __init__(self, carrier: Carrier, frontdoor: FrontDoor,
+                 nodes: dict[str, tuple[GroupProcess, int]]) -> None:
+        self.carrier, self.frontdoor, self.nodes = carrier, frontdoor, nodes
+
+
+def node(tmp_path: Path, name: str, redis_url: str, carrier: str, frontdoor_host: str,
+         listen: int) -> GroupProcess:
+    work = tmp_path / name
+    work.mkdir()
+    (work / "ivr.yaml").write_text(FLOW)
+    probe = FAST_PROBES.model_dump()
+    (work / "hotline.yaml").write_text(f"""\
+node: {name}
+data_dir: {work / "var"}
+redis: {{url: "{redis_url}"}}
+trunks:
+  - {{name: carrier-a, mode: ip, proxy: "{carrier}", listen: "127.0.0.1:{listen}",
+      addresses: ["{frontdoor_host}"], probe: {probe}}}
+""")
+    process = GroupProcess([sys.executable, "-m", "ivr", "serve", "--config",
+                            str(work / "hotline.yaml")], work / "serve.log")
+    process.start()
+    return process
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
+    frontdoor_port = free_udp_port()
+    carrier = Carrier(tmp_path / "carrier", host="127.0.0.3",
+                      hotline=("127.0.0.4", frontdoor_port))
+    listens = {"node-a": free_udp_port(), "node-b": free_udp_port()}
+    frontdoor = FrontDoor(tmp_path / "frontdoor", [f"127.0.0.1:{p}" for p in listens.values()],
+                          [carrier.address], port=frontdoor_port)
+    nodes = {name: (node(tmp_path, name, redis_server.url, carrier.address, frontdoor.host,
+                         port), port) for name, port in listens.items()}
+    try:
+        carrier.start()
+        frontdoor.start()
+        deadline = time.monotonic() + 60
+        while not all(sip_ping(port) for _, port in nodes.values()):
+            assert time.monotonic() < deadline, "the nodes did not come up"
+            for name, (process, _) in nodes.items():
+                assert process.running, (tmp_path / name / "serve.log").read_text()[-2000:]
+        yield Cluster(carrier, frontdoor, nodes)
+    finally:
+        for process, _ in nodes.values():
+            process.stop()
+        frontdoor.stop()
+        carrier.stop()
+
+
+def callers(cluster: Cluster, calls: int, workdir: Path, rate: float = 2.0) -> None:
+    """`calls` sipp callers through the carrier, each answered and hung up by a node."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [require("sipp", "sip-tester"), cluster.carrier.address, "-sf",
+         str(SIPP / "uac_via_carrier.xml"), "-m", str(calls), "-r", f"{rate:g}", "-s", "400",
+         "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+         "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"],
+        cwd=workdir, capture_output=True, text=True, timeout=90)
+    if done.returncode != 0:
+        errors = "".join(p.read_text() for p in workdir.glob("*_errors.log"))
+        pytest.fail(f"sipp callers failed ({done.returncode}):\n{errors[-3000:]}")
+
+
+def test_calls_spread_over_the_nodes_and_avoid_a_killed_one(cluster: Cluster,
+                                                            tmp_path: Path) -> None:
+    callers(cluster, 4, tmp_path / "before")
+    ports = {name: port for name, (_, port) in cluster.nodes.items()}
+    used = cluster.frontdoor.nodes_used()
+    assert sorted(used) == sorted(f"127.0.0.1:{p}" for p in ports.values() for _ in range(2))
+    dead, _ = cluster.nodes["node-a"]
+    dead.kill()
+    callers(cluster, 6, tmp_path / "after", rate=4.0)  # every call answered: sipp checks
+    node_a, node_b = (f"127.0.0.1:{ports[n]}" for n in ("node-a", "node-b"))
+    after = cluster.frontdoor.nodes_used()[4:]
+    moved = cluster.frontdoor.log.read_text().count(f"node sip:{node_a} failed")
+    assert after.count(node_a) == moved, "a call sent to the dead node went to the other"
+    log = cluster.frontdoor.log.read_text()
+    noticed = log.index(f"node sip:{node_a} failed")
+    later = re.findall(r"to node sip:(\S+)", log[noticed:])
+    assert later and set(later) == {node_b}, "once a call failed on it, node-a got no more"
+
+
+def test_strangers_get_403_from_the_front_door_and_floods_are_dropped(
+        cluster: Cluster) -> None:
+    assert sip_ping(cluster.frontdoor.port, cluster.frontdoor.host, status="403")
+    answered = sum(sip_ping(cluster.frontdoor.port, cluster.frontdoor.host, timeout=0.05,
+                            status="403") for _ in range(60))
+    assert answered < 40, f"a flood of 60 requests got {answered} answers"
+    log = "".join((p / "serve.log").read_text() for p in
+                  [cluster.frontdoor.log.parent.parent / n for n in cluster.nodes])
+    assert "Forbidden" not in log and "not a trunk address" not in log
