@@ -30,6 +30,7 @@ from ivr.http.app import create_app
 from ivr.http.serving import HttpServer
 from ivr.http.twilio import TwilioVoice
 from ivr.metrics import build_registry
+from ivr.nodes import NodeInfo, NodeLease
 from ivr.records import CallStore, RecordWriter
 from ivr.redis_server import EmbeddedRedis, connect
 from ivr.settings import ConfigError, Settings, config_path, load_yaml
@@ -83,6 +84,7 @@ class Server:
         self.scheduler: BackgroundScheduler | None = None
         self.http: HttpServer | None = None
         self.twilio: TwilioVoice | None = None
+        self.lease: NodeLease | None = None
         try:
             self._api_token = (settings.http.api_token(os.environ)
                                if settings.http.listen else "")
@@ -97,6 +99,7 @@ class Server:
             if self._embedded is not None:
                 self._embedded.start()
             client = self._connect()
+            self._claim_node()
             self.notifier = self._notifier()
             self.monitor = TrunkMonitor(
                 self.settings.trunks, TrunkStore(client, self.settings.redis.prefix),
@@ -106,6 +109,8 @@ class Server:
             self._start_calls(CallStore(client, self.settings.redis.prefix))
             if self.settings.http.listen:
                 self._start_http(self.settings.http.listen)
+            assert self.lease is not None
+            self.lease.start()
         except BaseException:
             self.stop()
             raise
@@ -114,7 +119,8 @@ class Server:
     def stop(self) -> None:
         """Stop everything that started, in reverse order. A part that fails to stop is
         logged and the rest still stop: nothing keeps running behind a failed shutdown."""
-        for name, step in (("Twilio calls", self._stop_twilio), ("HTTP", self._stop_http),
+        for name, step in (("node lease", self._stop_lease),
+                           ("Twilio calls", self._stop_twilio), ("HTTP", self._stop_http),
                            ("drills", self._stop_drills),
                            ("call-backs", self._stop_callbacks),
                            ("SIP endpoints", self._stop_endpoints),
@@ -127,6 +133,24 @@ class Server:
             except Exception:
                 logger.exception("Stopping %s failed; stopping the rest", name)
         self.stopped.set()
+
+    def _claim_node(self) -> None:
+        """Claim this node's name in Redis; fail if another live process holds it."""
+        settings = self.settings
+        info = NodeInfo(settings.node, sip={t.name: t.listen for t in settings.trunks
+                                            if t.listen},
+                        http=settings.http.listen)
+        self.lease = NodeLease(self._connect(fail_fast=True), settings.redis.prefix, info,
+                               live_calls=self._live_calls)
+        self.lease.claim()
+
+    def _live_calls(self) -> int:
+        return sum(len(endpoint.calls) for endpoint in list(self.endpoints.values()))
+
+    def _stop_lease(self) -> None:
+        if self.lease is not None:  # first: the node leaves the list as it stops
+            lease, self.lease = self.lease, None
+            lease.stop()
 
     def _stop_twilio(self) -> None:
         if self.twilio is not None:  # its calls end, and their waiting requests answer

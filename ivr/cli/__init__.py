@@ -18,12 +18,14 @@ from ivr.cli.calls import calls
 from ivr.cli.common import BadUsage, CliError, config_option, load
 from ivr.cli.drill import drill
 from ivr.cli.kb import kb
+from ivr.cli.nodes import nodes
 from ivr.cli.speech import speech
 from ivr.cli.tickets import tickets
 from ivr.cli.trunks import trunks
 from ivr.clock import utc_now
 from ivr.flow.model import load_flow
 from ivr.flow.oncall import load_oncall
+from ivr.nodes import NodeNameTaken
 from ivr.redis_server import RedisUnavailable, describe
 from ivr.server import Server
 from ivr.settings import ConfigError, load_settings, load_yaml
@@ -68,7 +70,7 @@ def serve(config: str | None) -> None:
         raise BadUsage(str(exc)) from exc
     try:
         server.run_until_signalled()
-    except (RedisUnavailable, SpeechError, KbError) as exc:
+    except (RedisUnavailable, SpeechError, KbError, NodeNameTaken) as exc:
         raise CliError(str(exc)) from exc
     except OSError as exc:  # a SIP or RTP port that cannot be bound
         raise CliError(f"cannot start: {exc}") from exc
@@ -123,6 +125,7 @@ cli.add_command(kb)
 cli.add_command(speech)
 cli.add_command(tickets)
 cli.add_command(drill)
+cli.add_command(nodes)
 
 
 def main() -> None:

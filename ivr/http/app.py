@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
 from failover.drill.store import DrillStore
-from ivr.http import calls, dashboard, drills, health, tickets, trunks
+from ivr.http import calls, dashboard, drills, health, nodes, tickets, trunks
 from ivr.http.replies import error_reply
 from ivr.metrics import metrics_response
 from ivr.operations import BadRequest
@@ -56,6 +56,7 @@ def create_app(settings: Settings, client: redis.Redis, token: str,
     app.register_blueprint(calls.blueprint(call_store))
     app.register_blueprint(tickets.blueprint(TicketStore(client, prefix)))
     app.register_blueprint(drills.blueprint(DrillStore(client, prefix)))
+    app.register_blueprint(nodes.blueprint(client, prefix))
     _register_errors(app)
     if metrics is not None:
         registry = metrics

@@ -4,6 +4,7 @@ other, and strangers are answered by the front door, never reaching a node."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -36,8 +37,22 @@ nodes:
 
 class Cluster:
     def __init__(self, carrier: Carrier, frontdoor: FrontDoor,
-                 nodes: dict[str, tuple[GroupProcess, int]]) -> None:
+                 nodes: dict[str, tuple[GroupProcess, int]], workdir: Path) -> None:
         self.carrier, self.frontdoor, self.nodes = carrier, frontdoor, nodes
+        self.workdir = workdir
+
+    def config(self, node: str) -> Path:
+        return self.workdir / node / "hotline.yaml"
+
+    def hotline(self, *args: str, node: str = "node-b") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ivr", *args, "--config",
+                               str(self.config(node))], capture_output=True, text=True,
+                              timeout=60)
+
+    def live_nodes(self) -> dict[str, dict[str, object]]:
+        done = self.hotline("nodes", "status", "--json")
+        assert done.returncode == 0, done.stderr
+        return {row["name"]: row for row in json.loads(done.stdout)}
 
 
 def node(tmp_path: Path, name: str, redis_url: str, carrier: str, frontdoor_host: str,
@@ -78,7 +93,7 @@ def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
             assert time.monotonic() < deadline, "the nodes did not come up"
             for name, (process, _) in nodes.items():
                 assert process.running, (tmp_path / name / "serve.log").read_text()[-2000:]
-        yield Cluster(carrier, frontdoor, nodes)
+        yield Cluster(carrier, frontdoor, nodes, tmp_path)
     finally:
         for process, _ in nodes.values():
             process.stop()
@@ -106,6 +121,9 @@ def test_calls_spread_over_the_nodes_and_avoid_a_killed_one(cluster: Cluster,
     ports = {name: port for name, (_, port) in cluster.nodes.items()}
     used = cluster.frontdoor.nodes_used()
     assert sorted(used) == sorted(f"127.0.0.1:{p}" for p in ports.values() for _ in range(2))
+    listed = cluster.live_nodes()
+    assert sorted(listed) == ["node-a", "node-b"]
+    assert listed["node-a"]["sip"] == {"carrier-a": f"127.0.0.1:{ports['node-a']}"}
     dead, _ = cluster.nodes["node-a"]
     dead.kill()
     callers(cluster, 6, tmp_path / "after", rate=4.0)  # every call answered: sipp checks
@@ -128,3 +146,17 @@ def test_strangers_get_403_from_the_front_door_and_floods_are_dropped(
     log = "".join((p / "serve.log").read_text() for p in
                   [cluster.frontdoor.log.parent.parent / n for n in cluster.nodes])
     assert "Forbidden" not in log and "not a trunk address" not in log
+
+
+def test_nodes_are_listed_and_a_name_is_taken_once(cluster: Cluster) -> None:
+    assert sorted(cluster.live_nodes()) == ["node-a", "node-b"]
+    second = cluster.hotline("serve", node="node-b")  # node-b's name, while node-b runs
+    assert second.returncode == 1
+    assert "node name 'node-b' is held by another live process" in second.stderr
+    killed_at = time.monotonic()
+    cluster.nodes["node-a"][0].kill()
+    while "node-a" in cluster.live_nodes():
+        assert time.monotonic() - killed_at < 15, "node-a's lease did not lapse"
+        time.sleep(0.2)
+    lapsed = time.monotonic() - killed_at
+    assert lapsed < 10, f"node-a left the list {lapsed:.1f} s after SIGKILL"

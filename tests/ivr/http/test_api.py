@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ivr.cli import cli
 from ivr.http.app import create_app
 from ivr.http.serving import HttpServer
+from ivr.nodes import NodeInfo, NodeLease
 from ivr.records import CallRecord, CallStore
 from ivr.server import Server
 from ivr.settings import ConfigError, Settings, load_settings
@@ -72,7 +73,8 @@ def client(settings: Settings, redis_client: redis.Redis) -> FlaskClient:
     {}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN},
     {"Authorization": f"Basic {TOKEN}"}])
 @pytest.mark.parametrize("path", ["/api/trunks", "/api/calls", "/api/tickets", "/api/drills",
-                                  "/api/trunks/history", "/api/trunks/quality"])
+                                  "/api/trunks/history", "/api/trunks/quality",
+                                  "/api/nodes"])
 def test_the_api_needs_the_token(client: FlaskClient, headers: dict[str, str],
                                  path: str) -> None:
     response = client.get(path, headers=headers)
@@ -302,3 +304,19 @@ def test_trunk_quality_sums_up_each_trunks_latest_legs(client: FlaskClient,
     wrong = client.get("/api/trunks/quality?calls=0", headers=AUTH)
     assert wrong.status_code == 400
     assert wrong.json == {"error": "calls: expected a whole number from 1 to 100"}
+
+
+def test_nodes_lists_the_live_nodes_leases(client: FlaskClient, settings: Settings,
+                                           redis_client: redis.Redis) -> None:
+    lease = NodeLease(redis_client, settings.redis.prefix,
+                      NodeInfo("node-7", sip={"carrier-a": "10.0.0.7:5072"}, http="10.0.0.7:8080"),
+                      live_calls=lambda: 2)
+    lease.claim()
+    try:
+        [row] = client.get("/api/nodes", headers=AUTH).get_json()
+        assert row["name"] == "node-7" and row["live_calls"] == 2
+        assert row["sip"] == {"carrier-a": "10.0.0.7:5072"} and row["http"] == "10.0.0.7:8080"
+        assert row["renewed_s_ago"] >= 0 and row["draining"] is False
+    finally:
+        lease.stop()
+    assert client.get("/api/nodes", headers=AUTH).get_json() == []
