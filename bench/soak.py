@@ -290,10 +290,11 @@ def report(args: argparse.Namespace, samples: list[Sample], sipp_code: int, erro
            refreshes: int, ended: str | None) -> None:
     warm_up_s = args.warm_up_s if args.warm_up_s is not None else max(300.0,
                                                                        args.minutes * 60 / 6)
-    steady = [s for s in samples if s.elapsed_s >= warm_up_s]
-    half = len(steady) // 2
-    slope, first, second = (slope_mb_per_1000(steady), slope_mb_per_1000(steady[:half]),
-                            slope_mb_per_1000(steady[half:]))
+    # the last sample is taken after sipp's calls ended: not part of the steady state
+    steady = [s for s in samples[:-1] if s.elapsed_s >= warm_up_s]
+    quarter = max(1, len(steady) // 4)
+    slope = slope_mb_per_1000(steady)
+    quarters = [slope_mb_per_1000(steady[i * quarter:(i + 1) * quarter + 1]) for i in range(4)]
     expected_refreshes = int(args.minutes * 60 / (SESSION_EXPIRES_S / 2))
     every = max(1, int(300 / args.sample_s))
     rows = [f"| {s.elapsed_s / 60:.0f} | {s.calls} | {s.rss_mb:.1f} | {s.threads} | {s.fds} |"
@@ -305,11 +306,14 @@ def report(args: argparse.Namespace, samples: list[Sample], sipp_code: int, erro
     measures = [
         (f"RSS slope after warm-up ({warm_up_s / 60:.0f} min)",
          f"{slope:+.3f} MB per 1,000 calls ({verdict})", f"under {TARGET_MB_PER_1000}"),
-        ("slope, first half of the steady part", f"{first:+.3f} MB per 1,000 calls", ""),
-        ("slope, second half", f"{second:+.3f} MB per 1,000 calls", ""),
-        ("RSS at warm-up end / at the end", f"{start_mb:.1f} / {samples[-1].rss_mb:.1f} MB", ""),
+        ("slope in each quarter of the steady part",
+         ", ".join(f"{q:+.3f}" for q in quarters) + " MB per 1,000 calls", ""),
+        ("RSS at warm-up end / at the last call",
+         f"{start_mb:.1f} / {steady[-1].rss_mb if steady else float('nan'):.1f} MB", ""),
         ("threads after warm-up (min-max)", f"{min(threads)}-{max(threads)}", "flat"),
         ("open descriptors after warm-up (min-max)", f"{min(fds)}-{max(fds)}", "flat"),
+        ("after the calls ended: RSS, threads, descriptors",
+         f"{samples[-1].rss_mb:.1f} MB, {samples[-1].threads}, {samples[-1].fds}", ""),
         ("the long call: session refreshes by UPDATE",
          f"{refreshes} (every {SESSION_EXPIRES_S // 2} s: about {expected_refreshes})", ""),
         ("the long call ended by the server", ended or "no: up until the end", "no"),
