@@ -1,8 +1,10 @@
 """Which hotline nodes are alive: a lease per node in Redis, renewed while it runs.
 
 Keys: ``{p}:lease:{node}`` (the holder's token, expiring), ``{p}:lease-info:{node}``
-(what the node says about itself, expiring with it) and ``{p}:leases`` (the names, by
-last renewal). The trunk monitor's own heartbeat is ``{p}:node:{node}``.
+(what the node says about itself, expiring with it), ``{p}:leases`` (the names, by
+last renewal) and ``{p}:drain:{node}`` (an operator asked the node to drain: it sees the
+request at its next renewal, and a node starting under that name clears it). The trunk
+monitor's own heartbeat is ``{p}:node:{node}``.
 
 Each `hotline serve` claims its node name once, with a token of its own, and renews the
 lease every `RENEW_S`; the lease expires `LEASE_S` after the last renewal, so a node that
@@ -19,6 +21,7 @@ operator has started two processes with one name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -79,9 +82,13 @@ class NodeLease:
     def __init__(self, client: redis.Redis, prefix: str, info: NodeInfo,
                  live_calls: Callable[[], int] = lambda: 0,
                  wallclock: Callable[[], float] = time.time,
-                 lease_s: float = LEASE_S, renew_s: float = RENEW_S) -> None:
+                 lease_s: float = LEASE_S, renew_s: float = RENEW_S,
+                 on_drain: Callable[[], None] | None = None) -> None:
+        """`on_drain`: called (once, from the lease's thread) when an operator asks this
+        node to drain (`request_drain`)."""
         self.client, self.prefix, self.info = client, prefix, info
         self.live_calls = live_calls
+        self.on_drain = on_drain
         self.lease_s, self.renew_s = lease_s, renew_s
         self.held = False
         """Whether the latest renewal succeeded."""
@@ -105,6 +112,7 @@ class NodeLease:
                                self.info.name, exc)
                 return
             if claimed:
+                self.client.delete(drain_key(self.prefix, self.info.name))  # an old request
                 return
             if attempt == 0:
                 logger.info("Node %s: the name's lease is held; waiting for it to lapse",
@@ -118,6 +126,11 @@ class NodeLease:
 
     def start(self) -> None:
         self._thread.start()
+
+    def publish(self) -> None:
+        """Renew now, so a change (draining) shows at once rather than at the next renewal."""
+        with contextlib.suppress(redis.RedisError):  # else the next renewal tries again
+            self._write()
 
     def stop(self) -> None:
         """Stop renewing and give the lease up, so the node leaves the list at once."""
@@ -145,6 +158,19 @@ class NodeLease:
                 logger.error("Node %s: another process holds this node's name; two "
                              "processes are configured as one node", self.info.name)
             self.held = held
+            self._check_drain()
+
+    def _check_drain(self) -> None:
+        if self.info.draining or self.on_drain is None:
+            return
+        try:
+            asked = self.client.get(drain_key(self.prefix, self.info.name))
+        except redis.RedisError:
+            return
+        if asked is not None:
+            logger.info("Node %s: asked to drain (%s)", self.info.name, asked)
+            self.info.draining = True
+            self.on_drain()
 
     def _write(self) -> bool:
         info = self.info
@@ -159,6 +185,15 @@ class NodeLease:
 
     def _key(self, part: str) -> str:
         return f"{self.prefix}:{part}:{self.info.name}"
+
+
+def drain_key(prefix: str, name: str) -> str:
+    return f"{prefix}:drain:{name}"
+
+
+def request_drain(client: redis.Redis, prefix: str, name: str, by: str) -> None:
+    """Ask node `name` to drain; it sees the request within `RENEW_S`."""
+    client.set(drain_key(prefix, name), f"by {by} at {time.strftime('%H:%M:%S')}", ex=86400)
 
 
 def node_info(client: redis.Redis, prefix: str, name: str) -> NodeInfo | None:

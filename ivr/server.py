@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from types import FrameType
 
 import redis
@@ -85,6 +86,9 @@ class Server:
         self.http: HttpServer | None = None
         self.twilio: TwilioVoice | None = None
         self.lease: NodeLease | None = None
+        self._stop_requested = threading.Event()
+        self._drain_on_stop = False
+        self._hurry = threading.Event()
         try:
             self._api_token = (settings.http.api_token(os.environ)
                                if settings.http.listen else "")
@@ -141,11 +145,44 @@ class Server:
                                             if t.listen},
                         http=settings.http.listen)
         self.lease = NodeLease(self._connect(fail_fast=True), settings.redis.prefix, info,
-                               live_calls=self._live_calls)
+                               live_calls=self.live_calls,
+                               on_drain=lambda: self._request_stop(drain=True))
         self.lease.claim()
 
-    def _live_calls(self) -> int:
+    def live_calls(self) -> int:
+        """Calls up on this node's trunks."""
         return sum(len(endpoint.calls) for endpoint in list(self.endpoints.values()))
+
+    def drain(self) -> None:
+        """Take no new calls (503 to INVITEs and to the front door's probes); calls up go
+        on. `hotline nodes status` shows the node as draining."""
+        for endpoint in list(self.endpoints.values()):
+            endpoint.draining = True
+        if self.lease is not None:
+            self.lease.info.draining = True
+            self.lease.publish()
+        logger.info("Node %s draining: %d calls up, taking no new ones", self.settings.node,
+                    self.live_calls())
+
+    def wait_drained(self, timeout_s: float, poll_s: float = 0.2) -> bool:
+        """Wait until no call is up, at most `timeout_s`; whether they all ended."""
+        deadline = time.monotonic() + timeout_s
+        while (calls := self.live_calls()) and time.monotonic() < deadline:
+            if self._hurry.wait(poll_s):
+                break
+        if calls:
+            logger.warning("Node %s: %d calls still up after %g s of draining; ending them",
+                           self.settings.node, calls, timeout_s)
+        return not calls
+
+    def _request_stop(self, drain: bool) -> None:
+        """Stop serving: draining first, or at once. A stop at once that comes while the
+        node drains cuts the drain short (SIGINT after SIGTERM)."""
+        if not self._stop_requested.is_set():
+            self._drain_on_stop = drain
+        elif not drain:
+            self._hurry.set()
+        self._stop_requested.set()
 
     def _stop_lease(self) -> None:
         if self.lease is not None:  # first: the node leaves the list as it stops
@@ -215,17 +252,21 @@ class Server:
             self._embedded.stop()
 
     def run_until_signalled(self) -> None:
-        """Serve until SIGINT or SIGTERM, then shut down cleanly."""
-        requested = threading.Event()
+        """Serve until SIGINT, SIGTERM or a drain request, then shut down cleanly.
+        SIGINT hangs up every call at once. SIGTERM and `hotline nodes drain` drain first:
+        no new calls, and the calls up may go on for `drain_timeout_s`."""
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             logger.info("Received %s, shutting down", signal.Signals(signum).name)
-            requested.set()
+            self._request_stop(drain=signum == signal.SIGTERM)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
-            requested.wait()
+            self._stop_requested.wait()
+            if self._drain_on_stop:
+                self.drain()
+                self.wait_drained(self.settings.drain_timeout_s)
         finally:
             self.stop()
             for signum, handler in previous.items():

@@ -267,6 +267,9 @@ class Settings(BaseModel):
     node: str = Field(default_factory=socket.gethostname)
     data_dir: Path = Path("var")
     log_level: str = "INFO"
+    drain_timeout_s: float = Field(300.0, ge=0, description="on SIGTERM or `hotline nodes "
+                                   "drain`: how long live calls may go on before they are "
+                                   "ended and the node exits")
     flow: Path = Field(Path("ivr.yaml"), description="call flow, relative to this file")
     oncall: Path = Field(Path("oncall.yaml"),
                          description="on-call roster for forward nodes, relative to this file")

@@ -46,7 +46,8 @@ def cli() -> None:
 @cli.command()
 @config_option
 def serve(config: str | None) -> None:
-    """Run the hotline until SIGINT or SIGTERM, which end every call cleanly.
+    """Run the hotline until SIGINT (every call hung up at once) or SIGTERM (drain: no
+    new calls, the calls up may go on for drain_timeout_s), then stop cleanly.
 
     \b
     What runs, as the configuration asks:

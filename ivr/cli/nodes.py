@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import time
 
 import click
@@ -17,7 +18,9 @@ from ivr.cli.common import (
     print_table,
     redis_client,
 )
-from ivr.nodes import as_rows, live_nodes
+from ivr.nodes import as_rows, live_nodes, node_info, request_drain
+
+WAIT_POLL_S = 1.0
 
 
 @click.group()
@@ -47,3 +50,35 @@ def status(config: str | None, as_json: bool) -> None:
          r["http"] or "-", str(r["live_calls"]), "draining" if r["draining"] else "serving",
          f"{r['host']} pid {r['pid']}", local_time(r["started_at"]),
          f"{r['renewed_s_ago']:g} s ago"] for r in rows])
+
+
+@nodes.command()
+@click.argument("name", required=False)
+@click.option("--wait", "wait", is_flag=True,
+              help="Wait until the node has drained and stopped.")
+@click.option("--by", help="Operator name [default: your login name].")
+@config_option
+def drain(name: str | None, wait: bool, by: str | None, config: str | None) -> None:
+    """Drain node NAME (default: this configuration's node): it answers new calls and the
+    front door's probes 503, lets its calls end (up to its drain_timeout_s), then exits.
+    The same as SIGTERM to that node."""
+    settings = load(config)
+    name = name or settings.node
+    client = redis_client(settings)
+    try:
+        if node_info(client, settings.redis.prefix, name) is None:
+            raise CliError(f"no live node named {name!r} (see `hotline nodes status`)")
+        request_drain(client, settings.redis.prefix, name, by or getpass.getuser())
+        click.echo(f"Asked node {name} to drain.")
+        if not wait:
+            return
+        deadline = time.monotonic() + settings.drain_timeout_s + 60
+        while (info := node_info(client, settings.redis.prefix, name)) is not None:
+            if time.monotonic() > deadline:
+                raise CliError(f"node {name} is still up after {settings.drain_timeout_s:g} s "
+                               "of draining")
+            click.echo(f"  {name}: {info.live_calls} calls up", err=True)
+            time.sleep(WAIT_POLL_S)
+    except redis.RedisError as exc:
+        raise CliError(f"cannot reach Redis: {exc}") from exc
+    click.echo(f"Node {name} has drained and stopped.")

@@ -160,3 +160,18 @@ def test_nodes_are_listed_and_a_name_is_taken_once(cluster: Cluster) -> None:
         time.sleep(0.2)
     lapsed = time.monotonic() - killed_at
     assert lapsed < 10, f"node-a left the list {lapsed:.1f} s after SIGKILL"
+
+
+def test_a_drained_node_stops_and_its_calls_go_to_the_other(cluster: Cluster,
+                                                            tmp_path: Path) -> None:
+    done = cluster.hotline("nodes", "drain", "node-a", "--wait", "--by", "ops")
+    assert done.returncode == 0, done.stderr
+    assert "Node node-a has drained and stopped." in done.stdout
+    process, _ = cluster.nodes["node-a"]
+    assert process.process is not None and process.process.wait(10) == 0, "exited cleanly"
+    assert sorted(cluster.live_nodes()) == ["node-b"]
+    log = (cluster.workdir / "node-a" / "serve.log").read_text()
+    assert "asked to drain (by ops" in log and "draining: 0 calls up" in log
+    callers(cluster, 4, tmp_path / "after")  # all answered, by node-b
+    missing = cluster.hotline("nodes", "drain", "node-a")
+    assert missing.returncode == 1 and "no live node named 'node-a'" in missing.stderr

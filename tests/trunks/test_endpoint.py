@@ -461,3 +461,21 @@ def test_a_488_says_why_in_a_warning(endpoint: SipEndpoint) -> None:
         refused = caller.final("INVITE")
         assert refused.status_code == 488
         assert (refused.value("Warning") or "").startswith('399 hotline "no G.711 codec')
+
+
+def test_a_draining_endpoint_refuses_new_calls_and_keeps_its_own(endpoint: SipEndpoint,
+                                                                 app: App) -> None:
+    with sip_caller(endpoint.address, "up-before-drain") as (caller, _):
+        caller.call()
+        endpoint.draining = True
+        with sip_caller(endpoint.address, "after-drain") as (late, _):
+            late.request("INVITE", body=late.sdp())
+            refused = late.final("INVITE")
+            assert refused.status_code == 503 and refused.value("Retry-After") == "30"
+            late.ack()
+            late.request("OPTIONS")
+            assert late.final("OPTIONS").status_code == 503, "the front door's probe too"
+        caller.request("OPTIONS")  # inside the call: still 200
+        assert caller.final("OPTIONS").status_code == 200
+        assert caller.hang_up().status_code == 200
+    assert len(app.calls) == 1 and app.calls[0].end_reason == "caller hung up"

@@ -39,6 +39,9 @@ class Answerer:
         `min_se_s`: the shortest session-timer interval accepted (422 below it)."""
         self.symmetric_rtp = symmetric_rtp
         self.min_se_s = min_se_s
+        self.draining = False
+        """While True, new calls get 503 (the front door sends them to another node);
+        calls already up go on."""
         self.transport = transport
         self.refusals = refusals or RefusalLog(name, clock=transport.now)
         self.name = name
@@ -73,6 +76,10 @@ class Answerer:
         if source[0] not in self.allowed:
             self.refusals.refused(source[0], "INVITE", "not a trunk address", "not_trunk_address")
             self._reply(invite, source, 403, "Forbidden")
+            return
+        if self.draining:
+            REFUSED.labels(self.name, "draining").inc()
+            self._reply(invite, source, 503, "Service Unavailable", [("Retry-After", "30")])
             return
         if invite.content and invite.content_type != SDP:
             REFUSED.labels(self.name, "unsupported_media").inc()

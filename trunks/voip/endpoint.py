@@ -7,7 +7,8 @@ and accepts INVITEs from anyone. This endpoint keeps pyVoIP for parsing
 receive loop, retransmissions and timers (the `Transport` of `transport.py`) and
 hands each message to the part it belongs to:
 
-- OPTIONS gets 200 with Allow, Supported and Accept, in or out of a dialog;
+- OPTIONS gets 200 with Allow, Supported and Accept, in or out of a dialog (503 outside
+  one while the endpoint drains, as new INVITEs do);
 - INVITE, ACK, CANCEL, BYE, INFO and UPDATE of calls from the carrier, and the
   responses to our session refreshes, go to the `Answerer` (`answerer.py`); the
   callee's requests in our calls (BYE, re-INVITE, INFO, UPDATE) and the responses to
@@ -148,6 +149,16 @@ class SipEndpoint:
     def address(self) -> tuple[str, int]:
         """The (host, port) the endpoint's socket is bound to."""
         return self._address
+
+    @property
+    def draining(self) -> bool:
+        """Whether the endpoint takes no new calls: new INVITEs and OPTIONS outside a call
+        get 503, so a front door probing it sends calls elsewhere; calls up go on."""
+        return self._inbound.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._inbound.draining = value
 
     @property
     def calls(self) -> list[InboundCall]:
@@ -339,6 +350,8 @@ class SipEndpoint:
         elif unknown and method not in ("ACK", "CANCEL"):
             self._reply(request, source, 420, "Bad Extension",
                         [("Unsupported", ", ".join(sorted(unknown)))])
+        elif method == "OPTIONS" and self.draining and call is None:
+            self._reply(request, source, 503, "Service Unavailable", [("Retry-After", "30")])
         elif method == "OPTIONS":
             self._reply(request, source, 200, "OK", [("Allow", ALLOW), ("Supported", SUPPORTED),
                                                     ("Accept", "application/sdp")])

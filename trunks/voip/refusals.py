@@ -28,7 +28,8 @@ MAX_SOURCES = 1024
 
 REFUSED = Counter(
     "hotline_sip_refused", "Requests the trunks' SIP endpoints refused, by reason: "
-    "not_trunk_address (403), malformed (400, 505), unsupported_media (415, 488)",
+    "not_trunk_address (403), malformed (400, 505), unsupported_media (415, 488), "
+    "draining (503)",
     ["trunk", "reason"], registry=None)
 """Process-wide; to be registered with each server's registry like SETUP_SECONDS."""
 
