@@ -4,8 +4,8 @@ is answered and its flow routes it within a bound.
 The flow forwards each call as far as the route plan (its one trunk's carrier is a
 closed port, so the trunk is DOWN and nobody is rung) and then says goodbye, so a
 call's prompt comes only after the routing decision, which reads the trunks' overrides
-from Redis. Before that read had a bound, a hung Redis held every caller in silence for
-the client's 2 s socket timeout.
+from Redis. Before that read and the drill's lock check had a bound, a hung Redis held
+every caller in silence for the client's 2 s socket timeout.
 """
 
 from __future__ import annotations
@@ -125,5 +125,23 @@ def test_with_redis_hung_calls_are_answered_and_routed_at_once(
         for record in final_records(client, [f"hung-{n}" for n in range(3)]):
             assert (record.path, record.outcome) == (["route", "thanks"], "completed")
             assert record.routing["carrier-a"].startswith("DOWN since")
+    finally:
+        client.close()
+
+
+def test_with_redis_hung_a_call_from_the_drills_caller_id_runs_the_flow_at_once(
+        start_hotline: StartHotline, own_redis: RedisServer) -> None:
+    server = start_hotline()
+    own_redis.pause()
+    try:
+        setup, words = call(server, "drill-like", caller=DRILL_CALLER)
+    finally:
+        own_redis.resume()
+    assert setup < BOUND_S and words < BOUND_S, (setup, words)
+    client = client_of(own_redis)
+    try:
+        (record,) = final_records(client, ["drill-like"])
+        assert record.caller == DRILL_CALLER and record.path == ["route", "thanks"], \
+            "no drill runs: the flow, not the responder"
     finally:
         client.close()
