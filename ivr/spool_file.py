@@ -11,7 +11,8 @@ A crash in the middle of an append leaves an unfinished last line; the next appe
 starts a new line first, and the replay moves the unfinished one to the ``.bad`` file
 rather than dropping it. Appends and set-asides hold an exclusive lock on the file, so
 one spool is safe across threads and processes. What a line holds, and how it goes
-into Redis, is the business of the spool's owner (`ivr.tickets.spool`).
+into Redis, is the business of the spool's owner (`ivr.tickets.spool`,
+`ivr.records.spool`).
 """
 
 from __future__ import annotations

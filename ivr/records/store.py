@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -13,8 +12,6 @@ from typing import Any, cast
 import redis
 
 from ivr.records.model import CallRecord, measured_legs
-
-logger = logging.getLogger(__name__)
 
 RECORD_RETENTION_S = 90 * 86400
 """How long a call record is kept."""
@@ -50,13 +47,6 @@ class CallStore:
                 pipe.zremrangebyrank(key, 0, -QUALITY_KEPT - 1)
                 pipe.expire(key, RECORD_RETENTION_S)
         pipe.execute()
-
-    def save_quietly(self, record: CallRecord) -> None:
-        """Save, logging instead of failing: a Redis outage must not drop the call itself."""
-        try:
-            self.save(record)
-        except redis.RedisError as exc:
-            logger.error("Call %s: record not saved, Redis unreachable: %s", record.id, exc)
 
     def get(self, call_id: str) -> CallRecord | None:
         text = cast(str | None, self.redis.get(self._key(call_id)))

@@ -1,5 +1,6 @@
-"""A hung Redis while callers call a `Server` (on a Redis of the test's own): each call
-is answered and its flow routes it within a bound.
+"""A hung or dead Redis while callers call a `Server` (on a Redis of the test's own): each
+call is answered and its flow routes it within a bound, and every call's record lands
+in Redis once when Redis is back, even across a stop and start of the server.
 
 The flow forwards each call as far as the route plan (its one trunk's carrier is a
 closed port, so the trunk is DOWN and nobody is rung) and then says goodbye, so a
@@ -10,6 +11,7 @@ every caller in silence for the client's 2 s socket timeout.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from ivr.records import CallRecord, CallStore
+from ivr.records import SPOOL_PATH, CallRecord, CallStore, RecordSpool
 from ivr.server import Server
 from ivr.settings import load_settings
 from tests.conftest import FAST_PROBES, wait_for
@@ -143,5 +145,36 @@ def test_with_redis_hung_a_call_from_the_drills_caller_id_runs_the_flow_at_once(
         (record,) = final_records(client, ["drill-like"])
         assert record.caller == DRILL_CALLER and record.path == ["route", "thanks"], \
             "no drill runs: the flow, not the responder"
+    finally:
+        client.close()
+
+
+def test_records_made_while_redis_is_hung_or_killed_land_once_across_a_restart(
+        start_hotline: StartHotline, own_redis: RedisServer, tmp_path: Path) -> None:
+    server = start_hotline()
+    call(server, "up-0")
+    own_redis.pause()
+    call(server, "hung-0")
+    call(server, "hung-1")
+    own_redis.kill()
+    call(server, "dead-0")
+    call(server, "dead-1")
+    server.stop()  # Redis still away: what it did not take is in the spool
+    spool = RecordSpool(tmp_path / "var" / SPOOL_PATH)
+    assert spool.pending()
+    spooled = [json.loads(line)["id"] for line in spool.path.read_text().splitlines()]
+    assert {"hung-0", "hung-1", "dead-0", "dead-1"} <= set(spooled)
+
+    own_redis.start()
+    start_hotline()  # reads the spool left behind, and replays it
+    ids = ["up-0", "hung-0", "hung-1", "dead-0", "dead-1"]
+    client = client_of(own_redis)
+    try:
+        for record in final_records(client, ids):
+            assert (record.path, record.outcome) == (["route", "thanks"], "completed")
+        wait_for(lambda: not spool.pending(), what="the spool replayed and removed")
+        assert sorted(client.zrange("hotline:calls", 0, -1)) == sorted(ids)
+        assert sorted(client.scan_iter("hotline:call:*")) == sorted(
+            f"hotline:call:{i}" for i in ids), "each record once"
     finally:
         client.close()
