@@ -62,6 +62,7 @@ from ivr.channels.twilio import (
 from ivr.flow.runner import FlowRunner
 from ivr.records import CallRecord, CallStore, RecordWriter
 from ivr.settings import TwilioVoiceSettings
+from trunks.bounded import within
 
 logger = logging.getLogger(__name__)
 
@@ -258,10 +259,11 @@ class TwilioVoice:
         return sum(1 for c in self._calls.values() if c.finished_at is None)
 
     def _seen(self, sid: str) -> bool:
-        """Whether a call record exists already for `sid` (one forgotten here)."""
+        """Whether a call record exists already for `sid` (one forgotten here). Twilio
+        waits for this answer with the caller, so Redis gets `trunks.bounded.WAIT_S`."""
         try:
-            return self.store.get(sid) is not None
-        except redis.RedisError:
+            return within(lambda: self.store.get(sid), name="twilio-seen") is not None
+        except redis.RedisError:  # TooSlow included
             return False  # a new call is far likelier than a replay
 
     def _forget_finished(self) -> None:
