@@ -7,7 +7,9 @@ Its state (`WriterState`) says where snapshots go:
     SPOOLING  after a save failed (or with a spool left from before a restart): to
               the spool, fsynced, all that are waiting at once; every `retry_s` the
               spool is replayed into Redis, and once it is empty the writer stores
-              again.
+              again. A live call's quality refreshes are not spooled: nobody can read
+              them before Redis is back, and the call's next step or end has the
+              latest figures.
 
 One thread does both, so a call's snapshots reach Redis in the order they were taken:
 nothing is stored directly while older snapshots still wait in the spool.
@@ -159,6 +161,8 @@ class RecordWriter:
                     self._changed.wait_for(lambda: self._stopping, self.retry_s)
 
     def _write(self, jobs: list[_Job]) -> None:
+        if self._state is WriterState.SPOOLING:  # a refresh only shows a live call's sound
+            jobs = [job for job in jobs if not job.refresh]  # and nobody reads it meanwhile
         snapshots = [(job.call_id, job.snapshot) for job in jobs if _changed(job)]
         stored = self._store(snapshots) if self._state is WriterState.STORING else 0
         left = snapshots[stored:]
@@ -222,11 +226,15 @@ class RecordWriter:
                 self.spool.path)
 
     def _next(self) -> list[_Job] | None:
-        """The snapshots to save now; [] when the spool is due for a replay; waits for
-        either, and is None once stopping with nothing left."""
+        """[] when the spool is due for a replay (first, so a steady stream of snapshots
+        cannot hold it off), else the snapshots to save now; waits for either, and is
+        None once stopping with nothing left."""
         with self._changed:
             while True:
                 now = self._clock()
+                spooling = self._state is WriterState.SPOOLING
+                if spooling and now >= self._replay_at and not self._stopping:
+                    return []
                 if now >= self._refresh_at:
                     self._refresh_at = now + self.refresh_s
                     if not self._stopping:
@@ -236,9 +244,6 @@ class RecordWriter:
                     return jobs
                 if self._stopping:
                     return None
-                spooling = self._state is WriterState.SPOOLING
-                if spooling and now >= self._replay_at:
-                    return []
                 waits = [self._refresh_at - now] if self._live else []
                 if spooling:
                     waits.append(self._replay_at - now)

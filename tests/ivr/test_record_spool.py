@@ -96,6 +96,33 @@ def test_records_spooled_while_redis_is_down_are_stored_once_after_a_restart(
     client.close()
 
 
+def test_while_spooling_a_live_calls_quality_refreshes_are_not_spooled(
+        own_redis: RedisServer, spool: RecordSpool) -> None:
+    client = fast_client(own_redis)
+    writer = RecordWriter(CallStore(client), spool, retry_s=10.0, refresh_s=0.05)
+    writer.start()
+    own_redis.kill()
+    quality = {"caller": leg(4.2)}
+    call = record("call-live-1", "welcome")
+    writer.follow(call.id, lambda: (quality["caller"], None))
+    try:
+        writer.update(call)
+        wait_for(lambda: spool.pending(), what="the step spooled")
+        for mos in (3.9, 3.5, 3.1):
+            quality["caller"] = leg(mos)
+            time.sleep(0.15)  # three refreshes' time
+        call.visit("menu")
+        writer.update(call)  # a step: spooled, with the quality read now
+        wait_for(lambda: len(spool.path.read_text().splitlines()) >= 2, what="the step")
+        time.sleep(0.15)
+        lines = [json.loads(line) for line in spool.path.read_text().splitlines()]
+        assert [(line["path"], line["quality"]["mos"]) for line in lines] == [
+            (["welcome"], 4.2), (["welcome", "menu"], 3.1)], "the steps only"
+    finally:
+        writer.stop()
+        client.close()
+
+
 def test_a_replay_stores_the_latest_snapshot_of_each_call_once(
         redis_client: redis.Redis, spool: RecordSpool) -> None:
     store = CallStore(redis_client)
