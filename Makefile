@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python bench/failover_load.py
 	$(BIN)/python bench/rtp_capacity.py
 	$(BIN)/python bench/call_setup.py
+	$(BIN)/python bench/redis_outage.py --before bench/data/redis-outage-before.json
 	$(BIN)/python bench/kb_eval.py
 	$(BIN)/python bench/recognizer.py
 	$(BIN)/python bench/turn_latency.py

@@ -18,6 +18,7 @@ import re
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,25 @@ and hangs up. No reference implementation is named for this measure.
 
 def read_trace(work: Path) -> list[float]:
     """INVITE-to-200 times (ms) per call, from sipp's -trace_msg log."""
-    sent: dict[str, float] = {}
-    answered: dict[str, float] = {}
+    return [(c.answered - c.invited) * 1000 for c in traced_calls(work).values()
+            if c.answered is not None]
+
+
+@dataclass
+class TracedCall:
+    """One call as sipp's -trace_msg log shows it (wall-clock times, in seconds)."""
+
+    invited: float
+    """When sipp sent the first copy of the INVITE (not retransmissions)."""
+    media_port: int | None
+    """Where the caller takes its audio: the port in the INVITE's SDP."""
+    answered: float | None = None
+    """When the 200 OK to the INVITE arrived."""
+
+
+def traced_calls(work: Path) -> dict[str, TracedCall]:
+    """Every call sipp placed, by Call-ID, from the -trace_msg logs in `work`."""
+    calls: dict[str, TracedCall] = {}
     for path in work.glob("*_messages.log"):
         for block in path.read_text(errors="replace").split("-" * 47 + " ")[1:]:
             stamp, _, rest = block.partition("\n")
@@ -89,12 +107,14 @@ def read_trace(work: Path) -> list[float]:
                 continue
             when = datetime.datetime.fromisoformat(stamp.strip()).timestamp()
             first = message.lstrip().split("\n", 1)[0]
-            if "sent" in direction and first.startswith("INVITE "):
-                sent.setdefault(call_id[1], when)  # the first copy, not retransmissions
+            if "sent" in direction and first.startswith("INVITE ") and call_id[1] not in calls:
+                port = re.search(r"^m=audio (\d+)", message, re.MULTILINE)
+                calls[call_id[1]] = TracedCall(when, int(port[1]) if port else None)
             elif "received" in direction and first.startswith("SIP/2.0 200") and \
-                    re.search(r"^CSeq:\s*\d+ INVITE", message, re.MULTILINE):
-                answered.setdefault(call_id[1], when)
-    return [(answered[c] - sent[c]) * 1000 for c in sent if c in answered]
+                    re.search(r"^CSeq:\s*\d+ INVITE", message, re.MULTILINE) and \
+                    call_id[1] in calls and calls[call_id[1]].answered is None:
+                calls[call_id[1]].answered = when
+    return calls
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
-"""Shared by the SIP-level benchmarks: a hotline `Server` in this process, answering
-calls with a long prompt, and sipp callers whose audio goes to sockets we choose."""
+"""Shared by the SIP-level benchmarks: a hotline answering calls with a long prompt (a
+`Server` in this process, or `hotline serve` in its own), and sipp callers whose audio
+goes to sockets we choose."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 from ivr.server import Server  # noqa: E402
 from ivr.settings import load_settings  # noqa: E402
+from trunks.voip.message import format_message, new_branch, via  # noqa: E402
 
 SCENARIO = ROOT / "bench" / "sipp" / "uac_listen.xml"
+SERVE_START_S = 60.0
+"""How long `hotline serve` may take to answer OPTIONS on its trunk's port."""
 
 
 def free_port() -> int:
@@ -40,22 +46,7 @@ def hotline(prompt_s: float) -> Iterator[Server]:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="hotline-bench-") as directory:
         work = Path(directory)
-        t = np.arange(int(8000 * prompt_s)) / 8000
-        with wave.open(str(work / "prompt.wav"), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(8000)
-            out.writeframes((np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes())
-        (work / "ivr.yaml").write_text(
-            "start: prompt\nvoice: {engine: espeak}\nnodes:\n"
-            "  prompt: {type: say, file: prompt.wav, next: bye}\n  bye: {type: hangup}\n")
-        listen = free_port()
-        # the proxy is a closed port: the trunk is DOWN for outgoing calls, which these
-        # benchmarks do not make; calls in are accepted from its address all the same
-        (work / "hotline.yaml").write_text(
-            f"node: bench\ndata_dir: {work / 'var'}\nlog_level: WARNING\n"
-            f"trunks:\n  - {{name: bench, mode: ip, proxy: '127.0.0.1:{free_port()}', "
-            f"listen: '127.0.0.1:{listen}'}}\n")
+        write_config(work, "bench", prompt_s)
         server = Server(load_settings(work / "hotline.yaml"))
         server.start()
         try:
@@ -66,6 +57,75 @@ def hotline(prompt_s: float) -> Iterator[Server]:
 
 def port_of(server: Server) -> int:
     return server.endpoints["bench"].address[1]
+
+
+def write_config(work: Path, name: str, prompt_s: float, redis_url: str | None = None,
+                 route_first: bool = False) -> int:
+    """Write `work`/hotline.yaml and ivr.yaml: node and trunk `name`, a flow that plays a
+    `prompt_s` 440 Hz prompt and hangs up, data under `work`/var, Redis at `redis_url`
+    (None: embedded). With `route_first` the flow first forwards the call as far as
+    the route plan: its one trunk is DOWN, so nobody is rung and the prompt follows.
+    Returns the trunk's SIP port."""
+    t = np.arange(int(8000 * prompt_s)) / 8000
+    with wave.open(str(work / "prompt.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes((np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes())
+    route = ("  route: {type: forward, ring_s: 5, next: prompt, failure: prompt}\n"
+             if route_first else "")
+    (work / "ivr.yaml").write_text(
+        f"start: {'route' if route_first else 'prompt'}\nvoice: {{engine: espeak}}\nnodes:\n"
+        f"{route}  prompt: {{type: say, file: prompt.wav, next: bye}}\n  bye: {{type: hangup}}\n")
+    (work / "oncall.yaml").write_text(
+        "timezone: UTC\npeople:\n  staff: {phone: '1001'}\n"
+        "rotation: {order: [staff], start: 2026-01-05, every_days: 7}\n")
+    listen = free_port()
+    # the proxy is a closed port: the trunk is DOWN for outgoing calls, which these
+    # benchmarks do not make; calls in are accepted from its address all the same
+    (work / "hotline.yaml").write_text(
+        f"node: {name}\ndata_dir: {work / 'var'}\nlog_level: WARNING\n"
+        + (f"redis: {{url: '{redis_url}'}}\n" if redis_url else "") +
+        f"trunks:\n  - {{name: {name}, mode: ip, proxy: '127.0.0.1:{free_port()}', "
+        f"listen: '127.0.0.1:{listen}'}}\n")
+    return listen
+
+
+def serve(work: Path, port: int, source: Path = ROOT) -> subprocess.Popen[bytes]:
+    """Start `hotline serve` (the code under `source`) on `work`/hotline.yaml, logging to
+    `work`/serve.log; returned once its trunk's SIP `port` answers OPTIONS."""
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    with (work / "serve.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ivr", "serve", "--config", str(work / "hotline.yaml")],
+            cwd=source, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + SERVE_START_S
+    while time.monotonic() < deadline:
+        if answers_options(port):
+            return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.5)
+    process.kill()
+    process.wait()
+    sys.exit(f"bench: hotline serve did not come up:\n{(work / 'serve.log').read_text()[-2000:]}")
+
+
+def answers_options(port: int) -> bool:
+    """Whether the SIP endpoint on 127.0.0.1:`port` answers an OPTIONS within 0.5 s."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        probe.settimeout(0.5)
+        probe.sendto(format_message("OPTIONS sip:bench@127.0.0.1 SIP/2.0", [
+            ("Via", via(probe.getsockname()[:2], new_branch())),
+            ("From", "<sip:bench@127.0.0.1>;tag=b"), ("To", "<sip:bench@127.0.0.1>"),
+            ("Call-ID", f"up-{time.monotonic()}"), ("CSeq", "1 OPTIONS")]),
+            ("127.0.0.1", port))
+        try:
+            probe.recv(65535)
+        except (TimeoutError, ConnectionRefusedError):
+            return False
+        return True
 
 
 def callers(port: int, media_ports: list[int], rate: float, hold_ms: int, workdir: Path,

@@ -26,12 +26,10 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.sip_callers import callers, free_port  # noqa: E402
+from bench.sip_callers import callers, serve, write_config  # noqa: E402
 from trunks.voip.message import (  # noqa: E402
     Message,
     build_response,
@@ -193,46 +191,6 @@ class LongCaller:
             time.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
 
 
-def serve(work: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """`hotline serve` on a config whose flow plays a 10 s prompt and hangs up."""
-    t = np.arange(8000 * 10) / 8000
-    with wave.open(str(work / "prompt.wav"), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes((np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes())
-    (work / "ivr.yaml").write_text(
-        "start: prompt\nvoice: {engine: espeak}\nnodes:\n"
-        "  prompt: {type: say, file: prompt.wav, next: bye}\n  bye: {type: hangup}\n")
-    listen = free_port()
-    (work / "hotline.yaml").write_text(
-        f"node: soak\ndata_dir: {work / 'var'}\nlog_level: WARNING\n"
-        f"trunks:\n  - {{name: soak, mode: ip, proxy: '127.0.0.1:{free_port()}', "
-        f"listen: '127.0.0.1:{listen}'}}\n")
-    hotline = shutil.which("hotline") or str(Path(sys.executable).parent / "hotline")
-    with (work / "serve.log").open("wb") as log:
-        process = subprocess.Popen([hotline, "serve", "--config", str(work / "hotline.yaml")],
-                                   cwd=work, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # up once its SIP port answers OPTIONS
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            probe.settimeout(0.5)
-            probe.sendto(format_message("OPTIONS sip:soak@127.0.0.1 SIP/2.0", [
-                ("Via", via(probe.getsockname()[:2], new_branch())),
-                ("From", "<sip:bench@127.0.0.1>;tag=b"), ("To", "<sip:soak@127.0.0.1>"),
-                ("Call-ID", f"up-{time.monotonic()}"), ("CSeq", "1 OPTIONS")]),
-                ("127.0.0.1", listen))
-            with contextlib.suppress(TimeoutError, ConnectionRefusedError):
-                probe.recv(65535)
-                return process, listen
-        if process.poll() is not None:
-            break
-        time.sleep(0.5)
-    process.kill()
-    sys.exit(f"bench: hotline serve did not come up:\n{(work / 'serve.log').read_text()[-2000:]}")
-
-
 def slope_mb_per_1000(samples: list[Sample]) -> float:
     calls = np.array([s.calls for s in samples], dtype=float)
     rss = np.array([s.rss_mb for s in samples])
@@ -260,7 +218,8 @@ def main() -> None:
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="hotline-soak-") as directory:
         work = Path(directory)
-        server, port = serve(work)
+        port = write_config(work, "soak", prompt_s=10)
+        server = serve(work, port)
         long_call = LongCaller(("127.0.0.1", port))
         try:
             long_call.start()

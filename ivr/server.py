@@ -32,7 +32,7 @@ from ivr.http.serving import HttpServer
 from ivr.http.twilio import TwilioVoice
 from ivr.metrics import build_registry
 from ivr.nodes import NodeInfo, NodeLease
-from ivr.records import CallStore, RecordWriter
+from ivr.records import SPOOL_PATH, CallStore, RecordSpool, RecordWriter
 from ivr.redis_server import EmbeddedRedis, connect
 from ivr.settings import ConfigError, Settings, config_path, load_yaml
 from ivr.tickets import Outbox, TicketDesk, build_tickets
@@ -289,8 +289,9 @@ class Server:
         desk = self._tickets()
         runner = FlowRunner(self.flow, prompts, now=self.now, oncall=self.oncall, dialer=router,
                             bot=self._voicebot(prompts, desk) if self.flow.voicebots else None)
+        self.records = self._record_writer()
         if twilio is not None:
-            self.twilio = TwilioVoice(twilio, runner, calls,
+            self.twilio = TwilioVoice(twilio, runner, calls, self.records,
                                       no_input_s=self.settings.speech.vad.no_input_ms / 1000)
         if not trunks:
             logger.info("No trunk has a listen address: calls come only from Twilio")
@@ -298,14 +299,12 @@ class Server:
         media = self.settings.media
         self.engine = RtpEngine(media.address, media.port_range)
         self.engine.start()
-        self.records = RecordWriter(calls)
-        self.records.start()
         if self.settings.drill.number is not None:
             self.drill = self._drill(router)
         callback = self.settings.failover.callback
         self.callbacks = CallbackService(
             Callbacks(self._connect(fail_fast=True), callback, self.settings.redis.prefix),
-            callback, router, runner, calls, desk, monitor.snapshots)
+            callback, router, runner, self.records, desk, monitor.snapshots)
         for trunk in trunks:
             self.endpoints[trunk.name] = self._endpoint(
                 trunk, CallHandler(runner, self.records, trunk.name, vad=self.settings.speech.vad,
@@ -344,6 +343,15 @@ class Server:
             trunk_names=[t.name for t in settings.trunks], node=settings.node,
             reports_dir=settings.data_dir / "drills", on_report=None if notifier is None
             else lambda report: notifier.send(drill_alert(report)))
+
+    def _record_writer(self) -> RecordWriter:
+        """The writer of call records, on a client that gives up quickly on a hung Redis
+        (the spool takes the records then), replaying a spool left by an earlier run."""
+        settings = self.settings
+        writer = RecordWriter(CallStore(self._connect(fail_fast=True), settings.redis.prefix),
+                              RecordSpool(settings.data_dir / SPOOL_PATH))
+        writer.start()
+        return writer
 
     def _tickets(self) -> TicketDesk:
         """The ticket desk (for the voice bot and cut-off callers) and its outbox."""

@@ -64,8 +64,11 @@ class SipCaller:
     """One caller's dialog with an endpoint: INVITE, ACK, re-INVITE, INFO, UPDATE, BYE."""
 
     def __init__(self, target: tuple[str, int], rtp_port: int, call_id: str,
-                 payload_types: tuple[int, ...] = (0,), dtmf: int | None = 101) -> None:
+                 payload_types: tuple[int, ...] = (0,), dtmf: int | None = 101,
+                 caller: str = "caller") -> None:
+        """`caller`: the user part of our From, the caller ID the endpoint sees."""
         self.target = target
+        self.caller = caller
         self.rtp_port = rtp_port
         self.call_id = call_id
         self.payload_types = list(payload_types)
@@ -93,7 +96,8 @@ class SipCaller:
             self.cseq += 1
         host, port = self.address
         lines = [("Via", via(self.address, new_branch())),
-                 ("From", f"<sip:caller@{host}>;tag=caller-{self.call_id}"), ("To", self.to),
+                 ("From", f"<sip:{self.caller}@{host}>;tag=caller-{self.call_id}"),
+                 ("To", self.to),
                  ("Call-ID", self.call_id), ("CSeq", f"{self.cseq} {method}"),
                  ("Contact", f"<sip:caller@{host}:{port}>"), ("Max-Forwards", "70"),
                  *(headers or []), *([("Content-Type", content_type)] if body else [])]

@@ -5,7 +5,9 @@ socket, and sleeps until the earliest deadline (next probe, retransmission,
 timeout). Probe results and passive signals (`report_failure`, called by the
 call layer from any thread) feed each trunk's `TrunkHealth`. Redis writes go
 through a `Publisher` thread, so a slow or absent Redis never delays a probe
-and loses nothing: transitions queue up until Redis is back.
+and loses nothing: transitions queue up until Redis is back. The operators'
+overrides are read by a thread of their own (`LastKnown`), so a routing decision
+waits at most `overrides_wait_s` for them and otherwise routes by the last ones read.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import redis
 
+from trunks.bounded import WAIT_S, LastKnown, Reading
 from trunks.config import TrunkConfig
 from trunks.errors import UnknownTrunk
 from trunks.health import HealthSnapshot, Transition, TrunkHealth
@@ -49,7 +52,8 @@ class TrunkView:
     health: Mapping[str, HealthSnapshot]
     overrides: Mapping[str, Override]
     overrides_error: str | None = None
-    """Why the overrides could not be read (Redis unreachable), if they could not."""
+    """Why the overrides are not fresh from Redis (unreachable, or too slow), if they
+    are not: then they are the last ones read."""
 
 
 @dataclass
@@ -72,9 +76,11 @@ class TrunkMonitor:
                  wallclock: Callable[[], float] = time.time,
                  probe_factory: Callable[[TrunkConfig], Probe] = OptionsProbe,
                  heartbeat_s: float = HEARTBEAT_S,
+                 overrides_wait_s: float = WAIT_S,
                  on_transition: Callable[[Transition], None] | None = None) -> None:
         """`on_transition` hears every state change, on the monitor's thread with its
-        lock held: it must return at once and must not call back into the monitor."""
+        lock held: it must return at once and must not call back into the monitor.
+        `overrides_wait_s`: how long `view` waits for Redis to give the overrides."""
         self.node = node
         self.store = store
         self._clock, self._wallclock = clock, wallclock
@@ -84,6 +90,9 @@ class TrunkMonitor:
             t.name: _Watch(t, probe_factory(t), TrunkHealth(
                 t.name, t.probe, wallclock(), self._transition))
             for t in trunks}
+        names = list(self._watches)
+        self._overrides = LastKnown("Trunk overrides", lambda: store.overrides(names),
+                                    wait_s=overrides_wait_s, wallclock=wallclock)
         self._signals: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -96,12 +105,14 @@ class TrunkMonitor:
 
     def start(self) -> None:
         self._publisher.start()
+        self._overrides.start()
         self._thread.start()
         logger.info("Trunk monitor started on node %s for %s", self.node,
                     ", ".join(self._watches) or "no trunks")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop probing, flush what Redis has not yet received, and release sockets."""
+        self._overrides.stop(timeout)
         if not stop_loop(self._stopping, self._waker, self._thread, timeout):
             return
         self._publisher.stop(timeout)
@@ -123,14 +134,15 @@ class TrunkMonitor:
 
     def view(self) -> TrunkView:
         """One read of every trunk's state, for a routing decision: this node's health and
-        the operators' overrides (none, with the error, while Redis is unreachable)."""
+        the operators' overrides. Redis has `overrides_wait_s` to answer; after that, or
+        while it is unreachable, the view has the overrides read last (those not yet
+        expired), and says why."""
         health = self.snapshots()
-        try:
-            overrides, error = self.store.overrides(self._watches), None
-        except redis.RedisError as exc:
-            logger.warning("Routing without overrides: Redis unreachable (%s)", exc)
-            overrides, error = {}, str(exc)
-        return TrunkView(tuple(self.trunks), health, overrides, error)
+        reading = self._overrides.get()
+        now = self._wallclock()
+        overrides = {name: o for name, o in (reading.value or {}).items()
+                     if o.expires_at is None or o.expires_at > now}
+        return TrunkView(tuple(self.trunks), health, overrides, _staleness(reading))
 
     def _transition(self, transition: Transition) -> None:
         self._publisher.transition(transition)
@@ -288,3 +300,13 @@ class Publisher:
                     with self._cond:  # keep it unless a newer one arrived meanwhile
                         self._snapshots.setdefault(snapshot.trunk, snapshot)
                     raise
+
+
+def _staleness(reading: Reading[dict[str, Override]]) -> str | None:
+    """Why the overrides in a view are not fresh, and from when they are; None if fresh."""
+    if reading.error is None:
+        return None
+    if reading.read_at is None:
+        return f"{reading.error}; no overrides known"
+    return f"{reading.error}; overrides as read at " \
+        f"{time.strftime('%H:%M:%S', time.localtime(reading.read_at))}"

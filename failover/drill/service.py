@@ -1,5 +1,9 @@
 """Drills inside `hotline serve`: requests from `hotline drill run` (through Redis),
 the monthly schedule, and the responder for drill calls coming back in.
+
+Whether a call coming in is a drill's is decided before its flow starts, so the
+drill's lock is read through a `LastKnown`: a hung Redis delays that call by at most
+`claim_wait_s`, after which the last lock holder read decides.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from failover.drill.report import DrillReport
 from failover.drill.run import Drill, DrillRefused
 from failover.drill.store import DrillStore
 from failover.router import Need, Router
+from trunks.bounded import WAIT_S, LastKnown
 from trunks.store import TrunkStore
 from trunks.voip.inbound import InboundCall
 
@@ -37,7 +42,10 @@ class DrillService:
     def __init__(self, drills: DrillStore, trunks: TrunkStore, dialer: Router,
                  settings: DrillSettings, *, default_trunk: str, trunk_names: list[str],
                  node: str, reports_dir: Path,
-                 on_report: Callable[[DrillReport], None] | None = None) -> None:
+                 on_report: Callable[[DrillReport], None] | None = None,
+                 claim_wait_s: float = WAIT_S) -> None:
+        """`claim_wait_s`: how long a call coming in waits for Redis to say whether a
+        drill runs."""
         assert settings.number is not None
         self.drill = Drill(drills, trunks, trunk_names, self.test_call, node=node,
                            number=settings.number, lock_s=settings.lock_s, keep=settings.keep,
@@ -46,11 +54,13 @@ class DrillService:
         self.settings = settings
         self.default_trunk = default_trunk
         self.responder = Responder(settings.step_s)
+        self._holder = LastKnown("Drill lock", drills.holder, wait_s=claim_wait_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve_requests, name="drill-requests",
                                         daemon=True)
 
     def start(self) -> None:
+        self._holder.start()
         self.drill.recover()
         self._thread.start()
 
@@ -59,6 +69,7 @@ class DrillService:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._holder.stop()
 
     def claims(self, call: InboundCall) -> bool:
         """Whether `call` is one of our drill calls coming back in (while a drill runs)."""
@@ -67,10 +78,7 @@ class DrillService:
             return False
         if call.called.lstrip("+") != number.lstrip("+"):
             return False
-        try:
-            return self.drills.holder() is not None
-        except redis.RedisError:
-            return False
+        return self._holder.get().value is not None
 
     def scheduled(self) -> None:
         """The schedule's job: run a drill unless another node already is."""

@@ -23,7 +23,7 @@ from failover.router import Need, Router
 from ivr import metrics
 from ivr.channels.sip import SipChannel
 from ivr.flow.runner import FlowRunner
-from ivr.records import CallRecord, CallStore
+from ivr.records import CallRecord, RecordWriter
 from ivr.tickets import TicketDesk
 from trunks.health import HealthSnapshot
 from trunks.voip.inbound import InboundCall
@@ -37,11 +37,11 @@ POLL_S = 1.0
 
 class CallbackService:
     def __init__(self, callbacks: Callbacks, settings: CallbackSettings, router: Router,
-                 runner: FlowRunner, calls: CallStore, desk: TicketDesk,
+                 runner: FlowRunner, records: RecordWriter, desk: TicketDesk,
                  health: Callable[[], dict[str, HealthSnapshot]],
                  wallclock: Callable[[], float] = time.time) -> None:
         self.callbacks, self.settings = callbacks, settings
-        self.router, self.runner, self.calls, self.desk = router, runner, calls, desk
+        self.router, self.runner, self.records, self.desk = router, runner, records, desk
         self.health = health
         self._wallclock = wallclock
         self._stop = threading.Event()
@@ -147,16 +147,19 @@ class CallbackService:
         record = CallRecord(leg.call_id, trunk, callback.number, callback.number,
                             self._wallclock(), answered_at=self._wallclock(),
                             callback_of=callback.call_id)
+        self.records.update(record)
         metrics.call_started("callback")
         try:
-            self.runner.run(SipChannel(leg), record, start=self.settings.node)
+            self.runner.run(SipChannel(leg), record, start=self.settings.node,
+                            on_step=self.records.update)
         finally:
             leg.hangup()
             with self._lock:
                 self._legs.pop(leg.call_id, None)
             record.ended_at, record.end_reason = self._wallclock(), leg.end_reason
             record.quality = leg.media.quality().as_dict()
-            self.calls.save_quietly(record)
+            if not self.records.save(record):
+                logger.error("Call-back %s: record not stored or spooled yet", callback.id)
             metrics.call_ended("callback", record.outcome)
             metrics.call_quality(record)
             logger.info("Call-back %s to %s: %s via %s", callback.id, callback.number,

@@ -3,9 +3,11 @@ responder), keep the record, and report a cut-off.
 
 The record is saved as the call moves (when it starts, at the answer, at each flow
 step) through a `RecordWriter`, so the call never waits on Redis; at the end the handler
-waits a moment for the last save. From the answer on, the writer also follows how the
-call sounds (the caller's leg, and the staff leg while bridged), and the handler writes
-the final figures and observes them in /metrics when the call ends.
+waits a moment for the last save (into Redis, or the spool while Redis is away). From
+the answer on, the writer also follows how the call sounds (the caller's leg, and the
+staff leg while bridged), and the handler writes the final figures and observes them in
+/metrics when the call ends. Whether a call is a drill's is read with a bound on the
+wait (`DrillService.claims`).
 """
 
 from __future__ import annotations
@@ -68,8 +70,7 @@ class CallHandler:
                 except Exception:  # the call's record must still be saved
                     logger.exception("Call %s: handling its cut-off failed", call.id)
             if not self.records.save(record):
-                logger.error("Call %s: record not saved yet, Redis slow or unreachable",
-                             call.id)
+                logger.error("Call %s: record neither stored nor spooled yet", call.id)
             metrics.call_ended("sip", record.outcome)
             metrics.call_quality(record)
             logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,

@@ -60,8 +60,9 @@ from ivr.channels.twilio import (
     hangup_twiml,
 )
 from ivr.flow.runner import FlowRunner
-from ivr.records import CallRecord, CallStore
+from ivr.records import CallRecord, CallStore, RecordWriter
 from ivr.settings import TwilioVoiceSettings
+from trunks.bounded import within
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +83,12 @@ class TwilioVoice:
     """The webhooks of a Twilio number, and the calls running on them."""
 
     def __init__(self, settings: TwilioVoiceSettings, runner: FlowRunner, store: CallStore,
-                 no_input_s: float = 5.0, wallclock: Callable[[], float] = time.time) -> None:
+                 records: RecordWriter, no_input_s: float = 5.0,
+                 wallclock: Callable[[], float] = time.time) -> None:
+        """`records` saves each call's record as its flow moves; `store` reads records,
+        and completes them from status callbacks."""
         self.settings = settings
-        self.runner, self.store = runner, store
+        self.runner, self.store, self.records = runner, store, records
         self._no_input_s = no_input_s
         self._wallclock = wallclock
         self._validator = RequestValidator(settings.auth_token.get_secret_value())
@@ -215,10 +219,10 @@ class TwilioVoice:
         channel = TwilioChannel(call, self.audio, self._audio_url, self.settings,
                                 self._recordings, self._no_input_s)
         logger.info("Twilio call %s from %s", call.sid, mask_number(record.caller))
-        self.store.save_quietly(record)
+        self.records.update(record)
         metrics.call_started("twilio")
         try:
-            self.runner.run(channel, record)
+            self.runner.run(channel, record, on_step=self.records.update)
             if call.ended is None and call.finished_at is None:
                 channel.hangup()  # the flow ended without a hangup node: its last plays
         except Exception:  # the record is kept whatever went wrong
@@ -228,7 +232,8 @@ class TwilioVoice:
             call.finish()
             record.ended_at = self._wallclock()
             record.end_reason = f"twilio: {call.ended}" if call.ended else "flow ended"
-            self.store.save_quietly(record)
+            if not self.records.save(record):
+                logger.error("Twilio call %s: record not stored or spooled yet", call.sid)
             call.saved.set()
             metrics.call_ended("twilio", record.outcome)
             logger.info("Twilio call %s: %s via %s", call.sid, record.outcome,
@@ -254,10 +259,11 @@ class TwilioVoice:
         return sum(1 for c in self._calls.values() if c.finished_at is None)
 
     def _seen(self, sid: str) -> bool:
-        """Whether a call record exists already for `sid` (one forgotten here)."""
+        """Whether a call record exists already for `sid` (one forgotten here). Twilio
+        waits for this answer with the caller, so Redis gets `trunks.bounded.WAIT_S`."""
         try:
-            return self.store.get(sid) is not None
-        except redis.RedisError:
+            return within(lambda: self.store.get(sid), name="twilio-seen") is not None
+        except redis.RedisError:  # TooSlow included
             return False  # a new call is far likelier than a replay
 
     def _forget_finished(self) -> None:

@@ -1,10 +1,12 @@
 """Where the voice bot opens a ticket when it cannot help a caller.
 
 `TicketDesk.open` returns only once the ticket is safe: in Redis, or, when
-Redis cannot be reached, fsynced to the local spool that the outbox replays
-later. The caller can then be told the ticket's id. Only if both fail does it
-raise `TicketNotSaved`, after logging the whole ticket so that a person can
-still recover it from the log.
+Redis cannot be reached or has not answered within `wait_s`, fsynced to the local
+spool that the outbox replays later. The caller can then be told the ticket's id.
+A save that was too slow goes on in the background; if it lands after all, the
+replay finds the ticket there already (by its uid) and stores nothing twice. Only
+if both fail does it raise `TicketNotSaved`, after logging the whole ticket so that
+a person can still recover it from the log.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ivr.tickets.model import Candidate, Ticket, Turn
 from ivr.tickets.priority import best_candidate, decide_priority, sla_due
 from ivr.tickets.spool import Spool
 from ivr.tickets.store import TicketStore
+from trunks.bounded import WAIT_S, within
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +42,11 @@ class TicketDesk:
 
     def __init__(self, store: TicketStore, spool: Spool, settings: TicketSettings,
                  node: str = "", *, clock: Callable[[], float] = time.time,
-                 on_saved: Callable[[], None] | None = None) -> None:
+                 on_saved: Callable[[], None] | None = None, wait_s: float = WAIT_S) -> None:
+        """`wait_s`: how long the caller waits for Redis to take a ticket before it is
+        spooled instead."""
         self.store = store
+        self.wait_s = wait_s
         self.spool = spool
         self.settings = settings
         self.node = node
@@ -56,10 +62,11 @@ class TicketDesk:
         """Create, prioritise and save a ticket; return it as saved (tell the caller its id)."""
         ticket = self.build(caller=caller, call_id=call_id, trunk=trunk, reason=reason,
                             transcript=transcript, candidates=candidates, category=category)
+        built = ticket
         try:
-            _, ticket = self.store.add(ticket)
+            _, ticket = within(lambda: self.store.add(built), self.wait_s, name="ticket")
             where = "Redis"
-        except redis.RedisError as exc:
+        except redis.RedisError as exc:  # TooSlow included
             logger.warning("Ticket %s: Redis unreachable, spooling it: %s", ticket.id, exc)
             self._spool(ticket)
             where = str(self.spool.path)

@@ -111,8 +111,8 @@ def test_a_caller_cut_off_by_a_dying_trunk_is_called_back(
     wait_for(lambda: any(c.state is CallState.ANSWERED
                          for c in server.endpoints["carrier-a"].calls), what="caller answered")
     rig.carriers["carrier-a"].kill()  # the caller's trunk dies; so does its audio
-    wait_for(lambda: any(r.callback_of for r in calls.recent(5)), timeout=20,
-             what="the call-back's record")
+    wait_for(lambda: any(r.callback_of and r.ended_at for r in calls.recent(5)), timeout=20,
+             what="the call-back's final record")  # saved as it moves, like any call's
     callback_call = next(r for r in calls.recent(5) if r.callback_of)
     original = calls.get(callback_call.callback_of or "")
     assert original is not None and original.caller == CALLER

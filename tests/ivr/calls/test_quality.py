@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,7 +18,7 @@ from ivr.flow.model import Flow
 from ivr.flow.runner import FlowRunner
 from ivr.metrics import build_registry
 from ivr.quality import MOS_BAD, MOS_POOR
-from ivr.records import CallRecord, CallStore, RecordWriter
+from ivr.records import SPOOL_PATH, CallRecord, CallStore, RecordSpool, RecordWriter
 from speech.prompts import PromptCache
 from tests.conftest import wait_for
 from tests.ivr.conftest import WriteConfig
@@ -50,7 +51,7 @@ class Hotline:
 
 @pytest.fixture
 def hotline(espeak_prompts: PromptCache, redis_client: redis.Redis, redis_server: RedisServer,
-            write_config: WriteConfig) -> Iterator[Hotline]:
+            write_config: WriteConfig, tmp_path: Path) -> Iterator[Hotline]:
     """A trunk's endpoint answering with the flow, on an engine that reports every ~0.2 s
     and a record writer that refreshes live records every 0.2 s."""
     flow = Flow.model_validate(FLOW)
@@ -58,7 +59,7 @@ def hotline(espeak_prompts: PromptCache, redis_client: redis.Redis, redis_server
     engine = RtpEngine(rtcp_interval_s=RTCP_INTERVAL_S)
     engine.start()
     store = CallStore(redis_client)
-    writer = RecordWriter(store, refresh_s=REFRESH_S)
+    writer = RecordWriter(store, RecordSpool(tmp_path / SPOOL_PATH), refresh_s=REFRESH_S)
     writer.start()
     endpoint = SipEndpoint("carrier-a", ("127.0.0.1", 0), engine,
                            CallHandler(FlowRunner(flow, espeak_prompts), writer, "carrier-a"),

@@ -21,7 +21,7 @@ from ivr.flow.runner import FlowRunner
 from ivr.flow.voicebot import VoiceBot
 from ivr.http.app import create_app
 from ivr.http.twilio import TwilioVoice
-from ivr.records import CallRecord, CallStore
+from ivr.records import SPOOL_PATH, CallRecord, CallStore, RecordSpool, RecordWriter
 from ivr.settings import Settings, TwilioVoiceSettings
 from speech.prompts import PromptCache
 from tests.conftest import wait_for
@@ -68,26 +68,33 @@ def app_settings() -> Settings:
 
 @pytest.fixture
 def make_voice(espeak_prompts: PromptCache, oncall_file: Path, redis_client: redis.Redis,
-               app_settings: Settings) -> Iterator[MakeVoice]:
-    """The Twilio webhooks for a flow, in the API's app; every call ended afterwards."""
-    made: list[TwilioVoice] = []
+               app_settings: Settings, tmp_path: Path) -> Iterator[MakeVoice]:
+    """The Twilio webhooks for a flow, in the API's app; every call ended afterwards.
+    Their records go to Redis through `client` (default: the session's Redis)."""
+    made: list[tuple[TwilioVoice, RecordWriter]] = []
 
     def make(flow: dict[str, Any], bot: VoiceBot | None = None,
+             client: redis.Redis | None = None,
              **settings: Any) -> tuple[TwilioVoice, FlaskClient]:
         parsed = Flow.model_validate(flow)
         espeak_prompts.warm(*parsed.prompts())
         runner = FlowRunner(parsed, espeak_prompts, now=fixed(ALICE_ON_DUTY),
                             oncall=load_oncall(oncall_file),
                             dialer=Router(NoTrunks(), {}), bot=bot)
+        store = CallStore(client or redis_client)
+        records = RecordWriter(store, RecordSpool(tmp_path / f"var-{len(made)}" / SPOOL_PATH),
+                               retry_s=0.1)
+        records.start()
         voice = TwilioVoice(TwilioVoiceSettings(**{
             "account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "public_url": PUBLIC_URL,
-            **settings}), runner, CallStore(redis_client), no_input_s=3)
-        made.append(voice)
+            **settings}), runner, store, records, no_input_s=3)
+        made.append((voice, records))
         return voice, create_app(app_settings, redis_client, API_TOKEN, voice).test_client()
 
     yield make
-    for voice in made:
+    for voice, records in made:
         voice.stop()
+        records.stop()
 
 
 def record_of(redis_client: redis.Redis, sid: str) -> CallRecord:

@@ -390,3 +390,25 @@ def test_a_replayed_first_request_of_a_finished_call_starts_nothing(
     assert voice.active() == 0
     stored = CallStore(redis_client).get(caller.sid)
     assert stored is not None and stored.outcome == "no-answer"
+
+
+def test_a_hung_redis_neither_holds_up_a_call_nor_loses_its_record(
+        make_voice: MakeVoice, own_redis: RedisServer) -> None:
+    client = redis.Redis(unix_socket_path=str(own_redis.socket), decode_responses=True,
+                         socket_timeout=2.0)  # a read waits 2 s before it times out
+    _, http = make_voice({"start": "goodbye", "voice": {"engine": "espeak"},
+                          "nodes": {"goodbye": {"type": "hangup", "text": "Goodbye."}}},
+                         client=client)
+    caller = VoiceCaller(http, CALLER)
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        first = caller.call()
+        assert time.monotonic() - started < 1.0, "not a Redis timeout"
+        assert first.verbs == ["Play", "Hangup"]
+    finally:
+        own_redis.resume()
+    record = record_of(client, caller.sid)
+    assert (record.path, record.outcome) == (["goodbye"], "completed")
+    client.close()
+

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ivr.tickets.errors import TicketNotSaved
 from ivr.tickets.model import Ticket, Turn
 from ivr.tickets.spool import Spool
 from ivr.tickets.store import AddOutcome, TicketStore
+from tests.conftest import wait_for
 from tests.ivr.tickets.peers import fast_client, make_ticket, stored_uids
 from tests.peers import RedisServer
 
@@ -180,6 +182,27 @@ def test_a_redis_that_hangs_spools_too(own_redis: RedisServer, spool: Spool) -> 
     assert spool.pending()
     spool.replay(store)
     assert stored_uids(client) == [ticket.uid]  # whether or not the timed-out write landed
+    client.close()
+
+
+def test_a_hung_redis_holds_the_caller_at_most_the_desks_bound(
+        own_redis: RedisServer, spool: Spool) -> None:
+    client = redis.Redis(unix_socket_path=str(own_redis.socket), decode_responses=True,
+                         socket_timeout=2.0)  # a save waits 2 s before it times out
+    store = TicketStore(client)
+    desk = TicketDesk(store, spool, TicketSettings())
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        ticket = open_ticket(desk, 1)
+        assert time.monotonic() - started < 0.5, "spooled after the desk's 0.2 s"
+        assert spool.pending()
+    finally:
+        own_redis.resume()
+    report = spool.replay(store)
+    assert report.stored + report.duplicates == 1
+    wait_for(lambda: stored_uids(client) == [ticket.uid],
+             what="the ticket once, the save that went on in the background included")
     client.close()
 
 

@@ -1,0 +1,84 @@
+"""Call records in Redis: one JSON document per call, indexed by start time, and each
+trunk's latest measured legs (the keys are drawn in `ivr.records`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+import redis
+
+from ivr.records.model import CallRecord, measured_legs
+
+RECORD_RETENTION_S = 90 * 86400
+"""How long a call record is kept."""
+QUALITY_KEPT = 100
+"""Measured call legs kept per trunk in its quality list."""
+
+
+class CallStore:
+    """Call records in Redis."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "hotline",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.clock = clock
+
+    def save(self, record: CallRecord) -> None:
+        self.save_snapshot(dataclasses.asdict(record))
+
+    def save_snapshot(self, data: Mapping[str, Any]) -> None:
+        """Save a record as `dataclasses.asdict` gives it. A finished call's measured legs
+        go into their trunks' quality lists in the same transaction (saving the same
+        record again adds nothing: a leg is the same member)."""
+        call_id = data["id"]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._key(call_id), json.dumps(data), ex=RECORD_RETENTION_S)
+        pipe.zadd(f"{self.prefix}:calls", {call_id: data["started_at"]})
+        pipe.zremrangebyscore(f"{self.prefix}:calls", 0, self.clock() - RECORD_RETENTION_S)
+        if data["ended_at"] is not None:
+            for trunk, leg in measured_legs(data):
+                key = self._quality_key(trunk)
+                pipe.zadd(key, {json.dumps(leg, sort_keys=True): data["ended_at"]})
+                pipe.zremrangebyrank(key, 0, -QUALITY_KEPT - 1)
+                pipe.expire(key, RECORD_RETENTION_S)
+        pipe.execute()
+
+    def get(self, call_id: str) -> CallRecord | None:
+        text = cast(str | None, self.redis.get(self._key(call_id)))
+        return None if text is None else CallRecord.from_json(text)
+
+    def recent(self, limit: int) -> list[CallRecord]:
+        ids = cast(list[str], self.redis.zrevrange(f"{self.prefix}:calls", 0, limit - 1))
+        return self._records(ids)
+
+    def since(self, started_at: float) -> list[CallRecord]:
+        """Every call started at or after `started_at`, newest first."""
+        ids = cast(list[str], self.redis.zrevrangebyscore(f"{self.prefix}:calls", "+inf",
+                                                          started_at))
+        return self._records(ids)
+
+    def trunk_legs(self, trunks: Sequence[str], limit: int) -> dict[str, list[dict[str, Any]]]:
+        """The latest `limit` measured legs each of `trunks` carried, newest first."""
+        pipe = self.redis.pipeline(transaction=False)
+        for trunk in trunks:
+            pipe.zrevrange(self._quality_key(trunk), 0, limit - 1)
+        found = cast(list[list[str]], pipe.execute())
+        return {trunk: [json.loads(leg) for leg in legs]
+                for trunk, legs in zip(trunks, found, strict=True)}
+
+    def _records(self, ids: list[str]) -> list[CallRecord]:
+        if not ids:
+            return []
+        texts = cast(list[str | None], self.redis.mget([self._key(i) for i in ids]))
+        return [CallRecord.from_json(t) for t in texts if t is not None]
+
+    def _key(self, call_id: str) -> str:
+        return f"{self.prefix}:call:{call_id}"
+
+    def _quality_key(self, trunk: str) -> str:
+        return f"{self.prefix}:quality:{trunk}"
