@@ -349,7 +349,7 @@ class Server:
         (the spool takes the records then), replaying a spool left by an earlier run."""
         settings = self.settings
         writer = RecordWriter(CallStore(self._connect(fail_fast=True), settings.redis.prefix),
-                              RecordSpool(settings.data_dir / SPOOL_PATH))
+                              RecordSpool(settings.data_dir / SPOOL_PATH), node=settings.node)
         writer.start()
         return writer
 

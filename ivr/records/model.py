@@ -52,6 +52,9 @@ class CallRecord:
     """How the caller's leg sounded, both ways (`LegQuality.as_dict()`: MOS, loss,
     jitter, round-trip time, RTCP reports); None where not measured (Twilio calls). An
     answered forward attempt has its staff leg's under "quality" too."""
+    node: str | None = None
+    """The hotline node that carried the call (its `node` setting); None in records
+    written before nodes were recorded."""
 
     def visit(self, node: str) -> None:
         """The call reached flow node `node`."""

@@ -80,10 +80,12 @@ class RecordWriter:
 
     def __init__(self, store: CallStore, spool: RecordSpool, retry_s: float = RETRY_S,
                  refresh_s: float = QUALITY_REFRESH_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, node: str | None = None) -> None:
         """`store` should give up quickly on a hung Redis (a client with a short timeout
-        and no retries): until it does, snapshots wait in memory."""
+        and no retries): until it does, snapshots wait in memory. `node`: this node's
+        name, written into every record it saves that names none."""
         self.store = store
+        self.node = node
         self.spool = spool
         self.retry_s = retry_s
         self.refresh_s = refresh_s
@@ -120,6 +122,8 @@ class RecordWriter:
     def update(self, record: CallRecord) -> None:
         """Save `record` as it is now, soon; never blocks on Redis."""
         snapshot = dataclasses.asdict(record)
+        if snapshot["node"] is None:
+            snapshot["node"] = self.node
         with self._changed:
             self._pending[record.id] = snapshot
             self._changed.notify()

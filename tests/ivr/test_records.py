@@ -32,7 +32,7 @@ def spool(tmp_path: Path) -> RecordSpool:
 def test_the_latest_state_of_a_live_call_is_saved(redis_client: redis.Redis,
                                                   spool: RecordSpool) -> None:
     store = CallStore(redis_client)
-    writer = RecordWriter(store, spool)
+    writer = RecordWriter(store, spool, node="node-7")
     writer.start()
     try:
         record = CallRecord("call-live-1", "carrier-a", "13900000000", "400", 1000.0)
@@ -44,6 +44,7 @@ def test_the_latest_state_of_a_live_call_is_saved(redis_client: redis.Redis,
                  what="the live record saved")
         saved = store.get("call-live-1")
         assert saved is not None and saved.answered_at == 1001.0 and saved.ended_at is None
+        assert saved.node == "node-7" and record.node is None, "the writer names the node"
         record.ended_at, record.outcome = 1060.0, "completed"
         assert writer.save(record)
         ended = store.get("call-live-1")

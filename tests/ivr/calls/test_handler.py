@@ -97,6 +97,7 @@ def test_caller_presses_one_and_the_call_is_recorded(
     assert record.path == ["welcome", "menu", "thanks"] and record.digits == "1"
     assert record.outcome == "completed" and record.end_reason == "hung up by hotline"
     assert record.trunk == "carrier-a" and record.caller == "13900000000"
+    assert record.node == "node-1", "the node that carried the call"
     assert record.answered_at is not None and record.ended_at >= record.answered_at
 
 
