@@ -1,7 +1,7 @@
 """Vosk really decoding 8 kHz telephone audio with the packaged Korean model.
 
-espeak-ng's Korean is too poor for free text to come back right (see the issue 4
-notes), so free speech is checked for the mechanics (partials, one final, timing)
+espeak-ng's Korean is too poor for free text to come back right, so free speech is
+checked for the mechanics (partials, one final, timing)
 and exact text only for short answers under a grammar, as a yes/no menu uses it.
 """
 
