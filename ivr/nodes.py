@@ -139,7 +139,7 @@ class NodeLease:
             self._thread.join(self.renew_s + REDIS_TIMEOUT_S)
         try:
             if self.client.get(self._key("lease")) == self._token:
-                self.client.delete(self._key("lease"), self._key("lease-info"))
+                self.client.delete(self._key("lease"), info_key(self.prefix, self.info.name))
                 self.client.zrem(f"{self.prefix}:leases", self.info.name)
         except redis.RedisError:
             pass  # it lapses by itself
@@ -176,7 +176,7 @@ class NodeLease:
         info = self.info
         info.live_calls, info.renewed_at = self.live_calls(), self._wallclock()
         ttl_ms = int(self.lease_s * 1000)
-        keys = [self._key("lease"), self._key("lease-info"), f"{self.prefix}:leases"]
+        keys = [self._key("lease"), info_key(self.prefix, self.info.name), f"{self.prefix}:leases"]
         done = self._renew(keys=keys,
                            args=[self._token, json.dumps(asdict(info)), ttl_ms,
                                  info.renewed_at, info.name])
@@ -191,6 +191,10 @@ def drain_key(prefix: str, name: str) -> str:
     return f"{prefix}:drain:{name}"
 
 
+def info_key(prefix: str, name: str) -> str:
+    return f"{prefix}:lease-info:{name}"
+
+
 def request_drain(client: redis.Redis, prefix: str, name: str, by: str) -> None:
     """Ask node `name` to drain; it sees the request within `RENEW_S`."""
     client.set(drain_key(prefix, name), f"by {by} at {time.strftime('%H:%M:%S')}", ex=86400)
@@ -198,15 +202,17 @@ def request_drain(client: redis.Redis, prefix: str, name: str, by: str) -> None:
 
 def node_info(client: redis.Redis, prefix: str, name: str) -> NodeInfo | None:
     """What the live node `name` last said about itself, or None if its lease lapsed."""
-    data = client.get(f"{prefix}:lease-info:{name}")
+    data = client.get(info_key(prefix, name))
     return None if data is None else NodeInfo(**json.loads(data))
 
 
 def live_nodes(client: redis.Redis, prefix: str) -> list[NodeInfo]:
     """Every node whose lease holds, by name."""
     names = sorted(str(name) for name in client.zrange(f"{prefix}:leases", 0, -1))
-    found = [node_info(client, prefix, name) for name in names]
-    return [info for info in found if info is not None]
+    if not names:
+        return []
+    found = client.mget([info_key(prefix, name) for name in names])
+    return [NodeInfo(**json.loads(data)) for data in found if data is not None]
 
 
 def as_rows(nodes: list[NodeInfo], now: float) -> list[dict[str, Any]]:

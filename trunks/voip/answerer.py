@@ -137,11 +137,11 @@ class Answerer:
         media = self.engine.open(offer.payload_type, remote=(offer.address, offer.port),
                                  dtmf_payload_type=offer.dtmf_payload_type or TELEPHONE_EVENT,
                                  latching=self.symmetric_rtp)
-        media.rtcp.mux, media.rtcp_port = offer.rtcp_mux, offer.rtcp_port
+        media.rtcp.mux = offer.rtcp_mux
         call = InboundCall(self.transport, invite, source, offer, media, self.wallclock(),
                            self.media_timeout_s, self.wallclock, timer=timer,
                            min_se_s=self.min_se_s)
-        call._hold(offer.on_hold)  # an offer may start on hold
+        call._hold(offer)  # an offer may start on hold; it names the RTCP port too
         self._calls[call.id] = call
         logger.info("Call %s from %s to %s on %s", shorten(call.id), shorten(call.caller),
                     shorten(call.called), self.name)

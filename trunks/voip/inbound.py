@@ -49,7 +49,7 @@ from trunks.voip.message import (
     via,
     warning,
 )
-from trunks.voip.sdp import MediaOffer, SdpError, SdpSession, read_offer
+from trunks.voip.sdp import MediaOffer, SdpError, SdpSession, follow_offer, read_offer
 from trunks.voip.session_timer import MIN_SE_S, IntervalTooSmall, SessionTimer, negotiate
 from trunks.voip.transport import Transport
 
@@ -235,10 +235,7 @@ class InboundCall:
             return b""
         direction = "sendrecv"
         if offer is not None:
-            self._hold(offer.on_hold)
-            if offer.address not in ("0.0.0.0", "::"):
-                self.media.retarget((offer.address, offer.port))
-                self.media.rtcp_port = offer.rtcp_port
+            self._hold(offer)
             direction = offer.answer_direction
         elif request.method == "INVITE":  # an offerless re-INVITE: we offer, as we stand
             direction = "sendonly" if self.on_hold else "sendrecv"
@@ -273,8 +270,7 @@ class InboundCall:
         with self.transport.lock:
             if self.state is not CallState.ANSWERED or self.timer is None:
                 return
-            allowed = {m.strip().upper() for m in (self.invite.value("Allow") or "").split(",")}
-            method = "UPDATE" if "UPDATE" in allowed else "INVITE"
+            method = "UPDATE" if "update" in self.invite.tokens("Allow") else "INVITE"
             self._cseq += 1
             headers = [("Contact", self._contact()), ("Supported", SUPPORTED),
                        *self.timer.headers()]
@@ -295,13 +291,13 @@ class InboundCall:
             self._send_bye()
             self._end(f"{CUT_OFF}: {why}")
 
-    def _hold(self, on_hold: bool) -> None:
-        """Hold or resume: nothing is sent while held (RFC 3264 6.1); the call's flow
-        sees `on_hold` and waits."""
-        if on_hold != self.on_hold:
-            logger.info("Call %s %s", shorten(self.id), "held" if on_hold else "resumed")
-        self.on_hold = on_hold
-        self.media.sending = not on_hold
+    def _hold(self, offer: MediaOffer) -> None:
+        """Follow an offer's hold or resume, and its media: nothing is sent while held
+        (RFC 3264 6.1); the call's flow sees `on_hold` and waits."""
+        if offer.on_hold != self.on_hold:
+            logger.info("Call %s %s", shorten(self.id), "held" if offer.on_hold else "resumed")
+        self.on_hold = offer.on_hold
+        follow_offer(self.media, offer)
 
     def _respond(self, code: int, reason: str, headers: list[tuple[str, str]] | None = None,
                  body: bytes = b"") -> bytes:

@@ -52,7 +52,7 @@ from trunks.voip.message import (
     uris,
     via,
 )
-from trunks.voip.sdp import SdpError, SdpSession, read_offer
+from trunks.voip.sdp import SdpError, SdpSession, follow_offer, read_offer
 from trunks.voip.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -329,9 +329,7 @@ class Dialer:
                 self.transport.send(build_response(request, 488, "Not Acceptable Here"), source)
                 return True
             call.on_hold = offer.on_hold
-            call.media.sending = not offer.on_hold
-            if offer.address not in ("0.0.0.0", "::"):
-                call.media.retarget((offer.address, offer.port))
+            follow_offer(call.media, offer)
             body = call.sdp.describe(call.media.local_address, [call.media.payload_type],
                                      call.media.dtmf_payload_type, offer.answer_direction)
             local = self.transport.address

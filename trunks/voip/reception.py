@@ -79,6 +79,12 @@ def mos_from_r(r: float) -> float:
     return max(1.0, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r))
 
 
+def one_way_delay_ms(rtt_ms: float | None, jitter_buffer_ms: float = JITTER_BUFFER_MS) -> float:
+    """Mouth-to-ear delay as the estimate takes it: half the round trip (0 while none is
+    measured) plus the receiver's playout buffer."""
+    return (rtt_ms or 0.0) / 2 + jitter_buffer_ms
+
+
 def estimate_mos(loss_percent: float, delay_ms: float, *, bpl: float = BPL_G711_NO_PLC) -> float:
     """Estimated MOS of a G.711 call with random loss and a one-way delay in ms."""
     return mos_from_r(r_factor(loss_percent, delay_ms, bpl=bpl))
@@ -164,7 +170,7 @@ class ReceptionStats:
         expected, lost = self.expected, max(0, self.lost)
         loss_percent = 100 * lost / expected if expected else 0.0
         rtt_ms = None if rtt_s is None else rtt_s * 1000
-        delay_ms = (rtt_ms or 0.0) / 2 + jitter_buffer_ms
+        delay_ms = one_way_delay_ms(rtt_ms, jitter_buffer_ms)
         return CallQuality(expected, lost, loss_percent, self.jitter * 1000 / self.clock_rate,
                            rtt_ms, estimate_mos(loss_percent, delay_ms, bpl=bpl))
 

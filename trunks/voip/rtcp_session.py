@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 from trunks.voip.reception import (
     BPL_G711_NO_PLC,
-    JITTER_BUFFER_MS,
     CallQuality,
     ReceptionStats,
     estimate_mos,
+    one_way_delay_ms,
 )
 from trunks.voip.rtcp import (
     REPORT_INTERVAL_S,
@@ -67,8 +67,8 @@ class LegQuality:
         """The worse of the two directions' estimated MOS (what the call sounded like)."""
         scores = [] if self.received is None else [self.received.mos]
         if self.sent_loss_percent is not None:
-            delay = (self.rtt_ms or 0.0) / 2 + JITTER_BUFFER_MS
-            scores.append(estimate_mos(self.sent_loss_percent, delay, bpl=BPL_G711_NO_PLC))
+            scores.append(estimate_mos(self.sent_loss_percent, one_way_delay_ms(self.rtt_ms),
+                                       bpl=BPL_G711_NO_PLC))
         return min(scores) if scores else None
 
     def as_dict(self) -> dict[str, float | int | None]:

@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from trunks.voip.media import PCMA, PCMU, TELEPHONE_EVENT
+from trunks.voip.media import PCMA, PCMU, TELEPHONE_EVENT, RtpStream
 from trunks.voip.message import Message
 
 CODEC_NAMES = {PCMU: "PCMU", PCMA: "PCMA"}
@@ -37,7 +37,12 @@ class MediaOffer:
     @property
     def on_hold(self) -> bool:
         """Whether the far end holds the call: it will not receive, so we send nothing."""
-        return self.direction in HOLD_DIRECTIONS or self.address in ("0.0.0.0", "::")
+        return self.direction in HOLD_DIRECTIONS or self.media_address is None
+
+    @property
+    def media_address(self) -> tuple[str, int] | None:
+        """Where the offer's media goes; None for the old form of hold (c=0.0.0.0)."""
+        return None if self.address in ("0.0.0.0", "::") else (self.address, self.port)
 
     @property
     def answer_direction(self) -> str:
@@ -85,6 +90,15 @@ def _audio_lines(content: bytes) -> list[str]:
         if section in ("session", "audio"):
             kept.append(line)
     return kept
+
+
+def follow_offer(media: RtpStream, offer: MediaOffer) -> None:
+    """Point a call's stream where a (re-)offer says: nothing sent while it holds the
+    call, and its media address and RTCP port, unless it holds by c=0.0.0.0."""
+    media.sending = not offer.on_hold
+    if offer.media_address is not None:
+        media.retarget(offer.media_address)
+        media.rtcp_port = offer.rtcp_port
 
 
 def build_sdp(local: tuple[str, int], payload_types: list[int],
