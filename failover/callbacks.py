@@ -1,13 +1,16 @@
-"""Callers cut off by a trunk failure: their call-back records, and whether to call back.
+"""Callers cut off by a failure: their call-back records, and whether to call back.
 
 When a call ends without a goodbye (its audio stopped, or our answer was never
 acknowledged), the call layer hands `Callbacks.cut_off` what it knows: the number,
-the trunk and its health, where in the flow the caller was. The server calls back only
-when all of these hold, since a caller ID can be forged and a call-back costs money:
+the trunk and its health, where in the flow the caller was. So does the node that
+takes over the calls of a hotline node that died (`cause` "node"). The server calls
+back only when all of these hold, since a caller ID can be forged and a call-back costs
+money:
 
 - call-backs are enabled;
-- the call's trunk was failing (SUSPECT, DOWN or RECOVERING) when the call ended: a
-  cut-off on a healthy trunk is the caller's own line, or someone provoking one;
+- the failure was ours: the node carrying the call died, or the call's trunk was
+  failing (SUSPECT, DOWN or RECOVERING) when the call ended. A cut-off on a healthy
+  trunk is the caller's own line, or someone provoking one;
 - the number is digits and matches `callback.numbers`;
 - it was not called back within `per_number_s`, and fewer than `per_hour` call-backs
   were placed in the last hour (both counted in Redis, across nodes).
@@ -15,10 +18,17 @@ when all of these hold, since a caller ID can be forged and a call-back costs mo
 Otherwise, or when the call-back fails, staff get a ticket to call the caller. Nothing
 is dropped silently: the record says which, and why.
 
+A call has one call-back record at most: its id is drawn from the call's
+(`callback_id`), and `cut_off` on a call that has one returns it unchanged, so a cut-off
+handled twice (a node that took over a dead node's calls died in turn) calls back once.
+
 Keys (``{p}`` is the prefix):
 
     {p}:callback:{id}          string, JSON CallbackRecord; expires after RETENTION_S
     {p}:callbacks:due          sorted set of ids waiting, by due time
+    {p}:callbacks:claimed      sorted set of ids a node is calling, by when its claim
+                               lapses: renewed while the node works on it, so a call-back
+                               whose node died is claimed again by another
     {p}:callbacks              sorted set of every id, by cut-off time
     {p}:callback:number:{n}    string: number n had a call-back; expires per_number_s
 """
@@ -26,6 +36,7 @@ Keys (``{p}`` is the prefix):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import time
@@ -38,9 +49,13 @@ import redis
 from failover.config import CallbackSettings
 
 RETENTION_S = 30 * 86400
+CLAIM_S = 15.0
+"""A node's claim on a call-back lapses this long after its last renewal."""
 FAILING_STATES = frozenset({"suspect", "down", "recovering"})
 """Trunk states (at the end of a cut-off call) that make it a trunk failure."""
 DIGITS = re.compile(r"\+?[0-9]+")
+TRUNK, NODE = "trunk", "node"
+"""Causes of a cut-off: the call's trunk failed, or the hotline node carrying it died."""
 
 
 @dataclass
@@ -63,6 +78,8 @@ class CallbackRecord:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     callback_call: str | None = None
     ticket: str | None = None
+    cause: str = TRUNK
+    """TRUNK or NODE: what failed under the call."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -71,6 +88,22 @@ class CallbackRecord:
     def from_json(cls, text: str) -> CallbackRecord:
         data = json.loads(text)
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(due) do
+    if #ids >= tonumber(ARGV[3]) then break end
+    table.insert(ids, id)
+end
+for _, id in ipairs(ids) do
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+end
+return ids
+"""
+"""Claim (until ARGV[2]) up to ARGV[3] call-backs: lapsed claims first, then those due."""
 
 
 class Callbacks:
@@ -83,10 +116,15 @@ class Callbacks:
         self.prefix = prefix
         self.clock = clock
         self._numbers = re.compile(settings.numbers)
+        self._claim = client.register_script(_CLAIM)
 
     def cut_off(self, record: CallbackRecord) -> CallbackRecord:
         """Keep `record` as a call-back due later, or mark it for a ticket (status
-        "ticket", with `why`); returns it as saved."""
+        "ticket", with `why`); returns it as saved. If the call already has its
+        call-back record, that is returned as it is."""
+        existing = self.get(record.id)
+        if existing is not None:
+            return existing
         why = self._refusal(record)
         if why is None:
             record.due_at = self.clock() + self.settings.delay_s
@@ -100,7 +138,7 @@ class Callbacks:
         settings = self.settings
         if not settings.enabled:
             return "call-backs are disabled"
-        if record.trunk_state not in FAILING_STATES:
+        if record.cause == TRUNK and record.trunk_state not in FAILING_STATES:
             return (f"trunk {record.trunk} was {record.trunk_state or 'unknown'}, so the "
                     "caller's own line dropped; call-backs follow trunk failures only")
         if not DIGITS.fullmatch(record.number) or not self._numbers.fullmatch(record.number):
@@ -119,25 +157,40 @@ class Callbacks:
         return None
 
     def save(self, record: CallbackRecord) -> None:
+        """Save `record`; one no longer "calling" is no longer claimed (a "pending" one is
+        due again)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self._key(f"callback:{record.id}"), record.to_json(), ex=RETENTION_S)
         pipe.zadd(self._key("callbacks"), {record.id: record.cut_at})
         if record.status == "pending" and record.due_at is not None:
             pipe.zadd(self._key("callbacks:due"), {record.id: record.due_at})
+        if record.status != "calling":
+            pipe.zrem(self._key("callbacks:claimed"), record.id)
         pipe.zremrangebyscore(self._key("callbacks"), 0, self.clock() - RETENTION_S)
         pipe.execute()
 
     def claim_due(self, limit: int = 10) -> list[CallbackRecord]:
-        """Call-backs due now that this node takes (each to one node at most)."""
-        ids = cast(list[str], self.redis.zrangebyscore(self._key("callbacks:due"), 0,
-                                                        self.clock(), start=0, num=limit))
+        """Call-backs this node takes now, for `CLAIM_S` unless renewed: those due, and
+        those whose claim lapsed (the node calling died). A call-back is claimed by one
+        node at a time."""
+        now = self.clock()
+        ids = cast(list[str], self._claim(
+            keys=[self._key("callbacks:due"), self._key("callbacks:claimed")],
+            args=[now, now + CLAIM_S, limit]))
         claimed = []
         for callback_id in ids:
-            if self.redis.zrem(self._key("callbacks:due"), callback_id):
-                record = self.get(callback_id)
-                if record is not None:
-                    claimed.append(record)
+            record = self.get(callback_id)
+            if record is None:  # expired: nothing left to call
+                self.redis.zrem(self._key("callbacks:claimed"), callback_id)
+            else:
+                claimed.append(record)
         return claimed
+
+    def renew(self, ids: list[str]) -> None:
+        """Renew this node's claims on call-backs `ids` for another `CLAIM_S`."""
+        if ids:
+            expiry = self.clock() + CLAIM_S
+            self.redis.zadd(self._key("callbacks:claimed"), dict.fromkeys(ids, expiry), xx=True)
 
     def get(self, callback_id: str) -> CallbackRecord | None:
         text = cast(str | None, self.redis.get(self._key(f"callback:{callback_id}")))
@@ -153,4 +206,9 @@ class Callbacks:
         return f"{self.prefix}:{suffix}"
 
 
-__all__ = ["CallbackRecord", "Callbacks"]
+def callback_id(call_id: str) -> str:
+    """The id of the call-back record of the call `call_id`: one per call."""
+    return "cb-" + hashlib.sha256(call_id.encode()).hexdigest()[:12]
+
+
+__all__ = ["NODE", "TRUNK", "CallbackRecord", "Callbacks", "callback_id"]

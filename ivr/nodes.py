@@ -1,10 +1,15 @@
 """Which hotline nodes are alive: a lease per node in Redis, renewed while it runs.
 
 Keys: ``{p}:lease:{node}`` (the holder's token, expiring), ``{p}:lease-info:{node}``
-(what the node says about itself, expiring with it), ``{p}:leases`` (the names, by
-last renewal) and ``{p}:drain:{node}`` (an operator asked the node to drain: it sees the
-request at its next renewal, and a node starting under that name clears it). The trunk
-monitor's own heartbeat is ``{p}:node:{node}``.
+(what the node says about itself, expiring with it), ``{p}:lease-last`` (a hash: what each
+node last said, kept after its lease lapses, so others can still reach a node that looks
+dead), ``{p}:leases`` (the names, by last renewal) and ``{p}:drain:{node}`` (an operator
+asked the node to drain: it sees the request at its next renewal, and a node starting under
+that name clears it). The trunk monitor's own heartbeat is ``{p}:node:{node}``.
+
+The token is the node's *run*: a process restarted under the same name is a new run, and
+the calls an earlier run left open (`ivr.records`, ``{p}:live:{node}``) are known as
+cut off by its end (`ivr.calls.takeover`).
 
 Each `hotline serve` claims its node name once, with a token of its own, and renews the
 lease every `RENEW_S`; the lease expires `LEASE_S` after the last renewal, so a node that
@@ -51,6 +56,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4] - 86400)
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[2])
 return 1
 """
 """Renew (or claim, if free) the lease whose token is ARGV[1], with its info ARGV[2]."""
@@ -93,7 +99,8 @@ class NodeLease:
         self.held = False
         """Whether the latest renewal succeeded."""
         self._wallclock = wallclock
-        self._token = secrets.token_hex(8)
+        self.run = secrets.token_hex(8)
+        """This process's token on the lease: the node's run."""
         self._renew = client.register_script(_RENEW)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="node-lease", daemon=True)
@@ -138,7 +145,7 @@ class NodeLease:
         if self._thread.is_alive():
             self._thread.join(self.renew_s + REDIS_TIMEOUT_S)
         try:
-            if self.client.get(self._key("lease")) == self._token:
+            if self.client.get(self._key("lease")) == self.run:
                 self.client.delete(self._key("lease"), info_key(self.prefix, self.info.name))
                 self.client.zrem(f"{self.prefix}:leases", self.info.name)
         except redis.RedisError:
@@ -176,15 +183,20 @@ class NodeLease:
         info = self.info
         info.live_calls, info.renewed_at = self.live_calls(), self._wallclock()
         ttl_ms = int(self.lease_s * 1000)
-        keys = [self._key("lease"), info_key(self.prefix, self.info.name), f"{self.prefix}:leases"]
+        keys = [self._key("lease"), info_key(self.prefix, self.info.name), f"{self.prefix}:leases",
+                last_key(self.prefix)]
         done = self._renew(keys=keys,
-                           args=[self._token, json.dumps(asdict(info)), ttl_ms,
+                           args=[self.run, json.dumps(asdict(info)), ttl_ms,
                                  info.renewed_at, info.name])
         self.held = bool(done)
         return self.held
 
     def _key(self, part: str) -> str:
         return f"{self.prefix}:{part}:{self.info.name}"
+
+
+def last_key(prefix: str) -> str:
+    return f"{prefix}:lease-last"
 
 
 def drain_key(prefix: str, name: str) -> str:
@@ -204,6 +216,21 @@ def node_info(client: redis.Redis, prefix: str, name: str) -> NodeInfo | None:
     """What the live node `name` last said about itself, or None if its lease lapsed."""
     data = client.get(info_key(prefix, name))
     return None if data is None else NodeInfo(**json.loads(data))
+
+
+def last_info(client: redis.Redis, prefix: str, name: str) -> NodeInfo | None:
+    """What node `name` last said about itself, even if its lease has lapsed."""
+    data = client.hget(last_key(prefix), name)
+    return None if data is None else NodeInfo(**json.loads(data))
+
+
+def lapsed_nodes(client: redis.Redis, prefix: str) -> list[str]:
+    """The nodes that held a lease within the last day and hold none now."""
+    names = sorted(str(name) for name in client.zrange(f"{prefix}:leases", 0, -1))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.exists(f"{prefix}:lease:{name}")
+    return [name for name, held in zip(names, pipe.execute(), strict=True) if not held]
 
 
 def live_nodes(client: redis.Redis, prefix: str) -> list[NodeInfo]:

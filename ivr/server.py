@@ -22,6 +22,7 @@ from failover.notify.notifier import Notifier
 from failover.router import Router
 from ivr.calls.cut_off import CallbackService
 from ivr.calls.handler import CallHandler
+from ivr.calls.takeover import Takeover
 from ivr.clock import Now, utc_now
 from ivr.flow.model import load_flow
 from ivr.flow.oncall import load_oncall
@@ -32,7 +33,7 @@ from ivr.http.serving import HttpServer
 from ivr.http.twilio import TwilioVoice
 from ivr.metrics import build_registry
 from ivr.nodes import NodeInfo, NodeLease
-from ivr.records import SPOOL_PATH, CallStore, RecordSpool, RecordWriter
+from ivr.records import SPOOL_PATH, CallStore, RecordSpool, RecordWriter, WriterState
 from ivr.redis_server import EmbeddedRedis, connect
 from ivr.settings import ConfigError, Settings, config_path, load_yaml
 from ivr.tickets import Outbox, TicketDesk, build_tickets
@@ -81,6 +82,7 @@ class Server:
         self.outbox: Outbox | None = None
         self.drill: DrillService | None = None
         self.callbacks: CallbackService | None = None
+        self.takeover: Takeover | None = None
         self.notifier: Notifier | None = None
         self.scheduler: BackgroundScheduler | None = None
         self.http: HttpServer | None = None
@@ -123,12 +125,12 @@ class Server:
     def stop(self) -> None:
         """Stop everything that started, in reverse order. A part that fails to stop is
         logged and the rest still stop: nothing keeps running behind a failed shutdown."""
-        for name, step in (("node lease", self._stop_lease),
-                           ("Twilio calls", self._stop_twilio), ("HTTP", self._stop_http),
-                           ("drills", self._stop_drills),
+        for name, step in (("Twilio calls", self._stop_twilio), ("HTTP", self._stop_http),
+                           ("drills", self._stop_drills), ("takeovers", self._stop_takeover),
                            ("call-backs", self._stop_callbacks),
                            ("SIP endpoints", self._stop_endpoints),
                            ("call records", self._stop_records),
+                           ("node lease", self._stop_lease),
                            ("RTP engine", self._stop_engine), ("ticket outbox", self._stop_outbox),
                            ("trunk monitor", self._stop_monitor),
                            ("notifier", self._stop_notifier), ("Redis", self._stop_redis)):
@@ -185,8 +187,8 @@ class Server:
         self._stop_requested.set()
 
     def _stop_lease(self) -> None:
-        if self.lease is not None:  # first: the node leaves the list as it stops
-            lease, self.lease = self.lease, None
+        if self.lease is not None:  # once its calls' records are saved: a node without a
+            lease, self.lease = self.lease, None  # lease may have its open calls taken over
             lease.stop()
 
     def _stop_twilio(self) -> None:
@@ -206,6 +208,11 @@ class Server:
             scheduler, self.scheduler = self.scheduler, None
             scheduler.shutdown(wait=True)
         self.drill = None
+
+    def _stop_takeover(self) -> None:
+        if self.takeover is not None:
+            takeover, self.takeover = self.takeover, None
+            takeover.stop()
 
     def _stop_callbacks(self) -> None:
         if self.callbacks is not None:
@@ -310,6 +317,7 @@ class Server:
                 trunk, CallHandler(runner, self.records, trunk.name, vad=self.settings.speech.vad,
                                    drill=self.drill, on_cut_off=self.callbacks.cut_off))
         self.callbacks.start()
+        self.takeover = self._takeover(self.callbacks, self.records)
         if self.drill is not None:
             self.drill.start()
             trigger = self.settings.drill.trigger()
@@ -333,6 +341,18 @@ class Server:
         logger.info("HTTP API on http://%s:%s/ (/api/ needs the bearer token)",
                     *self.http.address)
 
+    def _takeover(self, callbacks: CallbackService, records: RecordWriter) -> Takeover:
+        """The thread that closes the calls dead nodes left up and calls their callers
+        back (this node's own earlier runs' once its record spool is replayed)."""
+        assert self.lease is not None
+        client = self._connect(fail_fast=True)
+        takeover = Takeover(client, self.settings.redis.prefix, self.settings.node,
+                            self.lease.run, CallStore(client, self.settings.redis.prefix),
+                            callbacks.node_failed,
+                            ready=lambda: records.state is WriterState.STORING)
+        takeover.start()
+        return takeover
+
     def _drill(self, router: Router) -> DrillService:
         settings = self.settings
         client = self._connect()
@@ -348,8 +368,10 @@ class Server:
         """The writer of call records, on a client that gives up quickly on a hung Redis
         (the spool takes the records then), replaying a spool left by an earlier run."""
         settings = self.settings
+        assert self.lease is not None
         writer = RecordWriter(CallStore(self._connect(fail_fast=True), settings.redis.prefix),
-                              RecordSpool(settings.data_dir / SPOOL_PATH), node=settings.node)
+                              RecordSpool(settings.data_dir / SPOOL_PATH), node=settings.node,
+                              run=self.lease.run)
         writer.start()
         return writer
 

@@ -1,23 +1,24 @@
-"""Calling back callers a trunk failure cut off (see `failover.callbacks` for the policy).
+"""Calling back callers a failure cut off (see `failover.callbacks` for the policy).
 
-`CallbackService.cut_off` runs as the cut-off call ends: it keeps the call-back
-record, or opens a ticket for staff right away. Its thread claims call-backs as
-they fall due, calls each number through the healthiest trunk (the next one if a
-set-up fails on a trunk), and runs the flow from `callback.node` on the answered
-call. A call-back nobody answers becomes a ticket.
+`CallbackService.cut_off` runs as a call cut off by a trunk failure ends, and
+`node_failed` as another node closes a call that a dead node left open: each keeps the
+call-back record, or opens a ticket for staff right away. The service's thread claims
+call-backs as they fall due (and those whose node died while calling), renews its claims
+while it calls, calls each number through the healthiest trunk (the next one if a
+set-up fails on a trunk), and runs the flow from `callback.node` on the answered call.
+A call-back nobody answers becomes a ticket.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
 
 import redis
 
-from failover.callbacks import CallbackRecord, Callbacks
+from failover.callbacks import NODE, CallbackRecord, Callbacks, callback_id
 from failover.config import CallbackSettings
 from failover.router import Need, Router
 from ivr import metrics
@@ -47,6 +48,8 @@ class CallbackService:
         self._stop = threading.Event()
         self._workers: set[threading.Thread] = set()
         self._legs: dict[str, OutboundCall] = {}
+        self._claimed: set[str] = set()
+        """The call-backs this node works on, whose claims it renews."""
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="callbacks", daemon=True)
 
@@ -68,28 +71,46 @@ class CallbackService:
     def cut_off(self, call: InboundCall, record: CallRecord) -> None:
         """The call ended without a goodbye: keep a call-back, or open a ticket now."""
         snapshot = self.health().get(record.trunk)
-        callback = CallbackRecord(
-            "cb-" + secrets.token_hex(6), call.id, call.caller, record.trunk, list(record.path),
+        self._keep(CallbackRecord(
+            callback_id(call.id), call.id, call.caller, record.trunk, list(record.path),
             call.end_reason or "cut off", self._wallclock(),
-            None if snapshot is None else snapshot.state.value)
+            None if snapshot is None else snapshot.state.value), record)
+
+    def node_failed(self, record: CallRecord) -> None:
+        """The node that carried `record`'s call died with it up (the record is being
+        closed): keep a call-back, or open a ticket now."""
+        self._keep(CallbackRecord(
+            callback_id(record.id), record.id, record.caller, record.trunk, list(record.path),
+            record.end_reason or "cut off", self._wallclock(), cause=NODE), record)
+
+    def _keep(self, callback: CallbackRecord, record: CallRecord) -> None:
+        """Keep `callback` (or find the call's own, made before), or open its ticket; say
+        which in `record.callback`."""
         try:
             callback = self.callbacks.cut_off(callback)
         except redis.RedisError as exc:
             callback.status, callback.why = "ticket", f"Redis unreachable ({exc})"
-        if callback.status == "ticket":
-            self._ticket(callback)
+        if callback.status in ("ticket", "failed"):
+            if callback.ticket is None:
+                self._ticket(callback)
             record.callback = f"ticket {callback.ticket}: {callback.why}"
-        else:
+        elif callback.status == "pending":
             record.callback = f"call-back {callback.id} in {self.settings.delay_s:g} s"
-        logger.warning("Call %s from %s was cut off at %s (%s, trunk %s %s): %s", call.id,
-                       call.caller, record.path[-1] if record.path else "the start",
-                       callback.reason, record.trunk, callback.trunk_state or "?",
-                       record.callback)
+        else:
+            record.callback = f"call-back {callback.id} ({callback.status})"
+        cause = ("its node failed" if callback.cause == NODE
+                 else f"trunk {record.trunk} {callback.trunk_state or '?'}")
+        logger.warning("Call %s from %s was cut off at %s (%s, %s): %s", record.id,
+                       record.caller, record.path[-1] if record.path else "the start",
+                       callback.reason, cause, record.callback)
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_S):
+            with self._lock:
+                working = list(self._claimed)
             try:
-                due = self.callbacks.claim_due()
+                self.callbacks.renew(working)
+                due = [c for c in self.callbacks.claim_due() if c.id not in working]
             except redis.RedisError as exc:
                 logger.warning("Call-backs: Redis unreachable: %s", exc)
                 continue
@@ -98,9 +119,20 @@ class CallbackService:
                                           name=f"callback-{callback.id}", daemon=True)
                 with self._lock:
                     self._workers = {w for w in self._workers if w.is_alive()} | {worker}
+                    self._claimed.add(callback.id)
                 worker.start()
 
     def _call_back(self, callback: CallbackRecord) -> None:
+        try:
+            self._place(callback)
+        finally:
+            with self._lock:
+                self._claimed.discard(callback.id)
+
+    def _place(self, callback: CallbackRecord) -> None:
+        if callback.status == "calling":
+            logger.warning("Call-back %s: its node stopped calling (%d attempts); calling "
+                           "again", callback.id, len(callback.attempts))
         callback.status = "calling"
         self._save(callback)
         tried: set[str] = set()

@@ -8,6 +8,9 @@ it sounds; while Redis cannot take them, they wait in a spool on disk.
                           carried (JSON: call, leg, at and the leg's quality figures),
                           scored by the end of the call; written with the call's final
                           record, so every node's calls are in it
+    {p}:live:{node}       hash: call id -> the node's run, for each call whose latest
+                          record is open (not ended); written with the record, so the
+                          calls a dead node left open can be found and closed
 
 `model.py` holds the record, `store.py` the keys above, `writer.py` the writer and
 `spool.py` the spool (``<data_dir>/calls/spool.jsonl``).
@@ -15,10 +18,11 @@ it sounds; while Redis cannot take them, they wait in a spool on disk.
 
 from ivr.records.model import ANSWERED, CallRecord, LegQualities, measured_legs
 from ivr.records.spool import SPOOL_PATH, RecordSpool
-from ivr.records.store import QUALITY_KEPT, RECORD_RETENTION_S, CallStore
+from ivr.records.store import QUALITY_KEPT, RECORD_RETENTION_S, CallStore, live_key
 from ivr.records.writer import SAVE_WAIT_S, RecordWriter, WriterState
 
 __all__ = [
     "ANSWERED", "QUALITY_KEPT", "RECORD_RETENTION_S", "SAVE_WAIT_S", "SPOOL_PATH", "CallRecord",
-    "CallStore", "LegQualities", "RecordSpool", "RecordWriter", "WriterState", "measured_legs",
+    "CallStore", "LegQualities", "RecordSpool", "RecordWriter", "WriterState", "live_key",
+    "measured_legs",
 ]

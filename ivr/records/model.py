@@ -55,6 +55,9 @@ class CallRecord:
     node: str | None = None
     """The hotline node that carried the call (its `node` setting); None in records
     written before nodes were recorded."""
+    run: str | None = None
+    """Which run of that node (its lease token: a restart is a new run), so the calls a
+    crash or power loss left open can be told from the calls the node carries now."""
 
     def visit(self, node: str) -> None:
         """The call reached flow node `node`."""

@@ -1,5 +1,6 @@
-"""Call records in Redis: one JSON document per call, indexed by start time, and each
-trunk's latest measured legs (the keys are drawn in `ivr.records`)."""
+"""Call records in Redis: one JSON document per call, indexed by start time and, while
+the call is up, by the node that carries it; and each trunk's latest measured legs (the
+keys are drawn in `ivr.records`)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ class CallStore:
         call_id = data["id"]
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self._key(call_id), json.dumps(data), ex=RECORD_RETENTION_S)
+        if (node := data.get("node")) is not None:
+            if data["ended_at"] is None and data.get("run") is not None:
+                pipe.hset(live_key(self.prefix, node), call_id, data["run"])
+            else:
+                pipe.hdel(live_key(self.prefix, node), call_id)
         pipe.zadd(f"{self.prefix}:calls", {call_id: data["started_at"]})
         pipe.zremrangebyscore(f"{self.prefix}:calls", 0, self.clock() - RECORD_RETENTION_S)
         if data["ended_at"] is not None:
@@ -47,6 +53,11 @@ class CallStore:
                 pipe.zremrangebyrank(key, 0, -QUALITY_KEPT - 1)
                 pipe.expire(key, RECORD_RETENTION_S)
         pipe.execute()
+
+    def live(self, node: str) -> dict[str, str]:
+        """The calls whose records say they are up on `node`: call id -> the node's run
+        that carries them."""
+        return cast(dict[str, str], self.redis.hgetall(live_key(self.prefix, node)))
 
     def get(self, call_id: str) -> CallRecord | None:
         text = cast(str | None, self.redis.get(self._key(call_id)))
@@ -82,3 +93,8 @@ class CallStore:
 
     def _quality_key(self, trunk: str) -> str:
         return f"{self.prefix}:quality:{trunk}"
+
+
+def live_key(prefix: str, node: str) -> str:
+    """The hash of the calls up on `node`, by their records."""
+    return f"{prefix}:live:{node}"

@@ -80,12 +80,14 @@ class RecordWriter:
 
     def __init__(self, store: CallStore, spool: RecordSpool, retry_s: float = RETRY_S,
                  refresh_s: float = QUALITY_REFRESH_S,
-                 clock: Callable[[], float] = time.monotonic, node: str | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, node: str | None = None,
+                 run: str | None = None) -> None:
         """`store` should give up quickly on a hung Redis (a client with a short timeout
-        and no retries): until it does, snapshots wait in memory. `node`: this node's
-        name, written into every record it saves that names none."""
+        and no retries): until it does, snapshots wait in memory. `node` and `run`: this
+        node's name and run (`NodeLease.run`), written into every record it saves that
+        names no node."""
         self.store = store
-        self.node = node
+        self.node, self.run = node, run
         self.spool = spool
         self.retry_s = retry_s
         self.refresh_s = refresh_s
@@ -123,7 +125,7 @@ class RecordWriter:
         """Save `record` as it is now, soon; never blocks on Redis."""
         snapshot = dataclasses.asdict(record)
         if snapshot["node"] is None:
-            snapshot["node"] = self.node
+            snapshot["node"], snapshot["run"] = self.node, self.run
         with self._changed:
             self._pending[record.id] = snapshot
             self._changed.notify()

@@ -13,7 +13,7 @@ import pytest
 import redis
 import yaml
 
-from failover.callbacks import CallbackRecord, Callbacks
+from failover.callbacks import CLAIM_S, NODE, CallbackRecord, Callbacks, callback_id
 from failover.config import CallbackSettings
 from ivr.records import CallStore
 from ivr.server import Server
@@ -178,3 +178,43 @@ def test_who_gets_a_call_back(redis_client: redis.Redis) -> None:
     assert sorted(r.id for r in Callbacks(redis_client, callbacks.settings,
                                           clock=lambda: 1061.0).claim_due()) == [
         "cb-1", "cb-6", "cb-7"]
+
+
+def test_a_node_failure_is_called_back_whatever_the_trunk_and_once_per_call(
+        redis_client: redis.Redis) -> None:
+    callbacks = Callbacks(redis_client, CallbackSettings(enabled=True, numbers=r"139\d{8}"),
+                          clock=lambda: 1000.0)
+    record = CallbackRecord(callback_id("call-1"), "call-1", CALLER, "carrier-a", ["menu"],
+                            "cut off: node failure", 1000.0, None, cause=NODE)
+    assert callbacks.cut_off(record).status == "pending", "the trunk's state does not matter"
+    again = CallbackRecord(callback_id("call-1"), "call-1", CALLER, "carrier-a", ["menu"],
+                           "cut off: node failure", 1005.0, None, cause=NODE)
+    kept = callbacks.cut_off(again)  # a second node handling the same call
+    assert (kept.status, kept.cut_at) == ("pending", 1000.0), "the first record, unchanged"
+    assert callback_id("call-1") != callback_id("call-2")
+
+
+def test_a_call_back_whose_node_died_is_claimed_again_by_another(
+        redis_client: redis.Redis) -> None:
+    now = [1000.0]
+    settings = CallbackSettings(enabled=True, delay_s=0, numbers=r"139\d{8}")
+    node_a, node_b = (Callbacks(redis_client, settings, clock=lambda: now[0]) for _ in "ab")
+    for n in (1, 2):
+        node_a.cut_off(cut(f"1390000000{n}", "down", n))
+    claimed = node_a.claim_due()
+    assert sorted(r.id for r in claimed) == ["cb-1", "cb-2"]
+    assert node_b.claim_due() == [], "claimed: nobody else takes them"
+    for record in claimed:
+        record.status = "calling"
+        node_a.save(record)
+    now[0] += CLAIM_S - 1
+    node_a.renew(["cb-1"])  # node-a still calls cb-1; it died while calling cb-2
+    claimed[0].status = "answered"
+    node_a.save(claimed[0])  # answered: no longer claimed
+    now[0] += 2
+    again = node_b.claim_due()
+    assert [(r.id, r.status) for r in again] == [("cb-2", "calling")]
+    now[0] += CLAIM_S - 1
+    node_b.renew(["cb-2"])
+    now[0] += 2
+    assert node_a.claim_due() == [], "cb-1 was answered, node-b renews its claim on cb-2"

@@ -1,0 +1,210 @@
+"""Taking over from a dead node: closing the calls it left up, and calling their callers back.
+
+Every node's record writer keeps, with each call's record, the index of the calls up on
+it (``{p}:live:{node}``: call id -> the node's run). A node that dies leaves its entries
+there. Every `scan_s` each node's `Takeover` looks for them:
+
+- on nodes whose lease has lapsed, once *fenced*: none of the node's SIP addresses (nor
+  its HTTP address, for a node without SIP trunks) answers. A node that has only lost
+  Redis still answers, and keeps its calls; it is probed again `hold_s` later. One node
+  probes a lapsed node at a time (``{p}:fence:{node}``);
+- on this node's own earlier runs: a node restarted after a crash finds the calls its
+  last run left open, once its record spool has been replayed (a call that ended before
+  the crash may have its last record in the spool).
+
+Each call is adopted atomically (its entry moved into this node's hash, so one node
+takes it), its record closed with the end reason ``cut off: node failure``, and its
+caller handed to `on_cut_off` (the call-back service: a call-back, or a ticket when
+call-backs are off or refused). A drill's test call is only closed. A node that dies
+while closing adopted calls leaves them in its own hash, to be taken over in turn; the
+call-back is made once all the same (`failover.callbacks.callback_id`).
+
+Known limits: a node cut off from Redis *and* from the node probing it (a network
+partition) looks dead, and its callers are called back while it may still carry them;
+and the last records a dead node had spooled to its own disk (Redis being down too)
+reach Redis only when it restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+
+import redis
+
+from ivr.nodes import NodeInfo, lapsed_nodes, last_info
+from ivr.records import CallRecord, CallStore, live_key
+from trunks.config import ProbeSettings, TrunkConfig, split_hostport
+from trunks.errors import ProbeRejected
+from trunks.probe import OptionsProbe, probe_once
+
+logger = logging.getLogger(__name__)
+
+NODE_FAILURE = "cut off: node failure"
+SCAN_S = 2.0
+"""How often a node looks for calls left by dead nodes."""
+PROBE_S = 1.5
+"""How long each of a lapsed node's addresses has to answer before it counts as dead."""
+HOLD_S = 10.0
+"""A lapsed node found alive (it answers, but does not renew its lease) is probed again
+after this long."""
+UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
+
+_ADOPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+"""Move call ARGV[1], up on run ARGV[2] of a dead node (KEYS[1]), to this node's run ARGV[3]
+(KEYS[2]); 0 if another node took it first."""
+
+
+class Takeover:
+    """Finds and closes the calls that dead nodes (and this node's earlier runs) left up."""
+
+    def __init__(self, client: redis.Redis, prefix: str, node: str, run: str, store: CallStore,
+                 on_cut_off: Callable[[CallRecord], None],
+                 ready: Callable[[], bool] = lambda: True,
+                 answers: Callable[[NodeInfo], bool] | None = None,
+                 wallclock: Callable[[], float] = time.time, scan_s: float = SCAN_S,
+                 hold_s: float = HOLD_S) -> None:
+        """`on_cut_off` gets each closed record (but a drill's) before it is saved, and
+        fills its `callback`. `ready`: whether this node's own earlier runs may be taken
+        over yet (its record spool is replayed). `answers`: whether a lapsed node still
+        answers (default: `node_answers`)."""
+        self.client, self.prefix, self.node, self.run = client, prefix, node, run
+        self.store = store
+        self.on_cut_off = on_cut_off
+        self.ready = ready
+        self.answers = answers or node_answers
+        self.scan_s, self.hold_s = scan_s, hold_s
+        self._wallclock = wallclock
+        self._adopt = client.register_script(_ADOPT)
+        self._adopted: dict[str, str] = {}
+        """Calls adopted and not yet closed (a Redis error): call id -> the dead node."""
+        self._alive: set[str] = set()
+        """Lapsed nodes last found answering (logged once per spell)."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="takeover", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.scan_s + 2 * PROBE_S + 1)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.scan_s):
+            try:
+                self.scan()
+            except redis.RedisError as exc:
+                logger.debug("Takeover scan skipped, Redis unreachable: %s", exc)
+            except Exception:  # a bug must not end the takeovers for good
+                logger.exception("Takeover scan failed; trying again")
+
+    def scan(self) -> int:
+        """Take over what dead nodes left, once; returns how many calls were closed."""
+        closed = sum(self._close(call_id, dead) for call_id, dead in list(self._adopted.items()))
+        if self.ready():
+            earlier = {c: r for c, r in self.store.live(self.node).items() if r != self.run}
+            closed += self._take(self.node, earlier, "an earlier run of this node")
+        for name in lapsed_nodes(self.client, self.prefix):
+            if name == self.node or not self.client.hlen(live_key(self.prefix, name)):
+                continue
+            if self._fenced(name):
+                closed += self._take(name, self.store.live(name), f"node {name}")
+        return closed
+
+    def _fenced(self, name: str) -> bool:
+        """Whether lapsed node `name` is dead: this node probes it (no other node is
+        probing it) and it does not answer."""
+        fence = f"{self.prefix}:fence:{name}"
+        if not self.client.set(fence, self.node, nx=True, px=int(self.hold_s * 1000)):
+            return self.client.get(fence) == f"dead by {self.node}"
+        info = last_info(self.client, self.prefix, name)
+        if info is not None and self.answers(info):
+            if name not in self._alive:
+                self._alive.add(name)
+                logger.warning("Node %s does not renew its lease but answers: it keeps its "
+                               "calls (has it lost Redis?); probing it again in %g s", name,
+                               self.hold_s)
+            return False
+        self._alive.discard(name)
+        self.client.set(fence, f"dead by {self.node}", px=int(self.hold_s * 1000))
+        return True
+
+    def _take(self, dead: str, calls: dict[str, str], whose: str) -> int:
+        """Adopt and close the calls `calls` (call id -> run) that `dead` left up."""
+        if not calls:
+            return 0
+        logger.warning("Taking over %d calls left up by %s", len(calls), whose)
+        closed = 0
+        for call_id, run in calls.items():
+            if self._adopt(keys=[live_key(self.prefix, dead), live_key(self.prefix, self.node)],
+                           args=[call_id, run, self.run]):
+                self._adopted[call_id] = dead
+                closed += self._close(call_id, dead)
+        return closed
+
+    def _close(self, call_id: str, dead: str) -> int:
+        """Close call `call_id`, adopted from node `dead`: 1 if its record was closed
+        here, 0 if it needed none (ended, or the call goes on on another node)."""
+        record = self.store.get(call_id)
+        closed = 0
+        if record is not None and record.ended_at is None and not self._carried(record):
+            record.ended_at = self._wallclock()
+            record.end_reason = NODE_FAILURE
+            record.outcome = record.outcome or "cut off"
+            if record.path != ["drill"]:
+                self.on_cut_off(record)
+            self.store.save(record)
+            closed = 1
+            logger.warning("Call %s from %s closed: node %s failed with it up at %s",
+                           call_id, record.caller, record.node or dead,
+                           record.path[-1] if record.path else "the start")
+        self.client.hdel(live_key(self.prefix, self.node), call_id)
+        self._adopted.pop(call_id, None)
+        return closed
+
+    def _carried(self, record: CallRecord) -> bool:
+        """Whether a live node carries `record`'s call: its node lists it as up, under the
+        run that wrote the record (the front door moved the call to another node, and
+        that node's record replaced the dead node's)."""
+        if record.node is None or record.run is None:
+            return False
+        return bool(self.client.hget(live_key(self.prefix, record.node), record.id) == record.run)
+
+
+def node_answers(info: NodeInfo, timeout_s: float = PROBE_S) -> bool:
+    """Whether the node `info` describes answers on any of its SIP addresses (OPTIONS:
+    any response, 503 too) or, if it has none, on its HTTP address (``/healthz``)."""
+    for listen in info.sip.values():
+        host, port = split_hostport(listen)
+        host = info.host if host in UNSPECIFIED else host
+        probe = OptionsProbe(TrunkConfig(
+            name="node", mode="ip", proxy=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            probe=ProbeSettings(timeout_s=timeout_s)), user_agent="hotline-takeover")
+        try:
+            outcome = probe_once(probe)
+        finally:
+            probe.close()
+        if outcome.rtt_s is not None or isinstance(outcome.error, ProbeRejected):
+            return True  # 503 from a draining node is an answer too
+    if info.sip or info.http is None:
+        return False
+    host, port = split_hostport(info.http)
+    host = info.host if host in UNSPECIFIED else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+__all__ = ["NODE_FAILURE", "Takeover", "node_answers"]
