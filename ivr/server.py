@@ -22,6 +22,7 @@ from failover.notify.notifier import Notifier
 from failover.router import Router
 from ivr.calls.cut_off import CallbackService
 from ivr.calls.handler import CallHandler
+from ivr.calls.recovery import Recovery
 from ivr.calls.takeover import Takeover
 from ivr.clock import Now, utc_now
 from ivr.flow.model import load_flow
@@ -312,12 +313,14 @@ class Server:
         self.callbacks = CallbackService(
             Callbacks(self._connect(fail_fast=True), callback, self.settings.redis.prefix),
             callback, router, runner, self.records, desk, monitor.snapshots)
+        handlers = {trunk.name: CallHandler(runner, self.records, trunk.name,
+                                            vad=self.settings.speech.vad, drill=self.drill,
+                                            on_cut_off=self.callbacks.cut_off)
+                    for trunk in trunks}
         for trunk in trunks:
-            self.endpoints[trunk.name] = self._endpoint(
-                trunk, CallHandler(runner, self.records, trunk.name, vad=self.settings.speech.vad,
-                                   drill=self.drill, on_cut_off=self.callbacks.cut_off))
+            self.endpoints[trunk.name] = self._endpoint(trunk, handlers[trunk.name])
         self.callbacks.start()
-        self.takeover = self._takeover(self.callbacks, self.records)
+        self.takeover = self._takeover(self.callbacks, self.records, handlers)
         if self.drill is not None:
             self.drill.start()
             trigger = self.settings.drill.trigger()
@@ -341,15 +344,18 @@ class Server:
         logger.info("HTTP API on http://%s:%s/ (/api/ needs the bearer token)",
                     *self.http.address)
 
-    def _takeover(self, callbacks: CallbackService, records: RecordWriter) -> Takeover:
-        """The thread that closes the calls dead nodes left up and calls their callers
-        back (this node's own earlier runs' once its record spool is replayed)."""
+    def _takeover(self, callbacks: CallbackService, records: RecordWriter,
+                  handlers: dict[str, CallHandler]) -> Takeover:
+        """The thread that takes up the bridged calls dead nodes left, closes their other
+        calls and calls those callers back (this node's own earlier runs' once its
+        record spool is replayed)."""
         assert self.lease is not None
         client = self._connect(fail_fast=True)
-        takeover = Takeover(client, self.settings.redis.prefix, self.settings.node,
-                            self.lease.run, CallStore(client, self.settings.redis.prefix),
-                            callbacks.node_failed,
-                            ready=lambda: records.state is WriterState.STORING)
+        node, run = self.settings.node, self.lease.run
+        takeover = Takeover(client, self.settings.redis.prefix, node, run,
+                            CallStore(client, self.settings.redis.prefix), callbacks.node_failed,
+                            ready=lambda: records.state is WriterState.STORING,
+                            recover=Recovery(self.endpoints, handlers, node, run))
         takeover.start()
         return takeover
 

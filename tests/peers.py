@@ -213,15 +213,20 @@ class Phone:
     started: ClassVar[list[Phone]] = []
 
     def __init__(self, scenario: str, workdir: Path, calls: int = 1,
-                 keys: dict[str, str] | None = None) -> None:
+                 keys: dict[str, str] | None = None, echo: bool = False,
+                 timeout_s: float = 20.0) -> None:
+        """`echo`: send the RTP that comes to sipp's media port back to its sender;
+        `timeout_s`: sipp gives up (and fails) after this long."""
         self.port = free_udp_port()
-        self.workdir = workdir
+        self.workdir, self.timeout_s = workdir, timeout_s
         workdir.mkdir(parents=True, exist_ok=True)
         extra = [arg for name, value in (keys or {}).items() for arg in ("-key", name, value)]
+        extra += ["-rtp_echo"] if echo else []
         self.process = subprocess.Popen(
             [require("sipp", "sip-tester"), "-sf", str(SIPP_SCENARIOS / scenario),
              "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(free_udp_port()),
-             "-m", str(calls), "-timeout", "20s", "-timeout_error", "-nostdin", "-trace_err",
+             "-m", str(calls), "-timeout", f"{timeout_s:g}s", "-timeout_error", "-nostdin",
+             "-trace_err",
              "-trace_msg", *extra],
             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         Phone.started.append(self)
@@ -234,7 +239,7 @@ class Phone:
     def finish(self) -> None:
         """Wait for sipp to complete its scenario; fail with its error log if it did not."""
         try:
-            code = self.process.wait(25)
+            code = self.process.wait(self.timeout_s + 5)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

@@ -7,7 +7,9 @@ waits a moment for the last save (into Redis, or the spool while Redis is away).
 the answer on, the writer also follows how the call sounds (the caller's leg, and the
 staff leg while bridged), and the handler writes the final figures and observes them in
 /metrics when the call ends. Whether a call is a drill's is read with a bound on the
-wait (`DrillService.claims`).
+wait (`DrillService.claims`). While the call is bridged to staff, the writer saves both
+legs' SIP dialogs with the record; `resume` carries on such a call when this node has
+taken it up from a node that died (`ivr.calls.recovery`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ivr.flow.runner import FlowRunner
 from ivr.records import CallRecord, LegQualities, RecordWriter
 from speech.recognizer import VadSettings
 from trunks.voip.inbound import InboundCall
+from trunks.voip.outbound import OutboundCall
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class CallHandler:
         try:
             call.answer()
             record.answered_at = self._wallclock()
-            self.records.follow(call.id, lambda: _live_quality(call, channel))
+            self._follow(call, channel)
             self.records.update(record)
             if self.drill is not None and self.drill.claims(call):
                 record.visit("drill")
@@ -60,21 +63,45 @@ class CallHandler:
             else:
                 self.runner.run(channel, record, on_step=self.records.update)
         finally:
-            call.hangup()
-            record.ended_at = self._wallclock()
-            record.end_reason = call.end_reason
-            record.quality = call.media.quality().as_dict()
-            if call.cut_off and self.on_cut_off is not None and record.path != ["drill"]:
-                try:
-                    self.on_cut_off(call, record)
-                except Exception:  # the call's record must still be saved
-                    logger.exception("Call %s: handling its cut-off failed", call.id)
-            if not self.records.save(record):
-                logger.error("Call %s: record neither stored nor spooled yet", call.id)
-            metrics.call_ended("sip", record.outcome)
-            metrics.call_quality(record)
-            logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
-                        " > ".join(record.path))
+            self._finish(call, record)
+
+    def resume(self, call: InboundCall, leg: OutboundCall, record: CallRecord) -> None:
+        """Carry on a call taken up from a node that died while it was bridged to staff
+        on `leg` (both re-offered to this node): bridge them again, then go on with the
+        flow after the forward, as the call would have; `record` is the call's, moved
+        to this node."""
+        metrics.call_started("sip")
+        channel = SipChannel(call, vad=self._vad)
+        channel.bridged = leg
+        try:
+            self._follow(call, channel)
+            self.records.update(record)
+            self.runner.resume(channel, leg, record, on_step=self.records.update)
+        finally:
+            leg.hangup()
+            self._finish(call, record)
+
+    def _follow(self, call: InboundCall, channel: SipChannel) -> None:
+        self.records.follow(call.id, lambda: _live_quality(call, channel),
+                            dialog=channel.dialog_state)
+
+    def _finish(self, call: InboundCall, record: CallRecord) -> None:
+        """The call is over: hang up, and save its final record."""
+        call.hangup()
+        record.ended_at = self._wallclock()
+        record.end_reason = call.end_reason
+        record.quality = call.media.quality().as_dict()
+        if call.cut_off and self.on_cut_off is not None and record.path != ["drill"]:
+            try:
+                self.on_cut_off(call, record)
+            except Exception:  # the call's record must still be saved
+                logger.exception("Call %s: handling its cut-off failed", call.id)
+        if not self.records.save(record):
+            logger.error("Call %s: record neither stored nor spooled yet", call.id)
+        metrics.call_ended("sip", record.outcome)
+        metrics.call_quality(record)
+        logger.info("Call %s from %s: %s via %s", call.id, call.caller, record.outcome,
+                    " > ".join(record.path))
 
 
 def _live_quality(call: InboundCall, channel: SipChannel) -> LegQualities:

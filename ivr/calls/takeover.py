@@ -13,9 +13,12 @@ there. Every `scan_s` each node's `Takeover` looks for them:
   the crash may have its last record in the spool).
 
 Each call is adopted atomically (its entry moved into this node's hash, so one node
-takes it), its record closed with the end reason ``cut off: node failure``, and its
-caller handed to `on_cut_off` (the call-back service: a call-back, or a ticket when
-call-backs are off or refused). A drill's test call is only closed. A node that dies
+takes it). A call that was bridged to staff is handed to `recover`, which takes it up on
+this node (`ivr.calls.recovery`): caller and staff go on talking. Any other call, and a
+bridged one that cannot be taken up, has its record closed with the end reason
+``cut off: node failure`` and its caller handed to `on_cut_off` (the call-back service:
+a call-back, or a ticket when call-backs are off or refused). A drill's test call is
+only closed. A node that dies
 while closing adopted calls leaves them in its own hash, to be taken over in turn; the
 call-back is made once all the same (`failover.callbacks.callback_id`).
 
@@ -32,6 +35,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -62,6 +66,9 @@ return 1
 """Move call ARGV[1], up on run ARGV[2] of a dead node (KEYS[1]), to this node's run ARGV[3]
 (KEYS[2]); 0 if another node took it first."""
 
+Recover = Callable[[CallRecord, dict[str, Any], Callable[[], None]], None]
+"""Takes up a bridged call (its record and dialogs) or runs the closing given."""
+
 
 class Takeover:
     """Finds and closes the calls that dead nodes (and this node's earlier runs) left up."""
@@ -71,16 +78,18 @@ class Takeover:
                  ready: Callable[[], bool] = lambda: True,
                  answers: Callable[[NodeInfo], bool] | None = None,
                  wallclock: Callable[[], float] = time.time, scan_s: float = SCAN_S,
-                 hold_s: float = HOLD_S) -> None:
+                 hold_s: float = HOLD_S, recover: Recover | None = None) -> None:
         """`on_cut_off` gets each closed record (but a drill's) before it is saved, and
         fills its `callback`. `ready`: whether this node's own earlier runs may be taken
         over yet (its record spool is replayed). `answers`: whether a lapsed node still
-        answers (default: `node_answers`)."""
+        answers (default: `node_answers`). `recover`: given each call that was bridged
+        (its record, its dialogs, and the closing to run if it cannot take the call up)."""
         self.client, self.prefix, self.node, self.run = client, prefix, node, run
         self.store = store
         self.on_cut_off = on_cut_off
         self.ready = ready
         self.answers = answers or node_answers
+        self.recover = recover
         self.scan_s, self.hold_s = scan_s, hold_s
         self._wallclock = wallclock
         self._adopt = client.register_script(_ADOPT)
@@ -109,7 +118,8 @@ class Takeover:
                 logger.exception("Takeover scan failed; trying again")
 
     def scan(self) -> int:
-        """Take over what dead nodes left, once; returns how many calls were closed."""
+        """Take over what dead nodes left, once; returns how many calls were taken over
+        (closed, or handed to `recover`)."""
         closed = sum(self._close(call_id, dead) for call_id, dead in list(self._adopted.items()))
         if self.ready():
             earlier = {c: r for c, r in self.store.live(self.node).items() if r != self.run}
@@ -153,24 +163,37 @@ class Takeover:
         return closed
 
     def _close(self, call_id: str, dead: str) -> int:
-        """Close call `call_id`, adopted from node `dead`: 1 if its record was closed
-        here, 0 if it needed none (ended, or the call goes on on another node)."""
+        """Take over call `call_id`, adopted from node `dead`: 1 if it was closed or
+        handed to `recover`, 0 if it needed neither (ended, or the call goes on on another
+        node)."""
         record = self.store.get(call_id)
-        closed = 0
-        if record is not None and record.ended_at is None and not self._carried(record):
-            record.ended_at = self._wallclock()
-            record.end_reason = NODE_FAILURE
-            record.outcome = record.outcome or "cut off"
-            if record.path != ["drill"]:
-                self.on_cut_off(record)
-            self.store.save(record)
-            closed = 1
-            logger.warning("Call %s from %s closed: node %s failed with it up at %s",
-                           call_id, record.caller, record.node or dead,
-                           record.path[-1] if record.path else "the start")
+        if record is None or record.ended_at is not None or self._carried(record):
+            self._release(call_id)
+            return 0
+        dialog = self.store.dialog(call_id) if self.recover is not None else None
+        if self.recover is not None and dialog:
+            self._adopted.pop(call_id, None)  # the recovery closes it if it must
+            self.recover(record, dialog, lambda: self._finish(record, dead))
+        else:
+            self._finish(record, dead)
+        return 1
+
+    def _finish(self, record: CallRecord, dead: str) -> None:
+        """Close the record of a call its node's death cut off, and hand the caller on."""
+        record.ended_at = self._wallclock()
+        record.end_reason = NODE_FAILURE
+        record.outcome = record.outcome or "cut off"
+        if record.path != ["drill"]:
+            self.on_cut_off(record)
+        self.store.save(record)
+        logger.warning("Call %s from %s closed: node %s failed with it up at %s", record.id,
+                       record.caller, record.node or dead,
+                       record.path[-1] if record.path else "the start")
+        self._release(record.id)
+
+    def _release(self, call_id: str) -> None:
         self.client.hdel(live_key(self.prefix, self.node), call_id)
         self._adopted.pop(call_id, None)
-        return closed
 
     def _carried(self, record: CallRecord) -> bool:
         """Whether a live node carries `record`'s call: its node lists it as up, under the

@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ivr.channels.base import CallEnded, Channel, Heard
 from speech import g711
@@ -18,6 +18,7 @@ from speech.recognizer import Recognizer, VadSettings
 from speech.synthesizer import Samples
 from speech.tones import ringback
 from speech.vad import BargeIn
+from trunks.voip.leg_state import LegState
 from trunks.voip.media import RtpStream
 from trunks.voip.outbound import OutboundCall, Outcome
 
@@ -42,6 +43,8 @@ class Leg(Protocol):
 
     def hangup(self) -> None: ...
 
+    def leg_state(self) -> LegState: ...
+
 
 class SipChannel(Channel):
     """A call through a trunk (from a caller, or a call-back to one), its audio through the
@@ -51,7 +54,7 @@ class SipChannel(Channel):
                  vad: VadSettings | None = None) -> None:
         self.call = call
         self.bridged: OutboundCall | None = None
-        """The staff leg the call is bridged to, while it is."""
+        """The staff leg the call is bridged to (from its answer), while it is."""
         self._clock = clock
         self._vad = vad or VadSettings()
 
@@ -175,6 +178,8 @@ class SipChannel(Channel):
         if self.call.ended.is_set():  # the call is ending: the leg goes too, even if answered
             leg.hangup()
             raise CallEnded(self.call.end_reason)
+        if outcome is Outcome.ANSWERED:
+            self.bridged = leg  # its dialog is saved from now (`dialog_state`)
         return outcome
 
     def bridge(self, leg: OutboundCall) -> None:
@@ -191,6 +196,14 @@ class SipChannel(Channel):
             self.bridged = None
             caller.bridge(None)
             callee.bridge(None)
+
+    def dialog_state(self) -> dict[str, Any] | None:
+        """Both legs' dialogs while the call is bridged to staff (None otherwise), for
+        another node to take the call up (`ivr.calls.recovery`)."""
+        leg = self.bridged
+        if leg is None or leg.ended.is_set() or self.call.ended.is_set():
+            return None
+        return {"caller": self.call.leg_state().as_dict(), "staff": leg.leg_state().as_dict()}
 
     def leg_quality(self, leg: OutboundCall) -> dict[str, float | int | None]:
         return leg.media.quality().as_dict()

@@ -4,6 +4,7 @@ voice bot, and the path taken, recorded in the call's `CallRecord`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -25,7 +26,7 @@ from ivr.flow.oncall import OnCall
 from ivr.flow.voicebot import VoiceBot
 from ivr.records import CallRecord
 from speech.prompts import PromptCache
-from trunks.voip.outbound import Outcome
+from trunks.voip.outbound import OutboundCall, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,29 @@ class FlowRunner:
                                                 else "caller hung up")
             return
         channel.hangup()
+
+    def resume(self, channel: Channel, leg: OutboundCall, record: CallRecord,
+               on_step: Callable[[CallRecord], None] | None = None) -> None:
+        """Carry on a call that a node which died had bridged to staff on `leg` (this
+        node took both legs up): bridge them again, then walk the flow from the node after
+        the forward, the last in `record.path`, as `run` would have."""
+        node = self.flow.nodes.get(record.path[-1]) if record.path else None
+        after = node.next if isinstance(node, ForwardNode) else None
+        busy = (self.dialer.busy(record.forwarded_to)
+                if self.dialer is not None and record.forwarded_to else contextlib.nullcontext())
+        try:
+            with busy:
+                channel.bridge(leg)
+        except CallEnded as ended:
+            record.outcome = record.outcome or (ended.args[0] if ended.args and ended.args[0]
+                                                else "caller hung up")
+            return
+        finally:
+            record.note_forward_quality(channel.leg_quality(leg))
+        if after is None:
+            channel.hangup()
+        else:
+            self.run(channel, record, start=after, on_step=on_step)
 
     def _step(self, node: object, channel: Channel, record: CallRecord,
               on_step: Callable[[CallRecord], None] | None) -> str | None:

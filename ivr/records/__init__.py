@@ -11,6 +11,9 @@ it sounds; while Redis cannot take them, they wait in a spool on disk.
     {p}:live:{node}       hash: call id -> the node's run, for each call whose latest
                           record is open (not ended); written with the record, so the
                           calls a dead node left open can be found and closed
+    {p}:dialog:{id}       string, JSON: a bridged call's SIP dialogs (both legs'
+                          `LegState`), written with its record while it is up, so
+                          another node can take the call up if its node dies
 
 `model.py` holds the record, `store.py` the keys above, `writer.py` the writer and
 `spool.py` the spool (``<data_dir>/calls/spool.jsonl``).

@@ -58,6 +58,9 @@ class CallRecord:
     run: str | None = None
     """Which run of that node (its lease token: a restart is a new run), so the calls a
     crash or power loss left open can be told from the calls the node carries now."""
+    moved: list[dict[str, Any]] = field(default_factory=list)
+    """Each time the call moved to another node because its node died while it was
+    bridged: from, to, at (epoch s), reinvite_s (how long the legs took to accept)."""
 
     def visit(self, node: str) -> None:
         """The call reached flow node `node`."""

@@ -18,6 +18,8 @@ RECORD_RETENTION_S = 90 * 86400
 """How long a call record is kept."""
 QUALITY_KEPT = 100
 """Measured call legs kept per trunk in its quality list."""
+DIALOG_KEPT_S = 86400
+"""A bridged call's dialogs are kept while it is up; this long at most."""
 
 
 class CallStore:
@@ -33,17 +35,25 @@ class CallStore:
         self.save_snapshot(dataclasses.asdict(record))
 
     def save_snapshot(self, data: Mapping[str, Any]) -> None:
-        """Save a record as `dataclasses.asdict` gives it. A finished call's measured legs
-        go into their trunks' quality lists in the same transaction (saving the same
-        record again adds nothing: a leg is the same member)."""
+        """Save a record as `dataclasses.asdict` gives it (with the writer's "dialog", kept
+        under a key of its own while the call is up). A finished call's measured legs go
+        into their trunks' quality lists in the same transaction (saving the same record
+        again adds nothing: a leg is the same member)."""
         call_id = data["id"]
+        dialog = data.get("dialog")
+        up = data["ended_at"] is None
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._key(call_id), json.dumps(data), ex=RECORD_RETENTION_S)
+        pipe.set(self._key(call_id), json.dumps({k: v for k, v in data.items() if k != "dialog"}),
+                 ex=RECORD_RETENTION_S)
         if (node := data.get("node")) is not None:
-            if data["ended_at"] is None and data.get("run") is not None:
+            if up and data.get("run") is not None:
                 pipe.hset(live_key(self.prefix, node), call_id, data["run"])
             else:
                 pipe.hdel(live_key(self.prefix, node), call_id)
+        if up and dialog:
+            pipe.set(self._dialog_key(call_id), json.dumps(dialog), ex=DIALOG_KEPT_S)
+        else:
+            pipe.delete(self._dialog_key(call_id))
         pipe.zadd(f"{self.prefix}:calls", {call_id: data["started_at"]})
         pipe.zremrangebyscore(f"{self.prefix}:calls", 0, self.clock() - RECORD_RETENTION_S)
         if data["ended_at"] is not None:
@@ -53,6 +63,12 @@ class CallStore:
                 pipe.zremrangebyrank(key, 0, -QUALITY_KEPT - 1)
                 pipe.expire(key, RECORD_RETENTION_S)
         pipe.execute()
+
+    def dialog(self, call_id: str) -> dict[str, Any] | None:
+        """The SIP dialogs of the call's legs while it is up and bridged, as its node
+        last saved them (`SipChannel.dialog_state`), or None."""
+        text = cast(str | None, self.redis.get(self._dialog_key(call_id)))
+        return None if text is None else cast(dict[str, Any], json.loads(text))
 
     def live(self, node: str) -> dict[str, str]:
         """The calls whose records say they are up on `node`: call id -> the node's run
@@ -90,6 +106,9 @@ class CallStore:
 
     def _key(self, call_id: str) -> str:
         return f"{self.prefix}:call:{call_id}"
+
+    def _dialog_key(self, call_id: str) -> str:
+        return f"{self.prefix}:dialog:{call_id}"
 
     def _quality_key(self, trunk: str) -> str:
         return f"{self.prefix}:quality:{trunk}"

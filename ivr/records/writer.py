@@ -55,6 +55,10 @@ class WriterState(enum.StrEnum):
     """Redis failed: snapshots go to the spool until it is replayed."""
 
 
+Dialog = Callable[[], dict[str, Any] | None]
+"""A followed call's SIP dialogs while it is bridged (`SipChannel.dialog_state`)."""
+
+
 @dataclass
 class _Job:
     call_id: str
@@ -62,7 +66,9 @@ class _Job:
     quality: Callable[[], LegQualities] | None
     """The followed call's quality, read into the snapshot before it is saved."""
     refresh: bool
-    """Only a refresh: saved only if the quality changed."""
+    """Only a refresh: saved only if the quality (or the dialog) changed."""
+    dialog: Dialog | None = None
+    """The followed call's dialogs, read into the snapshot's "dialog" before it is saved."""
 
 
 class RecordWriter:
@@ -75,8 +81,10 @@ class RecordWriter:
     A call the writer `follow`s has its quality read on the writer's thread (the RTP
     engine's counters, read without a lock) into each snapshot saved, and its latest
     snapshot saved again every `refresh_s` when the quality changed, so a call that
-    stays in one step (bridged to staff, say) still shows how it sounds. `save` ends
-    that: the call's own thread writes the final figures."""
+    stays in one step (bridged to staff, say) still shows how it sounds. Its SIP dialogs
+    while bridged are read the same way into the snapshot's "dialog" (which the store
+    keeps apart from the record), so another node can take the call up if this one
+    dies. `save` ends that: the call's own thread writes the final figures."""
 
     def __init__(self, store: CallStore, spool: RecordSpool, retry_s: float = RETRY_S,
                  refresh_s: float = QUALITY_REFRESH_S,
@@ -96,6 +104,7 @@ class RecordWriter:
         """Call id -> the latest snapshot not yet saved; None: the followed call's latest
         snapshot again, if its quality changed."""
         self._live: dict[str, Callable[[], LegQualities]] = {}
+        self._dialogs: dict[str, Dialog] = {}
         self._latest: dict[str, Snapshot] = {}
         """A followed call's latest snapshot, saved again when its quality changes."""
         self._refresh_at = clock() + refresh_s
@@ -114,11 +123,14 @@ class RecordWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def follow(self, call_id: str, quality: Callable[[], LegQualities]) -> None:
-        """Keep the live call's record current with `quality` until `save`; `quality`
-        must not block (`RtpStream.quality`)."""
+    def follow(self, call_id: str, quality: Callable[[], LegQualities],
+               dialog: Dialog | None = None) -> None:
+        """Keep the live call's record current with `quality` (and `dialog`) until
+        `save`; neither may block (`RtpStream.quality`, `SipChannel.dialog_state`)."""
         with self._changed:
             self._live[call_id] = quality
+            if dialog is not None:
+                self._dialogs[call_id] = dialog
             self._changed.notify()
 
     def update(self, record: CallRecord) -> None:
@@ -136,6 +148,7 @@ class RecordWriter:
         dies first)."""
         with self._changed:
             self._live.pop(record.id, None)
+            self._dialogs.pop(record.id, None)
             self._latest.pop(record.id, None)
             saved = self._saved.setdefault(record.id, threading.Event())
             saved.clear()
@@ -261,20 +274,29 @@ class RecordWriter:
         jobs = []
         for call_id, snapshot in self._pending.items():
             quality = self._live.get(call_id)
+            dialog = self._dialogs.get(call_id)
             if snapshot is not None:
                 if quality is not None:
                     self._latest[call_id] = snapshot
-                jobs.append(_Job(call_id, snapshot, quality, refresh=False))
+                jobs.append(_Job(call_id, snapshot, quality, refresh=False, dialog=dialog))
             elif (latest := self._latest.get(call_id)) is not None and quality is not None:
-                jobs.append(_Job(call_id, latest, quality, refresh=True))
+                jobs.append(_Job(call_id, latest, quality, refresh=True, dialog=dialog))
         self._pending.clear()
         return jobs
 
 
 def _changed(job: _Job) -> bool:
-    """Read a followed call's quality into its snapshot; whether the job is to be saved
-    (a refresh only when the quality changed)."""
+    """Read a followed call's quality and dialogs into its snapshot; whether the job is
+    to be saved (a refresh only when either changed)."""
     changed = job.quality is not None and _with_quality(job.snapshot, job.call_id, job.quality)
+    if job.dialog is not None:
+        try:
+            dialog = job.dialog()
+        except Exception:  # the record is saved all the same
+            logger.exception("Call %s: reading its dialogs failed", job.call_id)
+        else:
+            changed = changed or job.snapshot.get("dialog") != dialog
+            job.snapshot["dialog"] = dialog
     return changed or not job.refresh
 
 

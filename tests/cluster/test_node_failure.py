@@ -1,15 +1,20 @@
-"""A node killed (SIGKILL) with a caller on it: the other node notices, closes the call's
+"""A node killed (SIGKILL) with calls on it: the other node notices, takes up a call that
+was bridged to staff (both legs re-INVITEd, audio through it), and closes any other call's
 record "cut off: node failure" and calls the caller back, once.
 
 Topology: a sipp caller -> carrier A (Kamailio) -> the front door (the shipped
 frontdoor.cfg) -> node-a or node-b (`hotline serve`) -> one redis-server. Carrier B takes
-the nodes' own calls (the call-back) to a sipp phone standing for the caller's phone.
+the nodes' own calls (to staff, and call-backs) to a sipp phone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +36,12 @@ from tests.peers import (
     GroupProcess,
     Phone,
     RedisServer,
+    forward_flow,
     free_udp_port,
     require,
     sip_ping,
+    sipp_trace,
+    staff_roster,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -50,9 +58,10 @@ CALLER = "13900000000"  # the From of uac_forwarded.xml
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, redis_url: str) -> None:
-        self.tmp_path = tmp_path
-        self.phone = Phone("uas_answer.xml", tmp_path / "phone")
+    def __init__(self, tmp_path: Path, redis_url: str, phone: Phone, flow: str = FLOW,
+                 callback_node: str | None = "again") -> None:
+        self.tmp_path, self.flow, self.callback_node = tmp_path, flow, callback_node
+        self.phone = phone
         frontdoor_port = free_udp_port()
         self.carrier_a = Carrier(tmp_path / "carrier-a", host="127.0.0.3",
                                  hotline=("127.0.0.4", frontdoor_port))
@@ -69,7 +78,8 @@ class Rig:
     def _node(self, name: str, redis_url: str) -> GroupProcess:
         work = self.tmp_path / name
         work.mkdir()
-        (work / "ivr.yaml").write_text(FLOW)
+        (work / "ivr.yaml").write_text(self.flow)
+        (work / "oncall.yaml").write_text(staff_roster(1))
         probe = FAST_PROBES.model_dump()
         trunks = [
             {"name": "carrier-a", "mode": "ip", "proxy": self.carrier_a.address, "priority": 2,
@@ -79,7 +89,7 @@ class Rig:
              "listen": f"127.0.0.1:{self.listen[name]['carrier-b']}", "probe": probe}]
         (work / "hotline.yaml").write_text(yaml.safe_dump({
             "node": name, "data_dir": str(work / "var"), "redis": {"url": redis_url},
-            "failover": {"callback": {"enabled": True, "delay_s": 1, "node": "again",
+            "failover": {"callback": {"enabled": True, "delay_s": 1, "node": self.callback_node,
                                       "numbers": r"139\d{8}", "silence_s": 120}},
             "trunks": trunks}))
         return GroupProcess([sys.executable, "-m", "ivr", "serve", "--config",
@@ -100,16 +110,22 @@ class Rig:
     def log(self, name: str) -> str:
         return (self.tmp_path / name / "serve.log").read_text(errors="replace")
 
-    def call(self) -> None:
-        """A caller through carrier A that stays in the menu (and sends no audio)."""
+    def call(self, scenario: str = "uac_forwarded.xml", rtp_port: int | None = None) -> None:
+        """A caller through carrier A (its audio, if any, on `rtp_port`)."""
         workdir = self.tmp_path / "caller"
         workdir.mkdir()
         self.caller = subprocess.Popen(
             [require("sipp", "sip-tester"), self.carrier_a.address, "-sf",
-             str(SIPP_SCENARIOS / "uac_forwarded.xml"), "-key", "rtp_port",
-             str(free_udp_port()), "-m", "1", "-s", "400", "-i", "127.0.0.1", "-p",
-             str(free_udp_port()), "-timeout", "120s", "-nostdin"],
+             str(SIPP_SCENARIOS / scenario), "-key", "rtp_port",
+             str(rtp_port or free_udp_port()), "-m", "1", "-s", "400", "-i", "127.0.0.1", "-p",
+             str(free_udp_port()), "-timeout", "120s", "-nostdin", "-trace_msg",
+             "-trace_err"],
             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+
+    def caller_done(self) -> int:
+        """Wait for the caller's sipp to finish its scenario; its exit code."""
+        assert self.caller is not None
+        return self.caller.wait(60)
 
     def stop(self) -> None:
         if self.caller is not None and self.caller.poll() is None:
@@ -124,7 +140,22 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[Rig]:
-    rig = Rig(tmp_path, redis_server.url)
+    """Menus, and call-backs to a sipp phone."""
+    rig = Rig(tmp_path, redis_server.url, Phone("uas_answer.xml", tmp_path / "phone"))
+    try:
+        rig.start()
+        yield rig
+    finally:
+        rig.stop()
+
+
+@pytest.fixture
+def bridged(tmp_path: Path, redis_server: RedisServer,
+            redis_client: redis.Redis) -> Iterator[Rig]:
+    """Every caller forwarded to the one person on call, a sipp phone that echoes audio."""
+    staff = Phone("uas_taken_up.xml", tmp_path / "staff", echo=True, timeout_s=90)
+    rig = Rig(tmp_path, redis_server.url, staff, flow=forward_flow(ring_s=10),
+              callback_node=None)
     try:
         rig.start()
         yield rig
@@ -167,3 +198,71 @@ def test_a_killed_nodes_caller_is_called_back_once_by_the_other(
     assert len(rig.phone.received("INVITE")) == 1, "called back once"
     assert f"closed: node {dead} failed with it up at menu" in rig.log(survivor)
     assert calls.live(dead) == {} and calls.live(survivor) == {}
+
+
+PATTERN = bytes([0x2A]) * 160  # 20 ms of PCMU that is neither silence nor noise
+
+
+def test_a_bridged_call_on_a_killed_node_is_taken_up_by_the_other(
+        bridged: Rig, redis_client: redis.Redis) -> None:
+    calls = CallStore(redis_client)
+    audio = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    audio.bind(("127.0.0.1", 0))
+    audio.settimeout(0.02)
+    bridged.call("uac_taken_up.xml", rtp_port=audio.getsockname()[1])
+    wait_for(lambda: any(calls.dialog(r.id) for r in calls.recent(5)), timeout=30,
+             what="the bridged call's dialogs saved")
+    (record,) = calls.recent(5)
+    assert record.forwarded_to == "staff-001" and record.outcome == "forwarded"
+    dead = record.node
+    assert dead in bridged.nodes
+    survivor = next(name for name in bridged.nodes if name != dead)
+    bridged.nodes[dead].kill()
+    killed_at = time.time()
+    wait_for(lambda: (found := calls.get(record.id)) is not None and found.node == survivor,
+             timeout=30, what="the call moved to the survivor")
+    moved = calls.get(record.id)
+    assert moved is not None and moved.ended_at is None and moved.run is not None
+    (move,) = moved.moved
+    assert move["from"] == dead and move["to"] == survivor
+    taken_up_s = move["at"] - killed_at
+    assert taken_up_s < LEASE_S + 10, f"taken up {taken_up_s:.1f} s after the kill"
+    reinvite = next(text for direction, text in sipp_trace(bridged.tmp_path / "caller")
+                    if direction == "received" and text.startswith("INVITE "))
+    media = re.search(r"c=IN IP4 (\S+).*?m=audio (\d+)", reinvite, re.S)
+    assert media is not None, reinvite
+    assert f"{bridged.listen[survivor]['carrier-a']}" in reinvite.split("Contact:")[1][:80]
+    target = (media[1], int(media[2]))
+    sender = threading.Thread(target=_talk, args=(audio, target, 100))  # 2 s of audio
+    sender.start()
+    echoed, until = 0, time.monotonic() + 3
+    while time.monotonic() < until:  # through the survivor to the staff phone and back
+        with contextlib.suppress(TimeoutError):
+            echoed += audio.recv(2048)[12:] == PATTERN
+    sender.join()
+    audio.close()
+    assert echoed > 50, f"{echoed} of 100 packets came back through the survivor"
+    assert bridged.caller_done() == 0, "the caller got the survivor's BYE after staff hung up"
+    bridged.phone.finish()
+    wait_for(lambda: (found := calls.get(record.id)) is not None and found.ended_at is not None,
+             what="the call's final record")
+    final = calls.get(record.id)
+    assert final is not None and final.node == survivor and final.outcome == "forwarded"
+    assert final.end_reason == "hung up by hotline" and final.callback is None
+    assert Callbacks(redis_client, CallbackSettings()).recent(5) == [], "nobody called back"
+    assert calls.live(dead) == {} and calls.live(survivor) == {}
+    assert calls.dialog(record.id) is None
+
+
+def _talk(sock: socket.socket, target: tuple[str, int], packets: int) -> None:
+    """Send `packets` packets of PATTERN to `target`, one every 20 ms."""
+    start = time.monotonic()
+    for seq in range(1, packets + 1):
+        sock.sendto(_rtp(seq) + PATTERN, target)
+        time.sleep(max(0.0, start + seq * 0.02 - time.monotonic()))
+
+
+def _rtp(seq: int) -> bytes:
+    """An RTP header: PCMU, sequence `seq`, 20 ms timestamps, a fixed SSRC."""
+    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big") + \
+        (0x1234ABCD).to_bytes(4, "big")

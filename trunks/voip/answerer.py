@@ -4,7 +4,8 @@
 only from the trunk's addresses (others get 403), with an SDP body (else 415) it can
 answer (else 488) and a session interval it accepts (else 422); it gets 100 Trying,
 and the application's `on_call` runs in a thread of its own with the `InboundCall`
-(`inbound.py`). Requests and responses in a known call go to that call.
+(`inbound.py`). Requests and responses in a known call go to that call. `take_up`
+rebuilds a call another process answered (a node that died) from its `LegState`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ import time
 from collections.abc import Callable, Iterable
 
 from trunks.voip.inbound import CallState, InboundCall
+from trunks.voip.leg_state import MARGIN, LegState
 from trunks.voip.media import TELEPHONE_EVENT, RtpEngine
-from trunks.voip.message import SDP, Message, build_response, shorten, warning
+from trunks.voip.message import (
+    SDP,
+    Message,
+    SipParseError,
+    build_response,
+    parse_message,
+    shorten,
+    warning,
+)
 from trunks.voip.refusals import REFUSED, RefusalLog
-from trunks.voip.sdp import MediaOffer, SdpError, read_offer
+from trunks.voip.sdp import MediaOffer, SdpError, SdpSession, read_offer
 from trunks.voip.session_timer import MIN_SE_S, IntervalTooSmall, SessionTimer, negotiate
 from trunks.voip.transport import Transport
 
@@ -107,6 +117,38 @@ class Answerer:
         self._reply(invite, source, 100, "Trying")
         self._start(invite, source, offer, timer)
 
+    def take_up(self, state: LegState, on_call: Callable[[InboundCall], None]) -> InboundCall:
+        """Rebuild an answered call that another process carried from its `state`: in
+        its dialog, with a stream of ours (sending nowhere until the caller answers our
+        `reoffer`); `on_call` runs it in a thread of its own, as new calls run. Raise
+        ValueError if the state cannot be read, or the call is up here already."""
+        try:
+            invite = parse_message(state.invite.encode("utf-8"))
+            offer = read_offer(invite)
+        except (SipParseError, SdpError) as exc:
+            raise ValueError(f"call {state.call_id}: its INVITE cannot be read: {exc}") from exc
+        media = self.engine.open(state.payload_type,
+                                 dtmf_payload_type=state.dtmf_payload_type or TELEPHONE_EVENT,
+                                 latching=self.symmetric_rtp)
+        now = self.wallclock()
+        call = InboundCall(self.transport, invite, state.source, offer, media, now,
+                           self.media_timeout_s, self.wallclock, local_tag=state.local_tag,
+                           state=CallState.ANSWERED, answered_at=now, on_hold=state.on_hold,
+                           sdp=SdpSession(state.sdp_id, state.sdp_version + MARGIN),
+                           min_se_s=self.min_se_s, trunk=self.name)
+        call._cseq = state.cseq + MARGIN
+        media.sending = not state.on_hold
+        with self.transport.lock:
+            if call.id in self._calls:
+                media.close()
+                raise ValueError(f"call {state.call_id} is up here already")
+            self._calls[call.id] = call
+            call.watch_media()
+        logger.info("Call %s from %s taken up on %s", shorten(call.id), shorten(call.caller),
+                    self.name)
+        self._run(call, on_call)
+        return call
+
     def end_calls(self, timeout: float = 5.0) -> None:
         """Hang up every call and wait (up to `timeout`) for its worker to finish."""
         for call in self.calls:
@@ -140,19 +182,22 @@ class Answerer:
         media.rtcp.mux = offer.rtcp_mux
         call = InboundCall(self.transport, invite, source, offer, media, self.wallclock(),
                            self.media_timeout_s, self.wallclock, timer=timer,
-                           min_se_s=self.min_se_s)
+                           min_se_s=self.min_se_s, trunk=self.name)
         call._hold(offer)  # an offer may start on hold; it names the RTCP port too
         self._calls[call.id] = call
         logger.info("Call %s from %s to %s on %s", shorten(call.id), shorten(call.caller),
                     shorten(call.called), self.name)
-        worker = threading.Thread(target=self._run_call, args=(call,),
+        self._run(call, self.on_call)
+
+    def _run(self, call: InboundCall, on_call: Callable[[InboundCall], None]) -> None:
+        worker = threading.Thread(target=self._run_call, args=(call, on_call),
                                   name=f"call-{call.id[:8]}", daemon=True)
         self._workers.add(worker)
         worker.start()
 
-    def _run_call(self, call: InboundCall) -> None:
+    def _run_call(self, call: InboundCall, on_call: Callable[[InboundCall], None]) -> None:
         try:
-            self.on_call(call)
+            on_call(call)
         except Exception:
             logger.exception("Call %s: the flow failed; hanging up", shorten(call.id))
         finally:

@@ -21,7 +21,9 @@ hands each message to the part it belongs to:
 - an ICMP error for an INVITE we sent (port or host unreachable) fails that call
   at once.
 
-Each incoming call runs the application's `on_call` in a thread of its own.
+Each incoming call runs the application's `on_call` in a thread of its own. A call that
+another process carried (a node that died) can be taken up from its `LegState`:
+`take_up_call` for a call from the carrier, `take_up_leg` for one we placed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 
 from trunks.voip.answerer import Answerer
 from trunks.voip.inbound import InboundCall
+from trunks.voip.leg_state import LegState
 from trunks.voip.media import RtpEngine
 from trunks.voip.message import (
     ALLOW,
@@ -189,6 +192,16 @@ class SipEndpoint:
         """Call `number` through this trunk, from `caller_id` (default: the trunk's);
         returns at once, see `OutboundCall.wait`."""
         return self._outbound.place_call(number, ring_timeout_s, caller_id)
+
+    def take_up_call(self, state: LegState,
+                     on_call: Callable[[InboundCall], None]) -> InboundCall:
+        """Take up a call from the carrier that another process answered (see
+        `Answerer.take_up`); `on_call` runs it."""
+        return self._inbound.take_up(state, on_call)
+
+    def take_up_leg(self, state: LegState) -> OutboundCall:
+        """Take up a call another process placed through this trunk (`Dialer.take_up`)."""
+        return self._outbound.take_up(state)
 
     def register(self, expires_s: int = REGISTER_EXPIRES_S) -> Registration:
         """Register this trunk with the carrier, and keep it registered until `stop`."""

@@ -15,7 +15,9 @@ application's thread for the call decides the answer through the call's methods
   whose refresher stops refreshing, or whose refresh is answered 408 or 481, is ended
   with BYE as cut off;
 - an answered call from which no audio or DTMF arrives for `media_timeout_s`, while
-  not on hold, is ended with BYE as cut off (the media watchdog).
+  not on hold, is ended with BYE as cut off (the media watchdog);
+- `leg_state` gives the dialog as another process needs it to take the call up, and a
+  call taken up so (`Answerer.take_up`) moves the caller's media to us with `reoffer`.
 
 Every response goes back to the address the request came from.
 """
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trunks.voip.info_dtmf import ACCEPTED, InfoError, info_digit
+from trunks.voip.leg_state import INBOUND, LegState
 from trunks.voip.media import RtpStream
 from trunks.voip.message import (
     ALLOW,
@@ -92,8 +95,12 @@ class InboundCall:
     timer: SessionTimer | None = None
     """The session timer agreed on (RFC 4028), if any."""
     min_se_s: int = MIN_SE_S
+    trunk: str = ""
+    """The trunk the call came in on."""
     _cseq: int = 0
     _info_cseq: int = -1
+    _reoffered: Callable[[bool], None] | None = None
+    """Told whether our re-INVITE (`reoffer`) was answered 2xx with SDP."""
 
     @property
     def id(self) -> str:
@@ -130,9 +137,13 @@ class InboundCall:
             transport.retransmit((self.id, "invite"), data, self.source,
                                  on_give_up=self._no_ack)
             self._arm_timer()
-            if self.media_timeout_s is not None:
-                self.media.last_heard = time.monotonic()
-                transport.schedule((self.id, "media"), MEDIA_CHECK_S, self._check_media)
+            self.watch_media()
+
+    def watch_media(self) -> None:
+        """Start the media watchdog (if the call has a media timeout), from now."""
+        if self.media_timeout_s is not None:
+            self.media.last_heard = time.monotonic()
+            self.transport.schedule((self.id, "media"), MEDIA_CHECK_S, self._check_media)
 
     def reject(self, code: int = 486, reason: str = "Busy Here") -> None:
         """Refuse a call that is still ringing."""
@@ -153,6 +164,28 @@ class InboundCall:
 
     def wait_ended(self, timeout: float | None = None) -> bool:
         return self.ended.wait(timeout)
+
+    def leg_state(self) -> LegState:
+        """The call's dialog as it stands, for another process to take it up."""
+        with self.transport.lock:
+            return LegState(INBOUND, self.trunk, self.id, self.local_tag, self._cseq,
+                            self.sdp.id, self.sdp.version or self.sdp.id,
+                            self.media.payload_type, self.offer.dtmf_payload_type,
+                            self.on_hold, invite=self.invite.raw.decode("utf-8", "replace"),
+                            source=self.source)
+
+    def reoffer(self, done: Callable[[bool], None]) -> None:
+        """Offer our media as it stands in a re-INVITE with our Contact (the call was
+        taken up by this process); `done` is told, from the endpoint's loop, whether the
+        caller accepted it (a 2xx with an SDP answer we follow)."""
+        with self.transport.lock:
+            self._reoffered = done
+            self._cseq += 1
+            headers = [("Contact", self._contact()), ("Allow", ALLOW), ("Supported", SUPPORTED),
+                       ("Content-Type", SDP)]
+            data, destination = self._request("INVITE", headers, self._describe("sendrecv"))
+            self.transport.transmit((self.id, "refresh"), data, destination,
+                                    on_give_up=lambda: self._reoffer_answered(None))
 
     # Requests in the call's dialog, from the endpoint's loop.
 
@@ -183,14 +216,16 @@ class InboundCall:
             self.media.receive_digit(digit)
 
     def on_response(self, response: Message) -> None:
-        """A response to our session refresh."""
+        """A response to our session refresh, or to our re-offer."""
         if response.cseq.number != self._cseq or response.status_code < 200:
             return
         self.transport.stop_retransmit((self.id, "refresh"))
         if response.cseq.method == "INVITE" and response.status_code < 300:
             data, destination = self._request("ACK", cseq=response.cseq.number)
             self.transport.send(data, destination)
-        if response.status_code < 300:
+        if response.cseq.method == "INVITE" and self._reoffered is not None:
+            self._reoffer_answered(response)
+        elif response.status_code < 300:
             self._arm_timer()
         elif response.status_code in (408, 481):
             self._lost_session(f"session refresh answered {response.status_code}")
@@ -215,6 +250,26 @@ class InboundCall:
         self._end("caller hung up")
 
     # Private: offers, hold, session timers, responses, requests.
+
+    def _reoffer_answered(self, response: Message | None) -> None:
+        """Our re-offer was answered (`response`) or never (None): follow the answer's
+        media and hold, and tell whoever waits."""
+        done, self._reoffered = self._reoffered, None
+        accepted = response is not None and response.status_code < 300
+        if accepted and response is not None:
+            try:
+                self._hold(read_offer(response))
+            except SdpError as exc:
+                logger.warning("Call %s: re-offer answered without usable SDP: %s",
+                               shorten(self.id), exc)
+                accepted = False
+        if response is None:
+            logger.warning("Call %s: no answer to our re-offer", shorten(self.id))
+        elif not accepted:
+            logger.warning("Call %s: re-offer answered %d %s", shorten(self.id),
+                           response.status_code, response.reason)
+        if done is not None:
+            done(accepted)
 
     def _answer_offer(self, request: Message, source: tuple[str, int]) -> bytes:
         """Answer a re-INVITE or UPDATE: its SDP offer, if any, and its session timer;

@@ -100,6 +100,8 @@ class Message(SIPMessage):
     """The body as received (only an SDP body is also parsed, into `body`)."""
     media_profiles: tuple[str, ...] = ()
     """Each SDP m= line's transport profile ("RTP/AVP", "RTP/AVPF", ...), in order."""
+    raw: bytes = b""
+    """The datagram as received (`parse_message`), to keep or parse again."""
 
     def values(self, name: str) -> list[str]:
         return [value for n, value in self.header_lines if n == name]
@@ -213,7 +215,9 @@ def parse_message(data: bytes) -> Message:
     try:
         if method is not None:
             _check_request_line(start)
-        return _parse(start, headers, _body(headers, body))
+        message = _parse(start, headers, _body(headers, body))
+        message.raw = data
+        return message
     except SipParseError as exc:
         if method is not None and method[1] != "ACK":
             exc.request = _answerable(method[1], headers)

@@ -20,7 +20,9 @@ Stock pyVoIP's `invite()` blocks, and acts only on 200, 404 and 503. Here an
 `outcome` tells a failure of the trunk (timeout, 408, 5xx) from a refusal by
 the callee (busy, declined, not found), which must not be retried elsewhere.
 A `Dialer` places one trunk's calls and keeps them a while after they end, to
-ACK a retransmitted final.
+ACK a retransmitted final. `leg_state` gives an answered call's dialog as another
+process needs it; `Dialer.take_up` rebuilds such a call, and `Dialer.reoffer` moves the
+callee's media to us with a re-INVITE.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Histogram
 
 from trunks.voip.auth import digest_authorization
+from trunks.voip.leg_state import MARGIN, OUTBOUND, LegState
 from trunks.voip.media import PCMA, PCMU, TELEPHONE_EVENT, RtpEngine, RtpStream
 from trunks.voip.message import (
     ALLOW,
@@ -120,6 +123,8 @@ class OutboundCall:
     finished: threading.Event = field(default_factory=threading.Event)
     """Set once the set-up has an outcome (answered or failed)."""
     ended: threading.Event = field(default_factory=threading.Event)
+    reoffered: Callable[[bool], None] | None = None
+    """Told whether our re-INVITE (`Dialer.reoffer`) was answered 2xx with SDP."""
 
     def __post_init__(self) -> None:
         if not self.call_id:
@@ -160,6 +165,20 @@ class OutboundCall:
         """BYE if answered, CANCEL if still ringing."""
         self.dialer.hangup(self)
 
+    def reoffer(self, done: Callable[[bool], None]) -> None:
+        """See `Dialer.reoffer`."""
+        self.dialer.reoffer(self, done)
+
+    def leg_state(self) -> LegState:
+        """The answered call's dialog as it stands, for another process to take it up."""
+        with self.dialer.transport.lock:
+            return LegState(OUTBOUND, self.dialer.name, self.call_id, self.local_tag,
+                            self.cseq, self.sdp.id, self.sdp.version or self.sdp.id,
+                            self.media.payload_type, self.media.dtmf_payload_type,
+                            self.on_hold, number=self.number, uri=self.uri,
+                            caller_id=self.caller_id, remote_tag=self.remote_tag,
+                            route=list(self.route), remote_target=self.remote_target)
+
 
 def build_invite(call: OutboundCall, authorization: tuple[str, str] | None = None) -> bytes:
     """The INVITE (or its authenticated retry) for `call`; it goes to the trunk's proxy."""
@@ -187,17 +206,19 @@ def in_transaction_request(call: OutboundCall, method: str, to: str,
         ("Call-ID", call.call_id), ("CSeq", f"{cseq} {method}")])
 
 
-def in_dialog_request(call: OutboundCall, method: str, cseq: int) -> tuple[bytes,
-                                                                           tuple[str, int]]:
-    """ACK for a 2xx or BYE: new branch, along the route set to the remote target."""
+def in_dialog_request(call: OutboundCall, method: str, cseq: int,
+                      extra: list[tuple[str, str]] | None = None,
+                      body: bytes = b"") -> tuple[bytes, tuple[str, int]]:
+    """A request in the call's dialog (ACK for a 2xx, BYE, our re-INVITE): new branch,
+    along the route set to the remote target."""
     headers = [("Via", via(call.dialer.transport.address, new_branch())), ("Max-Forwards", "70")]
     if call.route:
         headers.append(("Route", ", ".join(f"<{r}>" for r in call.route)))
     headers += [("From", call.from_header),
                 ("To", f"<{call.uri}>;tag={call.remote_tag}"), ("Call-ID", call.call_id),
-                ("CSeq", f"{cseq} {method}")]
+                ("CSeq", f"{cseq} {method}"), *(extra or [])]
     target = call.remote_target or call.uri
-    data = format_message(f"{method} {target} {SIP_VERSION}", headers)
+    data = format_message(f"{method} {target} {SIP_VERSION}", headers, body)
     try:
         destination = uri_address(call.route[0] if call.route else target)
     except SipParseError:
@@ -271,6 +292,48 @@ class Dialer:
         logger.info("Calling %s through %s (call %s)", number, self.name, call.call_id)
         return call
 
+    def take_up(self, state: LegState) -> OutboundCall:
+        """Rebuild an answered call that another process placed, from its `state`: in
+        its dialog, with a stream of ours (sending nowhere until the callee answers our
+        `reoffer`). Raise ValueError if the call is up here already."""
+        call = OutboundCall(self, state.number, state.uri,
+                            self.engine.open(state.payload_type, latching=self.symmetric_rtp),
+                            state.caller_id, call_id=state.call_id, local_tag=state.local_tag,
+                            cseq=state.cseq + MARGIN, outcome=Outcome.ANSWERED, status=200,
+                            reason="OK", on_hold=state.on_hold,
+                            sdp=SdpSession(state.sdp_id, state.sdp_version + MARGIN),
+                            remote_tag=state.remote_tag, route=list(state.route),
+                            remote_target=state.remote_target)
+        if state.dtmf_payload_type is not None:
+            call.media.dtmf_payload_type = state.dtmf_payload_type
+        call.media.sending = not state.on_hold
+        call.answered.set()
+        call.finished.set()
+        with self.transport.lock:
+            if state.call_id in self._calls:
+                call.media.close()
+                raise ValueError(f"call {state.call_id} is up here already")
+            self._calls[call.call_id] = call
+        logger.info("Call %s to %s taken up on %s", call.call_id, call.number, self.name)
+        return call
+
+    def reoffer(self, call: OutboundCall, done: Callable[[bool], None]) -> None:
+        """Offer our media in a re-INVITE with our Contact (the call was taken up by this
+        process); `done` is told, from the endpoint's loop, whether the callee accepted
+        it (a 2xx with an SDP answer, which we follow)."""
+        with self.transport.lock:
+            call.reoffered = done
+            call.cseq += 1
+            local = self.transport.address
+            body = call.sdp.describe(call.media.local_address, [call.media.payload_type],
+                                     call.media.dtmf_payload_type)
+            data, destination = in_dialog_request(
+                call, "INVITE", call.cseq,
+                [("Contact", f"<sip:hotline@{sip_host(local[0])}:{local[1]}>"),
+                 ("Allow", ALLOW), ("Content-Type", SDP)], body)
+            self.transport.transmit((call.call_id, "reoffer"), data, destination,
+                                    on_give_up=lambda: self._reoffer_answered(call, None))
+
     def cancel(self, call: OutboundCall, reason: str = "cancelled") -> None:
         """CANCEL a call still being set up (nothing if it has an outcome)."""
         with self.transport.lock:
@@ -302,7 +365,9 @@ class Dialer:
         call = self._calls.get(response.call_id)
         if call is None or response.cseq.method != "INVITE":
             return
-        if response.cseq.number == call.cseq:
+        if response.cseq.number == call.cseq and call.reoffered is not None:
+            self._reoffer_answered(call, response)
+        elif response.cseq.number == call.cseq:
             self._on_invite_response(call, response)
         elif response.status_code >= 300 and self.proxy is not None:
             # a retransmitted challenge of an earlier attempt: ACK it again in its transaction
@@ -419,6 +484,40 @@ class Dialer:
             logger.info("Call %s to %s answered", call.call_id, call.number)
         elif call.outcome is not Outcome.ANSWERED:  # answered after we gave up
             self._send_bye(call)
+
+    def _reoffer_answered(self, call: OutboundCall, response: Message | None) -> None:
+        """A response to our re-offer (None: none came): ACK a final, follow a 2xx's
+        SDP answer, and tell whoever waits."""
+        if response is not None and response.status_code < 200:
+            return
+        self.transport.stop_retransmit((call.call_id, "reoffer"))
+        done, call.reoffered = call.reoffered, None
+        accepted = False
+        if response is not None and response.status_code < 300:
+            contact = uris(response.value("Contact") or "")
+            if contact:
+                call.remote_target = contact[0]
+            ack, destination = in_dialog_request(call, "ACK", call.cseq)
+            self.transport.send(ack, destination)
+            try:
+                answer = read_offer(response)
+            except SdpError as exc:
+                logger.warning("Call %s: re-offer answered without usable SDP: %s",
+                               call.call_id, exc)
+            else:
+                call.on_hold = answer.on_hold
+                follow_offer(call.media, answer)
+                call.media.use_codec(answer.payload_type, answer.dtmf_payload_type)
+                accepted = True
+        elif response is not None and self.proxy is not None:
+            self.transport.send(in_transaction_request(
+                call, "ACK", response.value("To") or "",
+                (response.branch or "", response.cseq.number)), self.proxy)
+        if not accepted:
+            logger.warning("Call %s: re-offer %s", call.call_id, "not answered" if response is None
+                           else f"answered {response.status_code} {response.reason}")
+        if done is not None:
+            done(accepted)
 
     def _no_provisional(self, call: OutboundCall) -> None:
         with self.transport.lock:
