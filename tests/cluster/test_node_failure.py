@@ -149,11 +149,12 @@ def rig(tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis) ->
         rig.stop()
 
 
-@pytest.fixture
-def bridged(tmp_path: Path, redis_server: RedisServer,
+@pytest.fixture(params=["uas_taken_up.xml"])
+def bridged(request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer,
             redis_client: redis.Redis) -> Iterator[Rig]:
-    """Every caller forwarded to the one person on call, a sipp phone that echoes audio."""
-    staff = Phone("uas_taken_up.xml", tmp_path / "staff", echo=True, timeout_s=90)
+    """Every caller forwarded to the one person on call, a sipp phone (the scenario the
+    test names) that echoes audio."""
+    staff = Phone(request.param, tmp_path / "staff", echo=True, timeout_s=90)
     rig = Rig(tmp_path, redis_server.url, staff, flow=forward_flow(ring_s=10),
               callback_node=None)
     try:
@@ -201,14 +202,22 @@ def test_a_killed_nodes_caller_is_called_back_once_by_the_other(
 
 
 PATTERN = bytes([0x2A]) * 160  # 20 ms of PCMU that is neither silence nor noise
+ORIGIN = time.monotonic()
+"""The caller's RTP clock: timestamps go on with time, across pauses."""
+
+
+@pytest.fixture
+def audio() -> Iterator[socket.socket]:
+    """The caller's audio: a UDP socket on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.02)
+        yield sock
 
 
 def test_a_bridged_call_on_a_killed_node_is_taken_up_by_the_other(
-        bridged: Rig, redis_client: redis.Redis) -> None:
+        bridged: Rig, redis_client: redis.Redis, audio: socket.socket) -> None:
     calls = CallStore(redis_client)
-    audio = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    audio.bind(("127.0.0.1", 0))
-    audio.settimeout(0.02)
     bridged.call("uac_taken_up.xml", rtp_port=audio.getsockname()[1])
     wait_for(lambda: any(calls.dialog(r.id) for r in calls.recent(5)), timeout=30,
              what="the bridged call's dialogs saved")
@@ -232,15 +241,7 @@ def test_a_bridged_call_on_a_killed_node_is_taken_up_by_the_other(
     media = re.search(r"c=IN IP4 (\S+).*?m=audio (\d+)", reinvite, re.S)
     assert media is not None, reinvite
     assert f"{bridged.listen[survivor]['carrier-a']}" in reinvite.split("Contact:")[1][:80]
-    target = (media[1], int(media[2]))
-    sender = threading.Thread(target=_talk, args=(audio, target, 100))  # 2 s of audio
-    sender.start()
-    echoed, until = 0, time.monotonic() + 3
-    while time.monotonic() < until:  # through the survivor to the staff phone and back
-        with contextlib.suppress(TimeoutError):
-            echoed += audio.recv(2048)[12:] == PATTERN
-    sender.join()
-    audio.close()
+    echoed = _echoes(audio, (media[1], int(media[2])), 100)
     assert echoed > 50, f"{echoed} of 100 packets came back through the survivor"
     assert bridged.caller_done() == 0, "the caller got the survivor's BYE after staff hung up"
     bridged.phone.finish()
@@ -254,15 +255,69 @@ def test_a_bridged_call_on_a_killed_node_is_taken_up_by_the_other(
     assert calls.dialog(record.id) is None
 
 
-def _talk(sock: socket.socket, target: tuple[str, int], packets: int) -> None:
-    """Send `packets` packets of PATTERN to `target`, one every 20 ms."""
+@pytest.mark.parametrize("bridged", ["uas_held_taken_up.xml"], indirect=True)
+def test_a_held_call_is_taken_up_held_and_resumes_on_the_other_node(
+        bridged: Rig, redis_client: redis.Redis, audio: socket.socket) -> None:
+    """Staff hold the call, then its node dies: the survivor's re-INVITE is answered
+    sendonly, so it sends staff nothing; when staff resume (a re-INVITE to the survivor)
+    the conversation goes on both ways (FreeSWITCH's held calls came back one-legged)."""
+    calls = CallStore(redis_client)
+    bridged.call("uac_taken_up.xml", rtp_port=audio.getsockname()[1])
+
+    def staff_held() -> bool | None:
+        dialog = calls.dialog(record.id) if record else None
+        return None if dialog is None else bool(dialog["staff"]["on_hold"])
+
+    record = None
+    wait_for(lambda: bool(calls.recent(1)), timeout=30, what="the call's record")
+    (record,) = calls.recent(1)
+    wait_for(lambda: staff_held() is True, timeout=30, what="staff holding, saved")
+    dead = calls.get(record.id).node  # type: ignore[union-attr]
+    survivor = next(name for name in bridged.nodes if name != dead)
+    bridged.nodes[str(dead)].kill()
+    wait_for(lambda: (found := calls.get(record.id)) is not None and found.node == survivor,
+             timeout=30, what="the call moved to the survivor")
+    assert staff_held() is True, "taken up held"
+    reinvite = next(text for direction, text in sipp_trace(bridged.tmp_path / "caller")
+                    if direction == "received" and text.startswith("INVITE "))
+    media = re.search(r"c=IN IP4 (\S+).*?m=audio (\d+)", reinvite, re.S)
+    assert media is not None, reinvite
+    target = (media[1], int(media[2]))
+    assert _echoes(audio, target, 50) == 0, "nothing sent to staff while they hold"
+    wait_for(lambda: staff_held() is False, timeout=20, what="staff resumed on the survivor")
+    echoed = _echoes(audio, target, 100, first=51)  # the stream goes on
+    assert echoed > 50, f"{echoed} of 100 packets came back after the resume"
+    assert bridged.caller_done() == 0
+    bridged.phone.finish()
+    wait_for(lambda: (found := calls.get(record.id)) is not None and found.ended_at is not None,
+             what="the call's final record")
+    final = calls.get(record.id)
+    assert final is not None and final.node == survivor and final.callback is None
+
+
+def _echoes(sock: socket.socket, target: tuple[str, int], packets: int, first: int = 1) -> int:
+    """Send `packets` packets of PATTERN to `target` (20 ms apart, RTP sequence numbers
+    from `first`) and count those that come back within a second after."""
+    sender = threading.Thread(target=_talk, args=(sock, target, range(first, first + packets)))
+    sender.start()
+    echoed, until = 0, time.monotonic() + packets * 0.02 + 1
+    while time.monotonic() < until:
+        with contextlib.suppress(TimeoutError):
+            echoed += sock.recv(2048)[12:] == PATTERN
+    sender.join()
+    return echoed
+
+
+def _talk(sock: socket.socket, target: tuple[str, int], sequence: range) -> None:
+    """Send a packet of PATTERN to `target` for each RTP sequence number, 20 ms apart."""
     start = time.monotonic()
-    for seq in range(1, packets + 1):
-        sock.sendto(_rtp(seq) + PATTERN, target)
-        time.sleep(max(0.0, start + seq * 0.02 - time.monotonic()))
+    for n, seq in enumerate(sequence, 1):
+        sock.sendto(_rtp(seq, round((time.monotonic() - ORIGIN) / 0.02) * 160) + PATTERN,
+                    target)
+        time.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
 
 
-def _rtp(seq: int) -> bytes:
-    """An RTP header: PCMU, sequence `seq`, 20 ms timestamps, a fixed SSRC."""
-    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big") + \
+def _rtp(seq: int, timestamp: int) -> bytes:
+    """An RTP header: PCMU, sequence `seq`, `timestamp`, a fixed SSRC."""
+    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + timestamp.to_bytes(4, "big") + \
         (0x1234ABCD).to_bytes(4, "big")

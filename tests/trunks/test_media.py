@@ -250,6 +250,24 @@ def test_short_packets_out_of_order_and_lost_fill_their_frames(engine: RtpEngine
     stream.close()
 
 
+def test_a_new_source_is_heard_whatever_its_timestamps(engine: RtpEngine,
+                                                       peer: socket.socket) -> None:
+    """A peer whose media restarts (a new SSRC, RFC 3550 8) starts its own timeline:
+    its packets are not taken for late ones of the old source."""
+    stream = engine.open(PCMU, remote=peer.getsockname())
+    first, second = audio(10), audio(10)[::-1]
+    for n in range(10):
+        peer.sendto(build_rtp(RtpPacket(PCMU, n, 4_000_000 + n * 160, 1111,
+                                        first[n * 160:(n + 1) * 160])), stream.local_address)
+    assert b"".join(read_frames(stream, 10)) == first
+    for n in range(10):  # timestamps far behind the first source's
+        peer.sendto(build_rtp(RtpPacket(PCMU, 500 + n, 7 + n * 160, 2222,
+                                        second[n * 160:(n + 1) * 160])), stream.local_address)
+    heard = b"".join(read_frames(stream, 40))
+    assert second in heard and stream.stats.late == 0
+    stream.close()
+
+
 def rtp_from(sock: socket.socket, stream: RtpStream, seq: int, ssrc: int = 77) -> None:
     sock.sendto(build_rtp(RtpPacket(PCMU, seq, seq * 160, ssrc, frame(seq))),
                 stream.local_address)

@@ -124,6 +124,8 @@ class RtpStream:
         self._latch_until = time.monotonic() + LATCH_WINDOW_S
         self._jitter: dict[int, bytearray] = {}  # 20 ms frames by index from _base_ts
         self._base_ts: int | None = None
+        self._playout_ssrc: int | None = None
+        """The SSRC whose timestamps `_base_ts` counts from."""
         self._next_frame = 0
         self._prebuffer = 0
         self._last_event_ts: int | None = None
@@ -323,8 +325,9 @@ class RtpStream:
         """Put an audio packet's samples into the jitter buffer's 20 ms frames by its
         timestamp, so packets of any length (10, 30, 60 ms ...) and out of order fill the
         frames they cover."""
-        if self._base_ts is None:
-            self._start_playout(packet.timestamp)
+        if self._base_ts is None or packet.ssrc != self._playout_ssrc:
+            self._start_playout(packet.timestamp)  # a new source: its own timeline (a
+            self._playout_ssrc = packet.ssrc  # phone whose media restarts, a B2BUA)
         assert self._base_ts is not None
         offset = (packet.timestamp - self._base_ts) & 0xFFFFFFFF
         if offset >= 1 << 31:
