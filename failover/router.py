@@ -15,7 +15,8 @@ place (`rank`):
   flaps does not pull calls back and forth.
 
 On-call availability is kept here too: a person already talking to a forwarded
-caller is not rung again for another.
+caller, or whose phone rings for one, is not rung again for another, on this node
+or, through their lease in Redis (`failover.busy`), on any.
 
 Each `Need` (a forward to staff, a drill call, a call-back) gets a `RoutePlan`;
 `place` makes a call by a plan, and `dial` plans and places at once, so every retry
@@ -35,6 +36,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from failover.busy import StaffLeases
 from trunks.config import TrunkConfig
 from trunks.health import USABLE_STATES, HealthSnapshot, TrunkState
 from trunks.monitor import TrunkView
@@ -87,8 +89,10 @@ class Dialer(Protocol):
     def available(self, people: Sequence[str]) -> list[str]:
         """`people` (keys) without those busy on a forwarded call, in the same order."""
 
-    def busy(self, person: str) -> AbstractContextManager[None]:
-        """Mark `person` busy for the duration of the block."""
+    def busy(self, person: str, take_over: bool = False) -> AbstractContextManager[bool]:
+        """Mark `person` busy for the duration of the block; it yields False (and marks
+        nothing) when another node has them busy. `take_over`: take them from whichever
+        node had them (a call taken up from a dead node)."""
 
 
 class Monitor(Protocol):
@@ -135,8 +139,11 @@ class Router:
 
     def __init__(self, monitor: Monitor, endpoints: Mapping[str, Endpoint],
                  hold_down_s: float = 60.0, wallclock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, staff: StaffLeases | None = None) -> None:
+        """`staff`: the people's leases in Redis, so other nodes see who is busy here
+        (None: this node's own calls only)."""
         self.monitor = monitor
+        self.staff = staff
         self.endpoints = endpoints
         self.hold_down_s = hold_down_s
         self._wallclock = wallclock
@@ -172,20 +179,26 @@ class Router:
         return self.place(self.plan(need, exclude, only), number, ring_s, caller_id)
 
     def available(self, people: Sequence[str]) -> list[str]:
+        elsewhere = self.staff.others(people) if self.staff is not None else set()
         with self._lock:
-            return [p for p in people if not self._busy[p]]
+            return [p for p in people if not self._busy[p] and p not in elsewhere]
 
     @contextmanager
-    def busy(self, person: str) -> Iterator[None]:
+    def busy(self, person: str, take_over: bool = False) -> Iterator[bool]:
         with self._lock:
+            first = not self._busy[person]
             self._busy[person] += 1
+        taken = not first or self.staff is None or self.staff.take(person, take_over)
         try:
-            yield
+            yield taken
         finally:
             with self._lock:
                 self._busy[person] -= 1
-                if not self._busy[person]:
+                last = not self._busy[person]
+                if last:
                     del self._busy[person]
+            if last and taken and self.staff is not None:
+                self.staff.release(person)
 
 
 def _left_out(name: str, view: TrunkView, need: Need, exclude: Collection[str],

@@ -13,6 +13,7 @@ from types import FrameType
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from failover.busy import StaffLeases
 from failover.callbacks import Callbacks
 from failover.drill.service import DrillService
 from failover.drill.store import DrillStore
@@ -84,6 +85,7 @@ class Server:
         self.drill: DrillService | None = None
         self.callbacks: CallbackService | None = None
         self.takeover: Takeover | None = None
+        self.staff: StaffLeases | None = None
         self.notifier: Notifier | None = None
         self.scheduler: BackgroundScheduler | None = None
         self.http: HttpServer | None = None
@@ -131,6 +133,7 @@ class Server:
                            ("call-backs", self._stop_callbacks),
                            ("SIP endpoints", self._stop_endpoints),
                            ("call records", self._stop_records),
+                           ("staff leases", self._stop_staff),
                            ("node lease", self._stop_lease),
                            ("RTP engine", self._stop_engine), ("ticket outbox", self._stop_outbox),
                            ("trunk monitor", self._stop_monitor),
@@ -227,6 +230,11 @@ class Server:
             endpoint.stop()
         self.endpoints.clear()
 
+    def _stop_staff(self) -> None:
+        if self.staff is not None:  # after the calls, which give their people's leases up
+            staff, self.staff = self.staff, None
+            staff.stop()
+
     def _stop_records(self) -> None:
         if self.records is not None:  # after the calls, whose last records it saves
             records, self.records = self.records, None
@@ -293,7 +301,11 @@ class Server:
         prompts.warm(*self.flow.prompts())
         monitor = self.monitor
         assert monitor is not None
-        router = Router(monitor, self.endpoints, self.settings.failover.hold_down_s)
+        self.staff = StaffLeases(self._connect(fail_fast=True), self.settings.redis.prefix,
+                                 self.settings.node)
+        self.staff.start()
+        router = Router(monitor, self.endpoints, self.settings.failover.hold_down_s,
+                        staff=self.staff)
         desk = self._tickets()
         runner = FlowRunner(self.flow, prompts, now=self.now, oncall=self.oncall, dialer=router,
                             bot=self._voicebot(prompts, desk) if self.flow.voicebots else None)

@@ -30,6 +30,9 @@ from trunks.voip.outbound import OutboundCall, Outcome
 
 logger = logging.getLogger(__name__)
 
+BUSY_ELSEWHERE = "busy elsewhere"
+"""A forward attempt's outcome when another node had the person busy."""
+
 MAX_STEPS = 200
 """Nodes visited before a flow is considered to loop forever and the call ends."""
 
@@ -80,7 +83,7 @@ class FlowRunner:
         the forward, the last in `record.path`, as `run` would have."""
         node = self.flow.nodes.get(record.path[-1]) if record.path else None
         after = node.next if isinstance(node, ForwardNode) else None
-        busy = (self.dialer.busy(record.forwarded_to)
+        busy = (self.dialer.busy(record.forwarded_to, take_over=True)
                 if self.dialer is not None and record.forwarded_to else contextlib.nullcontext())
         try:
             with busy:
@@ -136,50 +139,62 @@ class FlowRunner:
     def _forward(self, node: ForwardNode, channel: Channel, record: CallRecord,
                  on_step: Callable[[CallRecord], None] | None) -> str | None:
         """Ring each person in turn, each through the best trunk and then the next ones
-        while set-ups fail on the trunk; a refusal or no answer moves to the next person.
-        An answered call is bridged, and its sound is kept in its attempt when it ends."""
+        while set-ups fail on the trunk; a refusal or no answer moves to the next person,
+        as does a person another node has busy (rung or talking) by the time we ring.
+        An answered call is bridged, and its sound is kept in its attempt when it ends.
+        A person is marked busy from before their phone rings until the call ends."""
         assert self.oncall is not None and self.dialer is not None
         self._say(node, channel, barge_in=False)
         for key in self.dialer.available(self.oncall.roster(self.now()))[:node.people]:
-            person = self.oncall.people[key]
-            if channel.dials_out:
-                with self.dialer.busy(key):
-                    dialled = channel.dial(person.phone, node.ring_s)
-                record.add_forward_attempt(key, dialled.trunk, str(dialled.outcome),
-                                           dialled.status, dialled.reason)
-                if dialled.outcome is Outcome.ANSWERED:
-                    self._forwarded(record, key, dialled.trunk)
+            with self.dialer.busy(key) as free:
+                if not free:
+                    record.add_forward_attempt(key, "", BUSY_ELSEWHERE, None,
+                                               "busy on another node")
+                    continue
+                if self._ring(key, node, channel, record, on_step):
                     return node.next
-                continue
-            tried: set[str] = set()
-            while True:
-                plan = self.dialer.plan(Need.FORWARD, frozenset(tried))
-                record.note_routing(plan.notes)
-                placed = self.dialer.place(plan, person.phone, node.ring_s)
-                if placed is None:
-                    break
-                trunk, leg = placed
-                tried.add(trunk)
-                try:
-                    outcome = channel.ring(leg, node.ring_s)
-                except CallEnded:  # the caller hung up while the phone rang: cancelled
-                    record.add_forward_attempt(key, trunk, str(Outcome.CANCELLED), leg.status,
-                                               leg.reason)
-                    raise
-                record.add_forward_attempt(key, trunk, str(outcome), leg.status, leg.reason)
-                if outcome is Outcome.ANSWERED:
-                    self._forwarded(record, key, trunk)
-                    if on_step is not None:
-                        on_step(record)
-                    try:
-                        with self.dialer.busy(key):
-                            channel.bridge(leg)
-                    finally:
-                        record.note_forward_quality(channel.leg_quality(leg))
-                    return node.next
-                if outcome is not Outcome.TRUNK_FAILED:
-                    break
         return node.failure
+
+    def _ring(self, key: str, node: ForwardNode, channel: Channel, record: CallRecord,
+              on_step: Callable[[CallRecord], None] | None) -> bool:
+        """Ring person `key` (through each trunk in turn while set-ups fail on it), and
+        bridge the call if they answer; whether they did."""
+        assert self.oncall is not None and self.dialer is not None
+        person = self.oncall.people[key]
+        if channel.dials_out:
+            dialled = channel.dial(person.phone, node.ring_s)
+            record.add_forward_attempt(key, dialled.trunk, str(dialled.outcome),
+                                       dialled.status, dialled.reason)
+            if dialled.outcome is Outcome.ANSWERED:
+                self._forwarded(record, key, dialled.trunk)
+            return dialled.outcome is Outcome.ANSWERED
+        tried: set[str] = set()
+        while True:
+            plan = self.dialer.plan(Need.FORWARD, frozenset(tried))
+            record.note_routing(plan.notes)
+            placed = self.dialer.place(plan, person.phone, node.ring_s)
+            if placed is None:
+                return False
+            trunk, leg = placed
+            tried.add(trunk)
+            try:
+                outcome = channel.ring(leg, node.ring_s)
+            except CallEnded:  # the caller hung up while the phone rang: cancelled
+                record.add_forward_attempt(key, trunk, str(Outcome.CANCELLED), leg.status,
+                                           leg.reason)
+                raise
+            record.add_forward_attempt(key, trunk, str(outcome), leg.status, leg.reason)
+            if outcome is Outcome.ANSWERED:
+                self._forwarded(record, key, trunk)
+                if on_step is not None:
+                    on_step(record)
+                try:
+                    channel.bridge(leg)
+                finally:
+                    record.note_forward_quality(channel.leg_quality(leg))
+                return True
+            if outcome is not Outcome.TRUNK_FAILED:
+                return False
 
     def _forwarded(self, record: CallRecord, person: str, trunk: str) -> None:
         assert self.oncall is not None

@@ -164,15 +164,20 @@ class ScriptedDialer:
         self.dialled: list[tuple[str, str]] = []
         self.busy_people: set[str] = set()
         self.busy_during_bridge: set[str] = set()
+        self.elsewhere: set[str] = set()
+        """People another node takes between `available` and ringing them."""
 
     def available(self, people: Sequence[str]) -> list[str]:
         return [p for p in people if p not in self.busy_people]
 
     @contextlib.contextmanager
-    def busy(self, person: str) -> Iterator[None]:
+    def busy(self, person: str, take_over: bool = False) -> Iterator[bool]:
+        if person in self.elsewhere and not take_over:
+            yield False
+            return
         self.busy_people.add(person)
         try:
-            yield
+            yield True
         finally:
             self.busy_during_bridge = set(self.busy_people)
             self.busy_people.discard(person)
@@ -301,6 +306,17 @@ def test_forward_skips_a_person_busy_with_another_caller(espeak_prompts: PromptC
     dialer.busy_people.add("bob")  # bob is on duty, but talking to another caller
     make_runner(espeak_prompts, dialer, voicebot).run(ScriptedChannel(["1"]), rec := record())
     assert dialer.dialled == [(carol, "carrier-a")] and rec.forwarded_to == "carol"
+
+
+def test_forward_moves_on_from_a_person_another_node_rings_first(
+        espeak_prompts: PromptCache, voicebot: VoiceBot) -> None:
+    carol = "13800000003"
+    dialer = ScriptedDialer(["carrier-a"], {(carol, "carrier-a"): Outcome.ANSWERED})
+    dialer.elsewhere.add("bob")  # free when the roster was read, rung by another node since
+    make_runner(espeak_prompts, dialer, voicebot).run(ScriptedChannel(["1"]), rec := record())
+    assert dialer.dialled == [(carol, "carrier-a")] and rec.forwarded_to == "carol"
+    assert rec.forward_attempts[0] == {"person": "bob", "trunk": "", "outcome": "busy elsewhere",
+                                       "status": None, "reason": "busy on another node"}
 
 
 def test_forward_stops_after_its_number_of_people(espeak_prompts: PromptCache,
