@@ -338,7 +338,8 @@ class Server:
         host, port = split_hostport(listen)
         app = create_app(self.settings, self._connect(fail_fast=True), self._api_token,
                          self.twilio, build_registry(self.monitor, self._connect(fail_fast=True),
-                                                     self.settings.redis.prefix))
+                                                     self.settings.redis.prefix,
+                                                     node=self.settings.node))
         self.http = HttpServer(app, host, port, self.settings.http.threads)
         self.http.start()
         logger.info("HTTP API on http://%s:%s/ (/api/ needs the bearer token)",
