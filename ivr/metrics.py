@@ -13,11 +13,20 @@ goes to prometheus_client's global registry and tests can build many servers in 
 monitor, and overrides, unresolved tickets and the last drill from Redis. With Redis
 unreachable a scrape still succeeds, with the in-process metrics and
 ``hotline_redis_up 0``. Labels are few and bounded: trunk names, fixed outcome words,
-priorities; never a caller's number, a call id or free text.
+priorities, node names; never a caller's number, a call id or free text.
 
-Call quality is observed once per call leg, by the node that carried it, when the call
-ends: each node counts only its own calls, so summing the histograms across nodes is
-right (unlike the Redis-based gauges, which every node reports alike).
+Prometheus scrapes every node, and dashboards add them up, so `sum()` must be right:
+
+- what a node counts or sees itself (its calls, call quality, set-ups, searches,
+  tickets it opened, alerts it sent, its view of the trunks, its process) carries the
+  label ``node``, this node's name (`NodeLabelled`), and differs from node to node;
+- what is read from Redis describes the whole cluster (`CLUSTER_FAMILIES`: overrides,
+  unresolved tickets, the last drill) and is exported by one node only, the *cluster
+  exporter*: the first by name of the nodes whose lease holds and that serve HTTP
+  (`ivr.nodes`), or the node scraped when no lease holds at all (it has not renewed
+  yet). ``hotline_cluster_exporter`` says which (1 on it, 0 elsewhere). When nodes join
+  or leave, two can export for up to a scrape interval (the other's last scrape), or
+  none for up to a lease (6 s) after the exporter dies.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -48,6 +57,7 @@ from prometheus_client.registry import Collector
 from failover.drill.report import DrillReport, Result
 from failover.drill.store import DrillStore
 from failover.notify.notifier import ALERTS
+from ivr.nodes import live_nodes
 from ivr.records import CallRecord
 from ivr.tickets.desk import TICKETS_OPENED
 from ivr.tickets.model import Priority, TicketStatus
@@ -105,6 +115,11 @@ INSTRUMENTS = (CALLS_ACTIVE, CALLS, SETUP_SECONDS, SIP_REFUSED, RECOGNIZER_SECON
                SEARCH_SECONDS, ANSWERS, TICKETS_OPENED, ALERTS, CALL_MOS, CALL_LOSS,
                CALL_JITTER, CALL_RTT)
 """The process-wide instruments every server's registry exposes."""
+CLUSTER_FAMILIES = ("hotline_trunk_override", "hotline_tickets_open", "hotline_tickets_acked",
+                    "hotline_drill_last_passed",
+                    "hotline_drill_last_finished_timestamp_seconds")
+"""Metrics of the whole cluster, read from Redis: only the cluster exporter has them,
+without a ``node`` label. Every other metric is the node's own, with one."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,8 @@ class RedisState:
     overrides: dict[str, Override] = field(default_factory=dict)
     tickets: dict[tuple[TicketStatus, Priority], int] = field(default_factory=dict)
     drill: DrillReport | None = None
+    exporter: str | None = None
+    """The node that exports the cluster's metrics."""
 
 
 def outcome_label(outcome: str | None) -> str:
@@ -191,10 +208,18 @@ def trunk_families(snapshots: Mapping[str, HealthSnapshot]) -> list[Metric]:
     return [state, up, rtt, smoothed]
 
 
-def redis_families(trunks: Sequence[str], read: RedisState | None) -> list[Metric]:
-    """Overrides, tickets and the last drill; only `hotline_redis_up 0` if `read` is None."""
+def node_families(node: str, read: RedisState | None) -> list[Metric]:
+    """Whether this node could read Redis, and whether it exports the cluster's metrics."""
     redis_up = GaugeMetricFamily("hotline_redis_up", "1 if this scrape could read Redis",
                                  value=float(read is not None))
+    exporter = GaugeMetricFamily("hotline_cluster_exporter", "1 on the one node that exports "
+                                 "the cluster's metrics (overrides, tickets, drills)",
+                                 value=float(read is not None and read.exporter == node))
+    return [redis_up, exporter]
+
+
+def cluster_families(trunks: Sequence[str], read: RedisState | None) -> list[Metric]:
+    """Overrides, tickets and the last drill, as read from Redis (none if `read` is None)."""
     override = GaugeMetricFamily("hotline_trunk_override", "1 for the operator override "
                                  "(drain or force) the trunk has, 0 otherwise",
                                  labels=["trunk", "action"])
@@ -219,21 +244,27 @@ def redis_families(trunks: Sequence[str], read: RedisState | None) -> list[Metri
             passed.add_metric([read.drill.trunk], float(read.drill.result is Result.PASSED))
             if read.drill.ended_at is not None:
                 finished.add_metric([read.drill.trunk], read.drill.ended_at)
-    return [redis_up, override, *tickets.values(), passed, finished]
+    return [override, *tickets.values(), passed, finished]
+
+
+def with_node(family: Metric, node: str) -> Metric:
+    """A copy of `family` whose samples carry the label ``node``."""
+    copy = Metric(family.name, family.documentation, family.type, family.unit)
+    copy.samples = [s._replace(labels={"node": node, **s.labels}) for s in family.samples]
+    return copy
 
 
 def build_registry(monitor: TrunkMonitor | None, client: redis.Redis,
-                   prefix: str = "hotline") -> CollectorRegistry:
-    """A registry for one server's /metrics: the process-wide instruments, the process's
+                   prefix: str = "hotline", *, node: str) -> CollectorRegistry:
+    """A registry for node `node`'s /metrics: the process-wide instruments, the process's
     own (CPU, memory, file descriptors, GC) and the state read at each scrape. Give it a
     client that fails fast, so a scrape does not wait long for an absent Redis."""
     registry = CollectorRegistry()
-    for instrument in INSTRUMENTS:
-        registry.register(instrument)
-    registry.register(StateCollector(monitor, client, prefix))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
+    gc = GCCollector(registry=CollectorRegistry())  # it registers itself; here, wrapped
+    for collector in (*INSTRUMENTS, ProcessCollector(registry=None),
+                      PlatformCollector(registry=None), gc):
+        registry.register(NodeLabelled(collector, node))
+    registry.register(StateCollector(monitor, client, prefix, node=node))
     return registry
 
 
@@ -242,13 +273,36 @@ def metrics_response(registry: CollectorRegistry) -> Response:
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
+class NodeLabelled(Collector):
+    """Another collector's metrics, each sample labelled with this node's name."""
+
+    def __init__(self, collector: Collector, node: str) -> None:
+        self.collector, self.node = collector, node
+
+    def describe(self) -> Iterator[Metric]:
+        """The families the collector describes; none if it does not (process collectors)."""
+        describe: Callable[[], Iterable[Metric]] | None = getattr(self.collector, "describe",
+                                                                  None)
+        for family in describe() if describe is not None else ():
+            yield with_node(family, self.node)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.collector.collect():
+            yield with_node(family, self.node)
+
+
 class StateCollector(Collector):
-    """Reads trunk health, overrides, tickets and the last drill whenever it is scraped."""
+    """Reads trunk health, overrides, tickets and the last drill whenever it is scraped:
+    trunk health and Redis's state as this node's, and the cluster's metrics when this
+    node is the cluster exporter."""
 
     def __init__(self, monitor: TrunkMonitor | None, client: redis.Redis,
-                 prefix: str = "hotline", *, warn_every_s: float = REDIS_WARNING_EVERY_S,
+                 prefix: str = "hotline", *, node: str,
+                 warn_every_s: float = REDIS_WARNING_EVERY_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.monitor = monitor
+        self.node = node
+        self.client, self.prefix = client, prefix
         self.trunks = TrunkStore(client, prefix)
         self.tickets = TicketStore(client, prefix)
         self.drills = DrillStore(client, prefix)
@@ -260,19 +314,25 @@ class StateCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         """The families, without reading anything (the registry checks names with it)."""
-        yield from trunk_families({})
-        yield from redis_families([], None)
+        for family in (*trunk_families({}), *node_families(self.node, None)):
+            yield with_node(family, self.node)
+        yield from cluster_families([], None)
 
     def collect(self) -> Iterator[Metric]:
         snapshots = {} if self.monitor is None else self.monitor.snapshots()
-        yield from trunk_families(snapshots)
-        yield from redis_families(sorted(snapshots), self._read_redis(sorted(snapshots)))
+        read = self._read_redis(sorted(snapshots))
+        for family in (*trunk_families(snapshots), *node_families(self.node, read)):
+            yield with_node(family, self.node)
+        if read is not None and read.exporter == self.node:
+            yield from cluster_families(sorted(snapshots), read)
 
     def _read_redis(self, trunks: list[str]) -> RedisState | None:
         try:
             reports = self.drills.reports(1)
+            serving = sorted(n.name for n in live_nodes(self.client, self.prefix) if n.http)
             read = RedisState(self.trunks.overrides(trunks), self.tickets.count_unresolved(),
-                              reports[0] if reports else None)
+                              reports[0] if reports else None,
+                              exporter=serving[0] if serving else self.node)
         except redis.RedisError as exc:
             self._redis_failed(exc)
             return None

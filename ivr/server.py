@@ -15,7 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from failover.busy import StaffLeases
 from failover.callbacks import Callbacks
-from failover.drill.service import DrillService
+from failover.drill.service import SCHEDULE_GRACE_S, DrillService
 from failover.drill.store import DrillStore
 from failover.notify.alert import Alert, AlertKind, mask_number
 from failover.notify.alerts import TrunkAlerts, drill_alert
@@ -335,22 +335,23 @@ class Server:
         self.takeover = self._takeover(self.callbacks, self.records, handlers)
         if self.drill is not None:
             self.drill.start()
-            trigger = self.settings.drill.trigger()
-            if trigger is not None:
-                self.scheduler = BackgroundScheduler(timezone=self.settings.drill.timezone)
-                self.scheduler.add_job(self.drill.scheduled, trigger, id="drill",
-                                       max_instances=1, coalesce=True,
-                                       misfire_grace_time=3600)
-                self.scheduler.start()
+            trigger = self.drill.trigger
+            if trigger is not None:  # on every node: the drill's slot makes it run once
+                scheduler = BackgroundScheduler(timezone=self.settings.drill.timezone)
+                scheduler.add_job(self.drill.scheduled, trigger, id="drill", max_instances=1,
+                                  coalesce=True, misfire_grace_time=SCHEDULE_GRACE_S)
+                scheduler.start()
+                self.scheduler = scheduler  # once started: `stop` shuts it down
                 logger.info("Drills scheduled: %s (%s), next at %s",
                             self.settings.drill.schedule, self.settings.drill.timezone,
-                            self.scheduler.get_job("drill").next_run_time)
+                            scheduler.get_job("drill").next_run_time)
 
     def _start_http(self, listen: str) -> None:
         host, port = split_hostport(listen)
         app = create_app(self.settings, self._connect(fail_fast=True), self._api_token,
                          self.twilio, build_registry(self.monitor, self._connect(fail_fast=True),
-                                                     self.settings.redis.prefix))
+                                                     self.settings.redis.prefix,
+                                                     node=self.settings.node))
         self.http = HttpServer(app, host, port, self.settings.http.threads)
         self.http.start()
         logger.info("HTTP API on http://%s:%s/ (/api/ needs the bearer token)",

@@ -247,19 +247,33 @@ class FakeTwilio(_Server):
 
 class WebhookReceiver(_Server):
     """A webhook endpoint at ``/alerts`` that checks the HMAC signature when it knows the
-    secret; answers the first `fail_first` requests with `fail_status`."""
+    secret; answers the first `fail_first` requests with `fail_status`. The first
+    `hold_first` requests get no answer until `release()` (then `fail_status`): a
+    sender stuck mid-send."""
 
     name = "fake-webhook"
 
     def __init__(self, secret: str | None = None, fail_first: int = 0,
-                 fail_status: int = 503) -> None:
+                 fail_status: int = 503, hold_first: int = 0) -> None:
         super().__init__()
         self.secret, self.fail_first, self.fail_status = secret, fail_first, fail_status
+        self.hold_first = hold_first
+        self.holding = 0
+        """Requests held so far (answered or not)."""
+        self._released = threading.Event()
         self.problems: list[str] = []
 
     def __enter__(self) -> WebhookReceiver:
         super().__enter__()
         return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+        super().__exit__(*exc_info)
+
+    def release(self) -> None:
+        """Answer the held requests."""
+        self._released.set()
 
     @property
     def endpoint(self) -> str:
@@ -271,6 +285,13 @@ class WebhookReceiver(_Server):
             return [json.loads(r.raw) for r in self.received if r.status == 200]
 
     def answer(self, request: Received) -> tuple[int, bytes]:
+        with self.lock:
+            hold = self.holding < self.hold_first
+            self.holding += hold
+        if hold:
+            self._released.wait(30)
+            request.status = self.fail_status
+            return request.status, b'{"problems": []}'
         problems = []
         if request.method != "POST" or request.path != "/alerts":
             problems.append(f"unexpected {request.method} {request.path}")

@@ -2,7 +2,8 @@
 
 A drill (`run.Drill`) runs inside `hotline serve`, which owns the trunks' SIP
 endpoints: `hotline drill run` asks for one through Redis and follows its
-progress; the monthly schedule starts one directly. Steps:
+progress; the monthly schedule starts one directly, on the node that first takes the
+schedule's time (its *slot*), so N nodes run one drill per scheduled time. Steps:
 
 1. take the cross-node lock (`{p}:drill:lock`, with an expiry); refuse if held;
 2. restore what a drill on a node that died left behind, if anything;
@@ -19,6 +20,8 @@ Keys (``{p}`` is the prefix):
     {p}:drill:lock          string: the running drill's id; expires
     {p}:drill:state         string, JSON: the overrides recorded by the running drill
     {p}:drill:requests      list, JSON: drills asked for by `hotline drill run`
+    {p}:drill:slot:{time}   string: which drill and node took the schedule's {time}
+                            (UTC, 20260101T030000Z); expires after a week
     {p}:drill:{id}:events   list, JSON: progress of drill {id}, for the CLI; expires
     {p}:drill:{id}:cancel   string: asks drill {id} to stop; expires
     {p}:drill:{id}          string, JSON: the report of drill {id}

@@ -51,6 +51,15 @@ class DrillStore:
     def holder(self) -> str | None:
         return cast(str | None, self.redis.get(self.key("lock")))
 
+    def claim_slot(self, slot: str, taker: str, keep_s: float) -> bool:
+        """Take the schedule's time `slot` for one drill, for `keep_s`; False if a node
+        already took it. `taker` says who did, for the others' log lines."""
+        return bool(self.redis.set(self.key(f"slot:{slot}"), taker, nx=True,
+                                   ex=max(1, int(keep_s))))
+
+    def slot_taker(self, slot: str) -> str | None:
+        return cast(str | None, self.redis.get(self.key(f"slot:{slot}")))
+
     def save_state(self, state: dict[str, Any]) -> None:
         self.redis.set(self.key("state"), json.dumps(state))
 

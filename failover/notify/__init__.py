@@ -2,7 +2,8 @@
 
 Modules: `alerts` (which events become alerts: trunk changes, drill results),
 `alert` (what is sent, and phone numbers masked), `notifier` (the queue, dedupe, rate
-limits and retries), `twilio` (the client for SMS and voice calls), `webhook` (the
+limits and retries), `claims` (which node sends an alert: claims in Redis that a node
+that dies mid-send loses), `twilio` (the client for SMS and voice calls), `webhook` (the
 signed JSON body) and `errors`::
 
     NotifyError

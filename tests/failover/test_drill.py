@@ -19,6 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from failover.drill.report import DrillReport
+from failover.drill.service import SCHEDULE_GRACE_S, slot_name
 from failover.drill.store import DrillStore
 from ivr.cli import cli
 from ivr.records import CallStore
@@ -195,9 +196,12 @@ def test_the_schedule_runs_drills_inside_serve(rig: Rig, redis_client: redis.Red
     job = server.scheduler.get_job("drill")
     assert (job.next_run_time.day, job.next_run_time.hour, str(job.next_run_time.tzinfo)) == (
         1, 3, "Asia/Shanghai")
-    server.drill.scheduled()  # what the job runs
+    assert job.misfire_grace_time == SCHEDULE_GRACE_S and job.coalesce
+    server.drill.scheduled(job.next_run_time)  # what the job runs, for that time
     report = DrillStore(redis_client).reports(1)[0]
     assert report.trigger == "schedule" and report.result == "passed"
+    assert DrillStore(redis_client).slot_taker(slot_name(job.next_run_time)) == \
+        f"drill {report.id} on node node-1"
 
 
 def test_drill_run_needs_a_number_and_a_known_trunk(rig: Rig, tmp_path: Path) -> None:

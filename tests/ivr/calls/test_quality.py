@@ -108,7 +108,7 @@ def observed(before: Samples, after: Samples, name: str, **labels: str) -> float
 
 def test_a_lossy_call_is_recorded_with_its_loss_both_ways(
         hotline: Hotline, redis_client: redis.Redis) -> None:
-    registry = build_registry(None, redis_client)
+    registry = build_registry(None, redis_client, node="node-1")
     before = scrape(registry)
     # 1 in 10 of the caller's packets never reach us; 1 in 4 of ours never reach it
     with RtpPeer(drop_sent=10, drop_received=4, report_s=0.5) as peer:
@@ -167,7 +167,7 @@ def test_a_lossy_call_is_recorded_with_its_loss_both_ways(
 
 def test_a_peer_without_rtcp_is_measured_one_way(hotline: Hotline,
                                                  redis_client: redis.Redis) -> None:
-    registry = build_registry(None, redis_client)
+    registry = build_registry(None, redis_client, node="node-1")
     before = scrape(registry)
     with RtpPeer(report_s=None) as peer:
         record = call_through(hotline, peer, "quality-no-rtcp", 1.5)

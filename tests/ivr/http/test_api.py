@@ -208,7 +208,11 @@ def test_serve_runs_the_api_over_http(write_config: WriteConfig, redis_server: R
         families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
         assert {"hotline_trunk_state", "hotline_redis_up", "hotline_calls_active",
                 "process_resident_memory_bytes"} <= families.keys()
-        assert [s.value for s in families["hotline_redis_up"].samples] == [1.0]
+        assert [(s.labels, s.value) for s in families["hotline_redis_up"].samples] == [
+            ({"node": "node-1"}, 1.0)]
+        # the only node, so the one that exports the cluster's metrics
+        assert [s.value for s in families["hotline_cluster_exporter"].samples] == [1.0]
+        assert "hotline_trunk_override" in families
         with requests.Session() as browser:  # keeps its connection open, as browsers do
             trunks = browser.get(f"{base}/api/trunks", headers=AUTH, timeout=5)
             assert trunks.status_code == 200 and trunks.json()[0]["name"] == "carrier-a"

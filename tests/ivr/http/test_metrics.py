@@ -13,10 +13,12 @@ import pytest
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from failover.drill.report import DrillReport, Result
 from failover.drill.store import DrillStore
 from ivr.metrics import (
+    CLUSTER_FAMILIES,
     OUTCOMES,
     build_registry,
     call_ended,
@@ -24,6 +26,7 @@ from ivr.metrics import (
     metrics_response,
     outcome_label,
 )
+from ivr.nodes import NodeInfo, NodeLease
 from ivr.tickets import TicketDesk, TicketStore
 from ivr.tickets.model import Candidate, Priority, Turn
 from kb.search import Decision, Searcher
@@ -45,16 +48,31 @@ from trunks.voip.media import RtpEngine
 from trunks.voip.outbound import Outcome
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+NODE = "node-1"
 
 
-def scrape(registry: CollectorRegistry) -> Samples:
-    """What Prometheus would read from /metrics, by sample name and labels."""
+def scraped(registry: CollectorRegistry) -> Iterator[tuple[str, Sample]]:
+    """What Prometheus would read from /metrics: each sample, with its family's name."""
     response = metrics_response(registry)
     assert response.status_code == 200
     assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(response.get_data(as_text=True))
-            for sample in family.samples}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            yield family.name, sample
+
+
+def scrape(registry: CollectorRegistry, node: str = NODE) -> Samples:
+    """Node `node`'s metrics by sample name and labels, its `node` label checked and left
+    out (every metric has it but the cluster's)."""
+    samples: Samples = {}
+    for family, sample in scraped(registry):
+        labels = dict(sample.labels)
+        if family in CLUSTER_FAMILIES:
+            assert "node" not in labels, sample
+        else:
+            assert labels.pop("node", None) == node, sample
+        samples[sample.name, frozenset(labels.items())] = sample.value
+    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -80,7 +98,7 @@ def monitor_factory(redis_client: redis.Redis) -> Iterator[Callable[..., TrunkMo
     monitors: list[TrunkMonitor] = []
 
     def make(*trunks: TrunkConfig, start: bool = True) -> TrunkMonitor:
-        monitor = TrunkMonitor(list(trunks), TrunkStore(redis_client), "node-1",
+        monitor = TrunkMonitor(list(trunks), TrunkStore(redis_client), NODE,
                                heartbeat_s=0.2)
         monitors.append(monitor)
         if start:
@@ -95,7 +113,7 @@ def monitor_factory(redis_client: redis.Redis) -> Iterator[Callable[..., TrunkMo
 @pytest.fixture
 def registry(redis_client: redis.Redis) -> CollectorRegistry:
     """A registry without a monitor, for the process-wide instruments."""
-    return build_registry(None, redis_client, "hotline")
+    return build_registry(None, redis_client, "hotline", node=NODE)
 
 
 @pytest.mark.parametrize(("outcome", "label"), [
@@ -146,7 +164,8 @@ def test_calls_are_counted_while_active_and_by_outcome(registry: CollectorRegist
 
 def test_each_server_has_its_own_registry_with_process_metrics(
         redis_client: redis.Redis) -> None:
-    first, second = (build_registry(None, redis_client, "hotline") for _ in range(2))
+    first, second = (build_registry(None, redis_client, "hotline", node=NODE)
+                     for _ in range(2))
     call_started("twilio")
     call_ended("twilio", "completed")
     for each in (scrape(first), scrape(second)):
@@ -162,7 +181,7 @@ def test_trunk_state_and_rtt_follow_the_monitor(
         carrier: Carrier, monitor_factory: Callable[..., TrunkMonitor],
         redis_client: redis.Redis) -> None:
     monitor = monitor_factory(make_trunk("carrier-a", carrier))
-    registry = build_registry(monitor, redis_client, "hotline")
+    registry = build_registry(monitor, redis_client, "hotline", node=NODE)
     wait_for(lambda: monitor.snapshots()["carrier-a"].state is TrunkState.UP, what="UP")
     samples = scrape(registry)
     assert {s.value: value(samples, "hotline_trunk_state", trunk="carrier-a", state=s.value)
@@ -185,7 +204,7 @@ def test_trunk_state_and_rtt_follow_the_monitor(
 def test_overrides_are_read_from_redis(monitor_factory: Callable[..., TrunkMonitor],
                                        redis_client: redis.Redis) -> None:
     monitor = monitor_factory(make_trunk("carrier-a"), make_trunk("carrier-b"), start=False)
-    registry = build_registry(monitor, redis_client, "hotline")
+    registry = build_registry(monitor, redis_client, "hotline", node=NODE)
     TrunkStore(redis_client).set_override(Override("carrier-b", OverrideAction.DRAIN,
                                                    "maintenance", "pytest", time.time()))
     samples = scrape(registry)
@@ -260,7 +279,7 @@ def test_a_scrape_without_redis_still_succeeds(tmp_path: Path,
     client = fast_client(server)
     try:
         registry = build_registry(monitor_factory(make_trunk("carrier-a"), start=False),
-                                  client, "hotline")
+                                  client, "hotline", node=NODE)
         assert value(scrape(registry), "hotline_redis_up") == 1
         server.stop()
         caplog.set_level(logging.DEBUG, logger="ivr.metrics")
@@ -373,3 +392,61 @@ def test_refused_sip_requests_are_counted(registry: CollectorRegistry,
             count(before, "hotline_sip_refused_total", **labels) + 1
     finally:
         endpoint.stop()
+
+
+def by_node(registry: CollectorRegistry, name: str) -> dict[str | None, float]:
+    """Metric `name`'s value on the node that exported it, summed over its other labels
+    (None: a sample without a node label)."""
+    values: dict[str | None, float] = {}
+    for _, sample in scraped(registry):
+        if sample.name == name:
+            node = sample.labels.get("node")
+            values[node] = values.get(node, 0.0) + sample.value
+    return values
+
+
+def test_summing_every_nodes_metrics_counts_the_cluster_once(
+        redis_client: redis.Redis, monitor_factory: Callable[..., TrunkMonitor],
+        ticket_desk: TicketDesk) -> None:
+    """Two nodes' registries over one Redis, scraped as Prometheus scrapes every node."""
+    leases = {name: NodeLease(redis_client, "hotline", NodeInfo(name, http=http))
+              for name, http in (("node-1", "127.0.0.1:8081"), ("node-2", "127.0.0.1:8082"),
+                                 ("node-0", None))}  # node-0 serves no /metrics
+    for lease in leases.values():
+        lease.claim()
+    monitor = monitor_factory(make_trunk("carrier-a"), start=False)
+    registries = {name: build_registry(monitor, redis_client, "hotline", node=name)
+                  for name in ("node-1", "node-2")}
+    TrunkStore(redis_client).set_override(Override("carrier-a", OverrideAction.DRAIN,
+                                                   "maintenance", "pytest", time.time()))
+    for said in ("the printer is on fire", "smoke from the printer"):
+        ticket_desk.open(caller="+8613800000000", call_id="call-1", trunk="carrier-a",
+                         reason="no confident answer", transcript=[Turn("caller", said)],
+                         candidates=[])
+    call_started("sip")
+    try:
+        def total(name: str, **labels: str) -> float:
+            return sum(sample.value for registry in registries.values()
+                       for _, sample in scraped(registry) if sample.name == name
+                       and labels.items() <= sample.labels.items())
+
+        assert total("hotline_tickets_open") == 2
+        assert total("hotline_trunk_override", trunk="carrier-a", action="drain") == 1
+        assert total("hotline_cluster_exporter") == 1
+        assert by_node(registries["node-1"], "hotline_tickets_open") == {None: 2}
+        assert "hotline_tickets_open" not in {n for n, _ in scraped(registries["node-2"])}
+        for name, registry in registries.items():  # the node's own metrics: its name
+            for metric in ("hotline_calls_active", "hotline_trunk_state", "hotline_redis_up",
+                           "process_cpu_seconds_total"):
+                assert list(by_node(registry, metric)) == [name], metric
+
+        # node-1's lease lapses (a pause, say) while it is still scraped: node-2 takes over
+        leases["node-1"].stop()
+        assert by_node(registries["node-1"], "hotline_cluster_exporter") == {"node-1": 0}
+        assert by_node(registries["node-2"], "hotline_cluster_exporter") == {"node-2": 1}
+        assert by_node(registries["node-2"], "hotline_tickets_open") == {None: 2}
+        assert total("hotline_tickets_open") == 2
+    finally:
+        call_ended("sip", "completed")
+        for lease in leases.values():
+            lease.stop()
