@@ -36,7 +36,7 @@ from ivr.http.twilio import TwilioVoice
 from ivr.metrics import build_registry
 from ivr.nodes import NodeInfo, NodeLease
 from ivr.records import SPOOL_PATH, CallStore, RecordSpool, RecordWriter, WriterState
-from ivr.redis_server import EmbeddedRedis, connect
+from ivr.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from ivr.settings import ConfigError, Settings, config_path, load_yaml
 from ivr.tickets import Outbox, TicketDesk, build_tickets
 from ivr.tickets.model import Ticket
@@ -107,6 +107,7 @@ class Server:
         try:
             if self._embedded is not None:
                 self._embedded.start()
+            self._check_redis()
             client = self._connect()
             self._claim_node()
             self.notifier = self._notifier()
@@ -447,8 +448,22 @@ class Server:
                 f"P1 ticket {ticket.id} from {mask_number(ticket.caller)}: {ticket.category}, "
                 f"{ticket.reason}.", details={"ticket": ticket.id, "call": ticket.call_id}))
 
+    def _check_redis(self) -> None:
+        """Say whether Redis answers. An embedded Redis that does not is an error; a
+        shared one may be away (failing over, restarting): the node starts degraded and
+        its clients connect when Redis is back."""
+        try:
+            connect(self.settings, fail_fast=True).close()
+        except RedisUnavailable as exc:
+            if self._embedded is not None:
+                raise
+            logger.warning("Starting without Redis (%s): calls are answered and routed by "
+                           "the trunks' health and the overrides as this node last knew them "
+                           "(none yet), records and tickets are spooled to disk, and the "
+                           "node's lease is claimed once Redis answers", exc)
+
     def _connect(self, fail_fast: bool = False) -> redis.Redis:
-        self._clients.append(connect(self.settings, fail_fast))
+        self._clients.append(connect(self.settings, fail_fast, check=False))
         return self._clients[-1]
 
     def _endpoint(self, trunk: TrunkConfig, handler: CallHandler) -> SipEndpoint:
