@@ -148,8 +148,8 @@ class Server:
     def _claim_node(self) -> None:
         """Claim this node's name in Redis; fail if another live process holds it."""
         settings = self.settings
-        info = NodeInfo(settings.node, sip={t.name: t.listen for t in settings.trunks
-                                            if t.listen},
+        info = NodeInfo(settings.node, sip={t.name: t.announced for t in settings.trunks
+                                            if t.announced},
                         http=settings.http.listen)
         self.lease = NodeLease(self._connect(fail_fast=True), settings.redis.prefix, info,
                                live_calls=self.live_calls,
@@ -318,7 +318,7 @@ class Server:
             logger.info("No trunk has a listen address: calls come only from Twilio")
             return
         media = self.settings.media
-        self.engine = RtpEngine(media.address, media.port_range)
+        self.engine = RtpEngine(media.address, media.port_range, advertise=media.advertise)
         self.engine.start()
         if self.settings.drill.number is not None:
             self.drill = self._drill(router)
@@ -476,6 +476,8 @@ class Server:
             domain=trunk.sip_domain,
             credentials=(trunk.username, password) if trunk.username and password else None,
             on_trunk_failure=lambda reason: monitor.report_failure(trunk.name, reason),
+            advertise=split_hostport(trunk.announced)
+            if trunk.advertise and trunk.announced else None,
             media_timeout_s=self.settings.failover.callback.silence_s,
             symmetric_rtp=trunk.symmetric_rtp)
         endpoint.start()

@@ -154,7 +154,10 @@ class RedisSettings(BaseModel):
 class MediaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    address: str = Field("127.0.0.1", description="IP that RTP binds and SDP announces")
+    address: str = Field("127.0.0.1", description="IP that RTP binds (and SDP announces, "
+                         "unless advertise is set)")
+    advertise: str | None = Field(None, description="IP that SDP announces, when peers must "
+                                  "send RTP to another than address (0.0.0.0, NAT)")
     ports: str = Field("20000-29999", description="low-high: RTP on even ports, RTCP on the next")
 
     @field_validator("ports")

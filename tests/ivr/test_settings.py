@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ivr.settings import ConfigError, load_settings
+from trunks.config import TrunkConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
 
@@ -149,3 +150,13 @@ def test_the_example_configs_sentinel_block_is_valid(tmp_path: Path) -> None:
                                          "SENTINEL_PASSWORD": "b"}).redis
     assert (redis.url, redis.master_name, len(redis.sentinel_addresses)) == (None, "hotline", 3)
     assert redis.password is not None and redis.sentinel_password is not None
+
+
+@pytest.mark.parametrize(("advertise", "announced"), [
+    (None, "0.0.0.0:5072"), ("203.0.113.5", "203.0.113.5:5072"),
+    ("203.0.113.5:6000", "203.0.113.5:6000"), ("[2001:db8::5]", "[2001:db8::5]:5072")])
+def test_a_trunk_announces_its_advertised_address(advertise: str | None,
+                                                  announced: str) -> None:
+    trunk = TrunkConfig(name="carrier-a", mode="ip", proxy="203.0.113.7",
+                        listen="0.0.0.0:5072", advertise=advertise)
+    assert trunk.announced == announced
