@@ -324,7 +324,9 @@ class Server:
             self.drill = self._drill(router)
         callback = self.settings.failover.callback
         self.callbacks = CallbackService(
-            Callbacks(self._connect(fail_fast=True), callback, self.settings.redis.prefix),
+            Callbacks(self._connect(fail_fast=True), callback, self.settings.redis.prefix,
+                      replicas=self.settings.redis.replicas,
+                      replica_wait_ms=self.settings.redis.replica_wait_ms),
             callback, router, runner, self.records, desk, monitor.snapshots)
         handlers = {trunk.name: CallHandler(runner, self.records, trunk.name,
                                             vad=self.settings.speech.vad, drill=self.drill,
@@ -389,7 +391,9 @@ class Server:
         (the spool takes the records then), replaying a spool left by an earlier run."""
         settings = self.settings
         assert self.lease is not None
-        writer = RecordWriter(CallStore(self._connect(fail_fast=True), settings.redis.prefix),
+        writer = RecordWriter(CallStore(self._connect(fail_fast=True), settings.redis.prefix,
+                                        replicas=settings.redis.replicas,
+                                        replica_wait_ms=settings.redis.replica_wait_ms),
                               RecordSpool(settings.data_dir / SPOOL_PATH), node=settings.node,
                               run=self.lease.run)
         writer.start()
@@ -407,7 +411,9 @@ class Server:
             logger.warning("Tickets not indexed by priority, Redis unreachable: %s", exc)
         desk, self.outbox = build_tickets(settings.tickets, client,
                                           prefix=settings.redis.prefix,
-                                          data_dir=settings.data_dir, node=settings.node)
+                                          data_dir=settings.data_dir, node=settings.node,
+                                          replicas=settings.redis.replicas,
+                                          replica_wait_ms=settings.redis.replica_wait_ms)
         self.outbox.start()
         if self.notifier is not None:
             desk.on_opened = self._ticket_alert

@@ -84,6 +84,13 @@ class RedisSettings(BaseModel):
     sentinel_password: SecretStr | None = Field(None, description="the sentinels' own "
                                                 "password (their requirepass), if any")
     prefix: str = "hotline"
+    replicas: int = Field(0, ge=0, le=8, description="replicas that must confirm a write "
+                          "that matters (a ticket, a call's final record, a call-back) "
+                          "before it counts as saved (Redis WAIT); one they do not confirm "
+                          "within replica_wait_ms is spooled or retried. 0: the master's "
+                          "word; 1 with Sentinel and a replica")
+    replica_wait_ms: int = Field(100, ge=1, le=5000, description="how long such a write "
+                                 "waits for its replicas")
 
     _unset = field_validator("url", "master_name", "password", "sentinel_password",
                              mode="before")(empty_is_unset)
