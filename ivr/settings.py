@@ -329,6 +329,38 @@ class Settings(BaseModel):
         return max(reversed(taking), key=lambda t: t.priority)
 
 
+def cluster_problems(nodes: Mapping[Path, Settings]) -> list[str]:
+    """What stops the nodes configured by these files (file -> its settings) from making
+    one cluster; empty if nothing does. Each node needs the shared Redis (a node with an
+    embedded one keeps state nobody else sees), the same Redis as the others, a name of
+    its own, and the same trunk names (another node takes a call up on the trunk of the
+    same name)."""
+    problems = []
+    for path, settings in nodes.items():
+        if settings.redis.url is None and settings.redis.sentinels is None:
+            problems.append(f"{path}: node {settings.node} has no shared Redis (redis.url or "
+                            "redis.sentinels): it would keep its calls, leases and tickets "
+                            "in a Redis of its own")
+    redis_targets = {(s.redis.url, s.redis.sentinels, s.redis.master_name, s.redis.prefix)
+                     for s in nodes.values()}
+    if len(redis_targets) > 1:
+        problems.append("the nodes name different Redis servers or prefixes: "
+                        + "; ".join(f"{p}: {s.redis.url or s.redis.sentinels} "
+                                    f"(prefix {s.redis.prefix})" for p, s in nodes.items()))
+    named: dict[str, Path] = {}
+    for path, settings in nodes.items():
+        if settings.node in named:
+            problems.append(f"{path} and {named[settings.node]} share the node name "
+                            f"{settings.node}")
+        named.setdefault(settings.node, path)
+    trunk_sets = {path: sorted(t.name for t in s.trunks) for path, s in nodes.items()}
+    if len({tuple(names) for names in trunk_sets.values()}) > 1:
+        problems.append("the nodes' trunks differ (a call is taken up on the trunk of the "
+                        "same name): " + "; ".join(f"{p}: {', '.join(n)}"
+                                                   for p, n in trunk_sets.items()))
+    return problems
+
+
 def check_timezone(value: str) -> str:
     """A validator body: `value` must name an IANA time zone."""
     try:
