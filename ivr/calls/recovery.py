@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ivr import metrics
 from ivr.calls.handler import CallHandler
 from ivr.records import CallRecord
 from trunks.voip.endpoint import SipEndpoint
@@ -116,6 +117,7 @@ class Recovery:
         record.moved.append({"from": moved_from, "to": self.node, "at": self._wallclock(),
                              "reinvite_s": round(time.monotonic() - started, 3)})
         record.node, record.run = self.node, self.run
+        metrics.call_taken_over("taken_up")
         logger.warning("Call %s from %s taken up from node %s: bridged to %s again",
                        record.id, record.caller, moved_from, record.forwarded_to)
         handler.resume(call, staff, record)

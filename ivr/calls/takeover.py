@@ -39,6 +39,7 @@ from typing import Any
 
 import redis
 
+from ivr import metrics
 from ivr.nodes import NodeInfo, lapsed_nodes, last_info
 from ivr.records import CallRecord, CallStore, live_key
 from trunks.config import ProbeSettings, TrunkConfig, split_hostport
@@ -186,6 +187,7 @@ class Takeover:
         if record.path != ["drill"]:
             self.on_cut_off(record)
         self.store.save(record)
+        metrics.call_taken_over("closed")
         logger.warning("Call %s from %s closed: node %s failed with it up at %s", record.id,
                        record.caller, record.node or dead,
                        record.path[-1] if record.path else "the start")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from ivr import metrics
 from ivr.calls.takeover import NODE_FAILURE, Takeover, node_answers
 from ivr.nodes import NodeInfo, NodeLease
 from ivr.records import CallRecord, CallStore, RecordSpool, RecordWriter, live_key
@@ -46,6 +47,13 @@ class Node:
         time.sleep(0.4)
 
 
+def taken_over(result: str) -> float:
+    """hotline_calls_taken_over_total{result} so far, in this process."""
+    return next((sample.value for metric in metrics.TAKEN_OVER.collect()
+                 for sample in metric.samples
+                 if sample.name.endswith("_total") and sample.labels["result"] == result), 0.0)
+
+
 def takeover(client: redis.Redis, name: str, cut_off: list[CallRecord],
              answers: bool = False, run: str = "run-of-survivor") -> Takeover:
     return Takeover(client, PREFIX, name, run, CallStore(client, PREFIX), cut_off.append,
@@ -61,6 +69,7 @@ def test_a_dead_nodes_calls_are_closed_once_and_its_callers_handed_on_once(
     dead.call("over", "menu", "bye", ended=True)
     dead.die()
     cut_off: list[CallRecord] = []
+    closed_before = taken_over("closed")
     survivors = [takeover(redis_client, f"node-{n}", cut_off) for n in "bc"]
     closed: list[int] = []
     racers = [threading.Thread(target=lambda t=t: closed.append(t.scan())) for t in survivors]
@@ -79,6 +88,7 @@ def test_a_dead_nodes_calls_are_closed_once_and_its_callers_handed_on_once(
     over = store.get("over")
     assert over is not None and over.end_reason is None, "a call that had ended is left alone"
     assert [s.scan() for s in survivors] == [0, 0], "nothing twice"
+    assert taken_over("closed") - closed_before == 3
     assert not redis_client.keys(f"{PREFIX}:live:*"), "no call is left listed as up"
 
 
