@@ -240,18 +240,12 @@ def findings(load: Load, ours: Measures, theirs: Measures) -> list[str]:
         f"dispatcher alone; the {ours.moved} and {theirs.moved} calls that met the dead node "
         f"were answered by the other one after the 1 s wait "
         f"({_s(ours.setup_window_max_s)} and {_s(theirs.setup_window_max_s)} at most).",
-        f"Every call up on the killed node is lost on both sides ({ours.survived} of {cut} and "
-        f"{theirs.survived} of {len(theirs.cut_off)} still up after the kill): the SIP dialog "
-        "and the media live in the process that died, so the callers' BYEs came back 408 from "
-        f"the front door. That includes the {ours.bridged} bridged calls: the "
-        f"{SURVIVE_SHARE:.0%} target for them is missed today ({ours.bridged_survived} "
-        f"survived), as docs/cluster.md says. Their {ours.staff_stranded} staff legs never got "
-        "a BYE either: nothing tells the on-call staff the caller is gone, and the caller's "
-        "call-back runs the call-back flow, not the forward.",
+        _cut_off_finding(ours, theirs),
         f"What the hotline adds is the recovery, which the anchor does not have: the other "
         f"node closed the {ours.closed} records {_range(ours.closed_s)} (median / max) after "
-        f"the kill (the {LEASE_S:g} s lease lapsing, a {SCAN_S:g} s scan, the fence's OPTIONS "
-        f"answered at once by ICMP port unreachable) and rang {ours.called_back} of {cut} "
+        f"the kill (its lease lapsing {LEASE_S:g} s after the dead node last renewed it, the "
+        f"next {SCAN_S:g} s scan, the fence's OPTIONS answered at once by ICMP port "
+        f"unreachable) and rang {ours.called_back} of {cut} "
         f"cut-off callers, {ours.called_back_once} exactly once, {_range(ours.ring_s)} after "
         f"the kill: `delay_s` ({load.delay_s:g} s) later, {CLAIM_BATCH} at a time every "
         f"{POLL_S:g} s, so the last rang {spread:.1f} s after the first. That leaves "
@@ -259,6 +253,26 @@ def findings(load: Load, ours: Measures, theirs: Measures) -> list[str]:
         f"second, a node with about {most:.0f} calls up when it dies would use it all (an "
         "estimate from these numbers, not measured).",
     ]
+
+
+def _cut_off_finding(ours: Measures, theirs: Measures) -> str:
+    """What became of the calls up on the killed node, on both sides."""
+    up = f"{ours.survived} of {len(ours.cut_off)} and {theirs.survived} of " \
+        f"{len(theirs.cut_off)} still up after the kill"
+    if ours.survived or theirs.survived:
+        lost = f"Some calls up on the killed node outlived it ({up})."
+    else:
+        lost = (f"Every call up on the killed node is lost on both sides ({up}): the SIP "
+                "dialog and the media live in the process that died, so the callers' BYEs "
+                "came back 408 from the front door.")
+    met = (ours.bridged_survived or 0) >= SURVIVE_SHARE * (ours.bridged or 0) > 0
+    return (f"{lost} Of the {ours.bridged} bridged calls, {ours.bridged_survived} survived: "
+            f"the {SURVIVE_SHARE:.0%} target is {'met' if met else 'missed'}"
+            f"{'' if met else ', as docs/cluster.md says it is today'}. "
+            + (f"{ours.staff_stranded} of their staff legs never got a BYE: nothing told the "
+               "on-call staff that the caller was gone, and the caller's call-back starts at "
+               "`callback.node` (here a goodbye), not back with the person they were talking "
+               "to." if ours.staff_stranded else "Every staff leg got its BYE."))
 
 
 def _noticers(ours: Measures, theirs: Measures) -> str:
@@ -305,8 +319,8 @@ half a second in it sends one SIP INFO: key 1 (`Signal=1`, application/dtmf-rela
 caller in {load.press_every}, an empty keep-alive for the others. {load.kill_at_s:g} s after
 sipp starts, the first node's process group is killed with SIGKILL: its ports close, so
 the kernel answers what is sent to them with ICMP port unreachable, which Kamailio does not
-act on. Both systems get the same callers (`bench/sipp/uac_front_door.xml`, one injection
-file).
+act on (a call it sends there waits out its `fr_timer`). Both systems get the same
+callers (`bench/sipp/uac_front_door.xml`, one injection file).
 
 The front door is the shipped `config/kamailio/frontdoor.cfg`, unchanged: round robin, OPTIONS
 probes every 2 s (one lost probe takes a node out), a call moved to the other node when its
