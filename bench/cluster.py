@@ -288,15 +288,14 @@ def _call_and_kill(load: Load, target: str, victim: GroupProcess, workdir: Path)
     workdir.mkdir(parents=True, exist_ok=True)
     callers = workdir / "callers.csv"
     callers.write_text("SEQUENTIAL\n" + "".join(
-        f"{n};{'Signal=1' if load.presses(n) else ''};\n"
+        f"{n};{'Signal=1' if load.presses(n) else ''};{load.hold_s * 1000:.0f};\n"
         for n in map(load.number, range(load.calls))))
     limit_s = load.calls / load.rate + load.hold_s + 60
     caller = subprocess.Popen(
         [require("sipp", "sip-tester"), target, "-sf", str(CALLER_SCENARIO), "-inf",
          str(callers), "-s", "1000", "-r", f"{load.rate:g}", "-m", str(load.calls),
-         "-l", str(load.calls), "-d", str(int(load.hold_s * 1000)), "-i", "127.0.0.1",
-         "-p", str(free_udp_port()), "-mp", str(free_udp_port()), "-nostdin", "-trace_msg",
-         "-trace_err", "-timeout", f"{limit_s:.0f}s"],
+         "-l", str(load.calls), "-i", "127.0.0.1", "-p", str(free_udp_port()),
+         "-mp", str(free_udp_port()), "-nostdin", "-trace_msg", "-timeout", f"{limit_s:.0f}s"],
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(load.kill_at_s)

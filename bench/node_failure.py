@@ -27,6 +27,7 @@ lost. Writes docs/bench/node-failure.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import inspect
 import math
@@ -46,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster import SETTLE_TIMEOUT_S, Load, run_dispatcher, run_hotline  # noqa: E402
-from bench.node_failure_measures import Measures, measure  # noqa: E402
+from bench.node_failure_measures import CallerCall, Measures, measure  # noqa: E402
 from bench.redis_outage import describe  # noqa: E402
 from failover.callbacks import CLAIM_S, Callbacks  # noqa: E402
 from ivr.calls.cut_off import POLL_S  # noqa: E402
@@ -161,14 +162,15 @@ def recovery_rows(m: Measures, load: Load) -> dict[str, str]:
     limit = load.delay_s + CALLBACK_GRACE_S
     none = "-" if hotline else "- (none)"
     return {
-        "calls up on the killed node (cut off)": str(cut),
+        "calls up on the killed node at the kill": str(len(m.up)),
         "... of them callers who had pressed 1": str(m.pressed),
-        "... still up after the kill (the caller's hang-up answered 200)":
-            _of(m.survived, cut),
+        "... re-INVITEd by the other node (taken up)": str(m.taken_up),
+        "... still up when the caller hung up (BYE answered 200)": _of(m.survived, len(m.up)),
         "bridged calls up on the killed node that survived":
             _of(m.bridged_survived, m.bridged or 0) if hotline else "- (no bridging)",
-        "staff left on a dead call (their leg never got a BYE)":
+        "staff legs up at the kill that never got a BYE":
             _of(m.staff_stranded, m.bridged or 0) if hotline else "- (no bridging)",
+        "calls cut off (up on the killed node, not surviving it)": str(cut),
         "kill to the cut-off calls' records closed, median / max":
             _range(m.closed_s) if hotline else none,
         "cut-off callers called back": _of(m.called_back or 0, cut),
@@ -240,10 +242,10 @@ def findings(load: Load, ours: Measures, theirs: Measures) -> list[str]:
         f"dispatcher alone; the {ours.moved} and {theirs.moved} calls that met the dead node "
         f"were answered by the other one after the 1 s wait "
         f"({_s(ours.setup_window_max_s)} and {_s(theirs.setup_window_max_s)} at most).",
-        _cut_off_finding(ours, theirs),
+        _survival_finding(ours, theirs),
         f"What the hotline adds is the recovery, which the anchor does not have: the other "
-        f"node closed the {ours.closed} records {_range(ours.closed_s)} (median / max) after "
-        f"the kill (its lease lapsing {LEASE_S:g} s after the dead node last renewed it, the "
+        f"node closed the {cut} cut-off calls' records {_range(ours.closed_s)} (median / max) "
+        f"after the kill (its lease lapsing {LEASE_S:g} s after the dead node last renewed it, the "
         f"next {SCAN_S:g} s scan, the fence's OPTIONS answered at once by ICMP port "
         f"unreachable) and rang {ours.called_back} of {cut} "
         f"cut-off callers, {ours.called_back_once} exactly once, {_range(ours.ring_s)} after "
@@ -255,24 +257,33 @@ def findings(load: Load, ours: Measures, theirs: Measures) -> list[str]:
     ]
 
 
-def _cut_off_finding(ours: Measures, theirs: Measures) -> str:
+def _survival_finding(ours: Measures, theirs: Measures) -> str:
     """What became of the calls up on the killed node, on both sides."""
-    up = f"{ours.survived} of {len(ours.cut_off)} and {theirs.survived} of " \
-        f"{len(theirs.cut_off)} still up after the kill"
+    up = (f"{ours.survived} of {len(ours.up)} on the hotline, {theirs.survived} of "
+          f"{len(theirs.up)} with the dispatcher alone")
     if ours.survived or theirs.survived:
-        lost = f"Some calls up on the killed node outlived it ({up})."
+        text = (f"Calls up on the killed node still up when their callers hung up: {up}; the "
+                f"hotline's other node re-INVITEd {ours.taken_up} callers to take their calls "
+                "up.")
     else:
-        lost = (f"Every call up on the killed node is lost on both sides ({up}): the SIP "
-                "dialog and the media live in the process that died, so the callers' BYEs "
-                "came back 408 from the front door.")
+        text = (f"No call up on the killed node outlived it ({up}): its SIP dialog and media "
+                "were in the process that died, and the callers' BYEs came back "
+                f"{_statuses(ours.cut_off)} from the front door.")
     met = (ours.bridged_survived or 0) >= SURVIVE_SHARE * (ours.bridged or 0) > 0
-    return (f"{lost} Of the {ours.bridged} bridged calls, {ours.bridged_survived} survived: "
-            f"the {SURVIVE_SHARE:.0%} target is {'met' if met else 'missed'}"
-            f"{'' if met else ', as docs/cluster.md says it is today'}. "
-            + (f"{ours.staff_stranded} of their staff legs never got a BYE: nothing told the "
-               "on-call staff that the caller was gone, and the caller's call-back starts at "
-               "`callback.node` (here a goodbye), not back with the person they were talking "
-               "to." if ours.staff_stranded else "Every staff leg got its BYE."))
+    text += (f" Of the {ours.bridged} bridged calls, {ours.bridged_survived} survived: the "
+             f"{SURVIVE_SHARE:.0%} target is {'met' if met else 'missed'}.")
+    if ours.staff_stranded:
+        text += (f" {ours.staff_stranded} staff legs up at the kill never got a BYE: nothing "
+                 "told those on-call staff that their caller was gone, and a cut-off caller's "
+                 "call-back starts at `callback.node` (here a goodbye), not back with the "
+                 "person they were talking to.")
+    return text
+
+
+def _statuses(calls: list[CallerCall]) -> str:
+    """The final responses to the callers' BYEs, counted: "408 (41)"."""
+    counts = collections.Counter(c.bye_status for c in calls)
+    return ", ".join(f"{status or 'nothing'} ({n})" for status, n in counts.most_common())
 
 
 def _noticers(ours: Measures, theirs: Measures) -> str:
@@ -312,51 +323,52 @@ machine is shared). One run, both systems one after the other: the hotline's sid
 
 ## What runs
 
-sipp places {load.calls} calls at {load.rate:g} per second through a Kamailio carrier
-(carrier A) to the front door, which sends each to one of two nodes; each from its own
-number (13900000001, 13900000002, ...). Each caller holds {load.hold_s:g} s from the answer;
-half a second in it sends one SIP INFO: key 1 (`Signal=1`, application/dtmf-relay) for one
-caller in {load.press_every}, an empty keep-alive for the others. {load.kill_at_s:g} s after
-sipp starts, the first node's process group is killed with SIGKILL: its ports close, so
-the kernel answers what is sent to them with ICMP port unreachable, which Kamailio does not
-act on (a call it sends there waits out its `fr_timer`). Both systems get the same
-callers (`bench/sipp/uac_front_door.xml`, one injection file).
+sipp places {load.calls} calls at {load.rate:g} per second through a Kamailio carrier (carrier
+A) to the front door, which sends each to one of two nodes; each from its own number
+(13900000001, 13900000002, ...). Half a second after the answer each caller sends one SIP INFO:
+key 1 (`Signal=1`, application/dtmf-relay) for one caller in {load.press_every}, an empty
+keep-alive for the others; then it holds {load.hold_s:g} s and hangs up. A node that re-INVITEs
+it meanwhile (taking the call up after its node died) is answered with the same media, and the
+caller's BYE then goes to that node. {load.kill_at_s:g} s after sipp starts, the first node's
+process group is killed with SIGKILL: its ports close, so the kernel answers what is sent to
+them with ICMP port unreachable, which Kamailio does not act on (a call it sends there waits out
+its `fr_timer`). Both systems get the same callers (`bench/sipp/uac_front_door.xml`, one
+injection file).
 
-The front door is the shipped `config/kamailio/frontdoor.cfg`, unchanged: round robin, OPTIONS
-probes every 2 s (one lost probe takes a node out), a call moved to the other node when its
-node sends nothing within 1 s (`fr_timer`) or answers 408/5xx. The bench runs it through
+The front door is the shipped `config/kamailio/frontdoor.cfg`, as it is: round robin, OPTIONS
+probes every 2 s (one lost probe takes a node out), a call moved to the other node when its node
+sends nothing within 1 s (`fr_timer`) or answers 408/5xx. The bench runs it through
 `bench/kamailio/frontdoor_watched.cfg`, which includes it and adds two event routes that only
-log, with Kamailio's clock, when the dispatcher marks a node down or up: the shipped file logs
-a node's failure when a call meets it, not when a probe does. The detection time runs from
-the kill to the killed node's first "down", whether a probe or a call's failure route
-noticed it.
+log, with Kamailio's clock, when the dispatcher marks a node down or up: the shipped file logs a
+node's failure when a call meets it, not when a probe does. The detection time runs from the
+kill to the killed node's first "down", whether a probe or a call's failure route noticed it.
 
-- **hotline**: two `hotline serve` nodes (`node-a`, killed, and `node-b`) on one
-  redis-server. The flow is a menu ("Press 1 to talk to the engineer on call", 60 s to
-  answer); key 1 forwards to the on-call roster ({int(load.rate * (load.hold_s + 2)) + 10}
-  people, all on one sipp phone behind carrier B that answers at once and holds until the
-  BYE), bridged in the node's RTP engine; a forward nobody takes goes to another 60 s menu,
-  so the hotline never hangs up before the caller. `failover.callback`: enabled, `delay_s`
-  {load.delay_s:g}, `numbers` `139\\d{{8}}`, `per_number_s` 0, `per_hour` 100000, `silence_s`
-  120, `ring_s` 10, `node` "again" (it says "This is the hotline calling you back" and hangs
-  up). Two trunks, default probing: carrier A (priority 2, the calls in, from the front door)
-  and carrier B (priority 1, every call out: forwards and call-backs, which reach the same
-  sipp phone, standing for the callers' phones too). A node's lease lasts {LEASE_S:g} s; the
-  others scan every {SCAN_S:g} s and give a lapsed node's SIP addresses {PROBE_S:g} s to
-  answer before taking its calls over; a call-back claim lapses after {CLAIM_S:g} s.
-- **dispatcher alone** (the anchor, with no recovery): the same carrier and front door in
-  front of two plain sipp UAS "nodes" (`bench/sipp/uas_answer_wait.xml` with `-aa`, which
-  answers the probes and the INFO) that answer at once and hold until the BYE; no
-  application, no Redis: what the dispatcher does by itself about a dead node.
+- **hotline**: two `hotline serve` nodes (`node-a`, killed, and `node-b`) on one redis-server.
+  The flow is a menu ("Press 1 to talk to the engineer on call", 60 s to answer); key 1 forwards
+  to the on-call roster ({int(load.rate * (load.hold_s + 2)) + 10} people, all on one sipp phone
+  behind carrier B that answers at once, takes re-INVITEs and holds until the BYE), bridged in
+  the node's RTP engine; a forward nobody takes goes to another 60 s menu, so the hotline never
+  hangs up before the caller. `failover.callback`: enabled, `delay_s` {load.delay_s:g},
+  `numbers` `139\\d{{8}}`, `per_number_s` 0, `per_hour` 100000, `silence_s` 120, `ring_s` 10,
+  `node` "again" (it says "This is the hotline calling you back" and hangs up). Two trunks,
+  default probing: carrier A (priority 2, the calls in, from the front door) and carrier B
+  (priority 1, every call out: forwards and call-backs, which reach the same sipp phone,
+  standing for the callers' phones too). A node's lease lasts {LEASE_S:g} s; the others scan
+  every {SCAN_S:g} s and give a lapsed node's SIP addresses {PROBE_S:g} s to answer before
+  taking its calls over; a call-back claim lapses after {CLAIM_S:g} s.
+- **dispatcher alone** (the anchor, with no recovery): the same carrier and front door in front
+  of two plain sipp UAS "nodes" (`bench/sipp/uas_answer_wait.xml` with `-aa`, which answers the
+  probes and the INFO) that answer at once and hold until the BYE; no application, no Redis:
+  what the dispatcher does by itself about a dead node.
 
 A set-up fails when the caller gets no 200 OK. The detection window holds the calls placed
-between the kill and the front door marking the node down. A call is cut off when the front
-door had it on the killed node (its log), it was answered before the kill and its caller had
-not yet hung up (the callers' trace). It is still up after the kill if the caller's BYE, at
-the end of the hold, was answered 200. A cut-off caller is called back when an INVITE to
-their number reaches the phone (its trace), timed from the kill. A record is left open if it
-has no end once everything has settled (at most {SETTLE_TIMEOUT_S:g} s after the last
-caller), and lost if a call the caller saw answered has none.
+between the kill and the front door marking the node down. A call was up on the killed node when
+the front door had sent it there (its log), it was answered before the kill and its caller had
+not yet hung up (the callers' trace). It survived if the caller's BYE, at the end of the hold,
+was answered 200; otherwise it was cut off. A cut-off caller is called back when an INVITE to
+their number reaches the phone (its trace), timed from the kill. A record is left open if it has
+no end once everything has settled (at most {SETTLE_TIMEOUT_S:g} s after the last caller), and
+lost if a call the caller saw answered has none.
 
 ## Results
 

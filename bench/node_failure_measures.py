@@ -37,6 +37,13 @@ class CallerCall:
     """When the caller sent its BYE."""
     bye_status: int | None = None
     """The final response to the BYE; None: none came."""
+    reinvited_at: float | None = None
+    """When a node first re-INVITEd the caller (taking the call up after its node died)."""
+
+    @property
+    def survived(self) -> bool:
+        """Whether the call was still up, end to end, when the caller hung up."""
+        return self.bye_status == 200
 
     @property
     def setup_s(self) -> float | None:
@@ -70,12 +77,16 @@ class Measures:
     setup_after_p99_s: float | None
     moved: int
     """Calls the front door sent to the dead node and moved to the other (after 1 s)."""
-    cut_off: list[CallerCall]
+    up: list[CallerCall]
     """Calls up on the killed node when it died."""
     pressed: int
     """Of those, the callers who had pressed 1 (forwarded to staff on the hotline)."""
     survived: int
     """Of those, calls whose caller's hang-up was answered 200 (the call still held)."""
+    taken_up: int
+    """Of those, calls whose caller a node re-INVITEd after the kill."""
+    cut_off: list[CallerCall]
+    """The calls up on the killed node that did not survive it."""
     bridged: int | None = None
     bridged_survived: int | None = None
     staff_stranded: int | None = None
@@ -116,6 +127,8 @@ def caller_calls(workdir: Path) -> dict[str, CallerCall]:
         elif received and first.startswith("SIP/2.0 ") and cseq.endswith("BYE") and \
                 int(first.split()[1]) >= 200:
             call.bye_status = call.bye_status or int(first.split()[1])
+        elif received and first.startswith("INVITE "):
+            call.reinvited_at = call.reinvited_at or when
     return found
 
 
@@ -163,9 +176,9 @@ def measure(observed: Observed) -> Measures:
     before = [c for c in calls if c.invited_at < killed]
     window = [c for c in calls if killed <= c.invited_at < noticed]
     after = [c for c in calls if c.invited_at >= noticed]
-    cut_off = [c for c in calls if node_of.get(c.call_id) == observed.nodes[0]
-               and c.answered_at is not None and c.answered_at < killed
-               and (c.hung_up_at or math.inf) > killed]
+    up = [c for c in calls if node_of.get(c.call_id) == observed.nodes[0]
+          and c.answered_at is not None and c.answered_at < killed
+          and (c.hung_up_at or math.inf) > killed]
     setups = [c.setup_s for c in before if c.setup_s is not None]
     measures = Measures(
         len(calls), sum(c.answered_at is not None for c in calls),
@@ -175,8 +188,8 @@ def measure(observed: Observed) -> Measures:
         statistics.median(setups) if setups else math.nan,
         max((c.setup_s for c in window if c.setup_s is not None), default=None),
         _percentile([c.setup_s for c in after if c.setup_s is not None], 99),
-        len(moved), cut_off, sum(load.presses(c.number) for c in cut_off),
-        sum(c.bye_status == 200 for c in cut_off))
+        len(moved), up, sum(load.presses(c.number) for c in up), sum(c.survived for c in up),
+        sum(c.reinvited_at is not None for c in up), [c for c in up if not c.survived])
     if observed.records is not None:
         _hotline_measures(measures, observed, calls)
     return measures
@@ -186,9 +199,9 @@ def _hotline_measures(m: Measures, observed: Observed, calls: list[CallerCall]) 
     """What only the hotline has: bridged calls, call-backs and records."""
     assert observed.records is not None and observed.phone is not None
     records = {r.id: r for r in observed.records}
-    bridged = [c for c in m.cut_off if c.call_id in records and
+    bridged = [c for c in m.up if c.call_id in records and
                records[c.call_id].forwarded_to is not None]
-    m.bridged, m.bridged_survived = len(bridged), sum(c.bye_status == 200 for c in bridged)
+    m.bridged, m.bridged_survived = len(bridged), sum(c.survived for c in bridged)
     _callback_measures(m, phone_calls(observed.phone), observed.killed_at)
     closed = [r for r in records.values() if r.end_reason == NODE_FAILURE]
     m.closed = len(closed)
