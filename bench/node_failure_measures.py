@@ -21,6 +21,11 @@ from bench.cluster import Observed, node_events  # noqa: E402
 from bench.sipp_trace import header, messages  # noqa: E402
 from ivr.calls.takeover import NODE_FAILURE  # noqa: E402
 
+HELD_S = 10.0
+"""A bridged call counts toward the survival target if its caller held on this long after
+the kill: time for another node to notice (a lapsed lease, a scan, the fence) and take the
+call up. A caller who hangs up sooner hangs up on the dead node (the BYE is lost), which no
+take-up can save, and would count against any node however quick."""
 CALLER_PREFIX = "139"
 """The callers' numbers start so (`Load.number`); the staff's (1001, ...) do not."""
 
@@ -88,7 +93,15 @@ class Measures:
     cut_off: list[CallerCall]
     """The calls up on the killed node that did not survive it."""
     bridged: int | None = None
+    """Of the calls up on the killed node, those bridged to staff (their records say so)."""
+    bridged_held: int | None = None
+    """Of those, the calls whose callers held on `HELD_S` past the kill."""
     bridged_survived: int | None = None
+    """Of those, the calls that survived."""
+    reinvited_late: int | None = None
+    """Calls up on the killed node re-INVITEd only after their callers had hung up."""
+    late_called_back: int | None = None
+    """Of those, the callers called back."""
     staff_stranded: int | None = None
     """Staff legs up at the kill that never got a BYE: staff left on a dead call."""
     closed_s: list[float] = field(default_factory=list)
@@ -201,8 +214,15 @@ def _hotline_measures(m: Measures, observed: Observed, calls: list[CallerCall]) 
     records = {r.id: r for r in observed.records}
     bridged = [c for c in m.up if c.call_id in records and
                records[c.call_id].forwarded_to is not None]
-    m.bridged, m.bridged_survived = len(bridged), sum(c.survived for c in bridged)
-    _callback_measures(m, phone_calls(observed.phone), observed.killed_at)
+    held = [c for c in bridged if (c.hung_up_at or math.inf) - observed.killed_at >= HELD_S]
+    m.bridged, m.bridged_held = len(bridged), len(held)
+    m.bridged_survived = sum(c.survived for c in held)
+    late = {c.number for c in m.up if c.reinvited_at is not None and c.hung_up_at is not None
+            and c.reinvited_at > c.hung_up_at}
+    phone = phone_calls(observed.phone)
+    _callback_measures(m, phone, observed.killed_at)
+    m.reinvited_late = len(late)
+    m.late_called_back = len(late & {c.number for c in phone})
     closed = [r for r in records.values() if r.end_reason == NODE_FAILURE]
     m.closed = len(closed)
     m.closed_elsewhere = len({r.id for r in closed} - {c.call_id for c in m.cut_off})
