@@ -395,10 +395,13 @@ Call-back records in Redis (hotline): {statuses or "none"}.
 ## What it shows, and what it does not
 
 {shows}
-- The call-back rings the caller's number, not the caller's held dialog: here the callers
-  hold their dead calls until their own hold ends, and the call-backs go to the sipp phone
-  behind carrier B. Whether a real caller would still be on the line, and any audio, are
-  not measured (no RTP is checked on any leg).
+- A call's survival is judged by its signalling: the other node's re-INVITEs accepted and
+  the caller's hang-up answered 200. No RTP is checked on any leg, so whether caller and
+  staff hear each other after the take-up is not measured here
+  (`tests/cluster/test_node_failure.py` checks the audio of one taken-up call).
+- The call-back rings the caller's number, not the caller's held dialog: here the cut-off
+  callers hold their dead calls until their own hold ends, and the call-backs go to the sipp
+  phone behind carrier B. Whether a real caller would still be on the line is not measured.
 - One machine, loopback, one run. Kamailio, sipp, redis-server and both nodes share its
   cores with each other and with other work, so times below a few hundred ms are
   indicative; set-up times are from the callers' sipp traces.
