@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
 from ivr import metrics
-from ivr.calls.takeover import NODE_FAILURE, Takeover, node_answers
+from ivr.calls.takeover import CALLER_GONE, NODE_FAILURE, Takeover, node_answers
 from ivr.nodes import NodeInfo, NodeLease
 from ivr.records import CallRecord, CallStore, RecordSpool, RecordWriter, live_key
 from tests.conftest import wait_for
@@ -169,6 +170,30 @@ def test_a_node_that_died_while_taking_over_is_taken_over_in_turn(
     assert [r.id for r in cut_off] == ["up"]
     record = CallStore(redis_client, PREFIX).get("up")
     assert record is not None and record.node == "node-a" and record.end_reason == NODE_FAILURE
+
+
+def test_a_bridged_call_is_handed_to_recover_and_a_caller_who_hung_up_is_not_called_back(
+        redis_client: redis.Redis, tmp_path: Path) -> None:
+    dead = Node(redis_client, "node-a", tmp_path)
+    dead.call("bridged", "connect")
+    redis_client.set("test:dialog:bridged", '{"caller": {}, "staff": {}}')
+    dead.die()
+    handed: list[tuple[str, dict[str, object]]] = []
+
+    def recover(record: CallRecord, dialog: dict[str, object],
+                fallback: Callable[[bool], None]) -> None:
+        handed.append((record.id, dialog))
+        fallback(True)  # the caller's leg answered 481: they had hung up
+
+    cut_off: list[CallRecord] = []
+    survivor = Takeover(redis_client, PREFIX, "node-b", "run-b", CallStore(redis_client, PREFIX),
+                        cut_off.append, answers=lambda info: False, recover=recover)
+    assert survivor.scan() == 1
+    assert handed == [("bridged", {"caller": {}, "staff": {}})] and cut_off == []
+    record = CallStore(redis_client, PREFIX).get("bridged")
+    assert record is not None and record.end_reason == CALLER_GONE
+    assert record.outcome == "caller hung up" and record.callback is None
+    assert CallStore(redis_client, PREFIX).live("node-b") == {}
 
 
 def test_node_answers_by_sip_and_not_on_a_closed_port(tmp_path: Path) -> None:
