@@ -127,14 +127,17 @@ class Carrier(GroupProcess):
                  extra_args: list[str] | None = None, host: str = "127.0.0.1",
                  hotline: tuple[str, int] | None = None,
                  staff: tuple[str, int] | None = None, auth_password: str | None = None,
-                 min_expires: int | None = None, fail_invites: bool = False) -> None:
+                 min_expires: int | None = None, fail_invites: bool = False,
+                 registrar: str | None = None) -> None:
+        """`registrar`: the user part of an AOR whose calls go to the contacts registered
+        for it, all at once (a forking registrar, carrier.cfg's REGISTRAR)."""
         self.host = host
         self.port = port or free_udp_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         defines = {"HOTLINE": hotline and f"sip:{hotline[0]}:{hotline[1]}",
                    "STAFF": staff and f"sip:{staff[0]}:{staff[1]}",
-                   "AUTH_PASSWORD": auth_password}
+                   "AUTH_PASSWORD": auth_password, "REGISTRAR": registrar}
         for name, value in defines.items():
             if value:
                 extra_args = [*(extra_args or []), "-A", f'{name}="{value}"']
@@ -171,6 +174,12 @@ class Carrier(GroupProcess):
         source = rf"127\.0\.0\.1:{source_port}\b" if source_port else r"\S+"
         return [float(t) for t in re.findall(rf"request {method} from {source} at ([0-9.]+)",
                                              text)]
+
+    def branches(self, call_id: str) -> list[str]:
+        """The contacts (host:port) a registrar carrier forked the call `call_id` to."""
+        text = self.log.read_text(errors="replace")
+        return re.findall(rf"branch to sip:[^@\s]+@(\S+) call-id {re.escape(call_id)}$", text,
+                          flags=re.M)
 
 
 class FrontDoor(GroupProcess):

@@ -1,9 +1,11 @@
 """A scriptable SIP caller on loopback, for what sipp scenarios say poorly: exact timing
-of re-INVITEs, INFO and UPDATE in a live call, and RTP counted packet by packet.
+of re-INVITEs, INFO and UPDATE in a live call, RTP counted packet by packet, and every
+dialog of a forked INVITE.
 
 `SipCaller` speaks plain UDP SIP through `trunks.voip.message` (the parser under test
-elsewhere); `RtpCounter` receives a call's RTP on its own port and counts what came
-when.
+elsewhere); `ForkedCaller` calls through a record-routing proxy that may fork, keeping
+each 200 as a dialog of its own; `RtpCounter` receives a call's RTP on its own port and
+counts what came when. `registrar_bindings` asks a registrar which contacts an AOR has.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from trunks.voip.message import Message, format_message, new_branch, parse_message, via
+from trunks.voip.auth import digest_authorization
+from trunks.voip.message import (
+    Message,
+    format_message,
+    new_branch,
+    new_tag,
+    parse_message,
+    uris,
+    via,
+)
 from trunks.voip.sdp import build_sdp
 
 RECV_TIMEOUT_S = 5.0
@@ -166,6 +177,118 @@ class SipCaller:
             if not message.is_response and message.method == method:
                 return message
         raise AssertionError(f"no {method} from the endpoint within {timeout:g} s")
+
+
+class ForkedCaller(SipCaller):
+    """A caller through a record-routing proxy (`target`) that may fork its INVITE to
+    `uri`: each 200 that comes back is a dialog of its own (RFC 3261 13.2.2.4), ACKed at
+    once and hung up by `hang_up_all`, each along its own route set."""
+
+    def __init__(self, target: tuple[str, int], rtp_port: int, call_id: str, uri: str) -> None:
+        super().__init__(target, rtp_port, call_id)
+        self.uri = uri
+        self.to = f"<{uri}>"
+        self.dialogs: dict[str, Message] = {}
+        """Each dialog's 200 by its To tag, in the order they came."""
+        self.finals: list[Message] = []
+        """Every final response to the INVITE (one per dialog or failure, not repeats)."""
+        self._invite_branch = ""
+
+    def invite(self) -> float:
+        """Send the INVITE; return when (monotonic)."""
+        self._invite_branch = new_branch()
+        self.cseq += 1
+        self._send("INVITE", self.uri, self.to, self.cseq, [], self.sdp(),
+                   self._invite_branch)
+        return time.monotonic()
+
+    def answers(self, window_s: float) -> list[Message]:
+        """The final responses to the INVITE, waiting until `window_s` after the first
+        (up to RECV_TIMEOUT_S for that one); each 200 is ACKed as it comes."""
+        deadline: float | None = None
+        while deadline is None or (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(RECV_TIMEOUT_S if deadline is None else left)
+            try:
+                message = self.receive()
+            except TimeoutError:
+                if deadline is None:
+                    raise
+                break
+            finally:
+                self.sock.settimeout(RECV_TIMEOUT_S)
+            if message.is_response and message.cseq.method == "INVITE" \
+                    and message.status_code >= 200:
+                deadline = deadline or time.monotonic() + window_s
+                self._final(message)
+        return self.finals
+
+    def hang_up_all(self) -> list[int]:
+        """BYE every dialog; the status of each BYE's answer, in order."""
+        statuses = []
+        for tag, ok in self.dialogs.items():
+            self.cseq += 1
+            self._in_dialog("BYE", ok, self.cseq)
+            while True:
+                answer = self.final("BYE")
+                if answer.headers["To"]["tag"] == tag:
+                    statuses.append(answer.status_code)
+                    break
+        return statuses
+
+    def _final(self, response: Message) -> None:
+        tag = response.headers["To"]["tag"]
+        if response.status_code >= 300:  # the proxy's failure: ACKed hop by hop
+            if not any(f.headers["To"]["tag"] == tag for f in self.finals):
+                self.finals.append(response)
+            self._send("ACK", self.uri, response.value("To") or "", self.cseq, [], b"",
+                       self._invite_branch)
+            return
+        if tag not in self.dialogs:
+            self.dialogs[tag] = response
+            self.finals.append(response)
+        self._in_dialog("ACK", response, response.cseq.number)
+
+    def _in_dialog(self, method: str, ok: Message, cseq: int) -> None:
+        """A request in the dialog `ok` set up: to its Contact, along its route set (the
+        Record-Route reversed), through the proxy."""
+        route = list(reversed(uris(", ".join(ok.values("Record-Route")))))
+        target = uris(ok.value("Contact") or "")[0]
+        self._send(method, target, ok.value("To") or "", cseq, route, b"", new_branch())
+
+    def _send(self, method: str, uri: str, to: str, cseq: int, route: list[str],
+              body: bytes, branch: str) -> None:
+        host, port = self.address
+        lines = [("Via", via(self.address, branch)), ("Max-Forwards", "70"),
+                 *([("Route", ", ".join(f"<{r}>" for r in route))] if route else []),
+                 ("From", f"<sip:{self.caller}@{host}>;tag=caller-{self.call_id}"),
+                 ("To", to), ("Call-ID", self.call_id), ("CSeq", f"{cseq} {method}"),
+                 ("Contact", f"<sip:caller@{host}:{port}>"),
+                 *([("Content-Type", "application/sdp")] if body else [])]
+        self.sock.sendto(format_message(f"{method} {uri} SIP/2.0", lines, body), self.target)
+
+
+def registrar_bindings(registrar: tuple[str, int], user: str, password: str) -> list[str]:
+    """The contacts a registrar holds for sip:`user`@(its host), asked by a REGISTER
+    without Contact (RFC 3261 10.2.3), answering one digest challenge."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(RECV_TIMEOUT_S)
+        local = sock.getsockname()[:2]
+        aor, call_id, tag = f"sip:{user}@{registrar[0]}", f"bindings-{new_tag()}", new_tag()
+        authorization: list[tuple[str, str]] = []
+        for cseq in (1, 2):
+            sock.sendto(format_message(f"REGISTER sip:{registrar[0]} SIP/2.0", [
+                ("Via", via(local, new_branch())), ("Max-Forwards", "70"),
+                ("From", f"<{aor}>;tag={tag}"), ("To", f"<{aor}>"), ("Call-ID", call_id),
+                ("CSeq", f"{cseq} REGISTER"), *authorization]), registrar)
+            response = parse_message(sock.recv(65535))
+            if response.status_code not in (401, 407):
+                break
+            answer = digest_authorization(response, "REGISTER", f"sip:{registrar[0]}", user,
+                                          password)
+            authorization = [answer] if answer else []
+    assert response.status_code == 200, f"{response.status_code} {response.reason}"
+    return [uri for value in response.values("Contact") for uri in uris(value)]
 
 
 @contextmanager
