@@ -21,6 +21,7 @@ from failover.notify.alert import Alert, AlertKind, mask_number
 from failover.notify.alerts import TrunkAlerts, drill_alert
 from failover.notify.notifier import Notifier
 from failover.router import Router
+from ivr.calls.claims import AnswerClaims
 from ivr.calls.cut_off import CallbackService
 from ivr.calls.handler import CallHandler
 from ivr.calls.recovery import Recovery
@@ -328,9 +329,12 @@ class Server:
                       replicas=self.settings.redis.replicas,
                       replica_wait_ms=self.settings.redis.replica_wait_ms),
             callback, router, runner, self.records, desk, monitor.snapshots)
+        claims = AnswerClaims(self._connect(fail_fast=True), self.settings.redis.prefix,
+                              self.settings.node)  # a forking registrar's calls reach every node
         handlers = {trunk.name: CallHandler(runner, self.records, trunk.name,
                                             vad=self.settings.speech.vad, drill=self.drill,
-                                            on_cut_off=self.callbacks.cut_off)
+                                            on_cut_off=self.callbacks.cut_off,
+                                            claims=claims if trunk.mode == "register" else None)
                     for trunk in trunks}
         for trunk in trunks:
             self.endpoints[trunk.name] = self._endpoint(trunk, handlers[trunk.name])

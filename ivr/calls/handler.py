@@ -10,6 +10,10 @@ staff leg while bridged), and the handler writes the final figures and observes 
 wait (`DrillService.claims`). While the call is bridged to staff, the writer saves both
 legs' SIP dialogs with the record; `resume` carries on such a call when this node has
 taken it up from a node that died (`ivr.calls.recovery`).
+
+On a `register` trunk, whose carrier may fork a call to every node, the handler first
+claims the call (`ivr.calls.claims`); a node that finds it claimed by another declines
+its branch, and keeps no record and counts no call: the winner's record is the call's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 
 from failover.drill.service import DrillService
 from ivr import metrics
+from ivr.calls.claims import DECLINE, AnswerClaims
 from ivr.channels.inband_dtmf import listen_for_tones
 from ivr.channels.sip import SipChannel
 from ivr.flow.runner import FlowRunner
@@ -37,15 +42,24 @@ class CallHandler:
     def __init__(self, runner: FlowRunner, records: RecordWriter, trunk: str,
                  wallclock: Callable[[], float] = time.time,
                  vad: VadSettings | None = None, drill: DrillService | None = None,
-                 on_cut_off: Callable[[InboundCall, CallRecord], None] | None = None) -> None:
+                 on_cut_off: Callable[[InboundCall, CallRecord], None] | None = None,
+                 claims: AnswerClaims | None = None) -> None:
+        """`claims`: claim each call before answering it, and decline those another node
+        claimed (for a trunk whose carrier forks calls to every node)."""
         self.runner, self.records, self.trunk = runner, records, trunk
         self._wallclock = wallclock
         self._vad = vad
         self.drill = drill
         self.on_cut_off = on_cut_off
         """Told of each call that ended without a goodbye, before its record is saved."""
+        self.claims = claims
 
     def __call__(self, call: InboundCall) -> None:
+        if self.claims is not None and (holder := self.claims.claim(call.id)) is not None:
+            call.reject(*DECLINE)
+            logger.info("Call %s from %s: answered by node %s; declined here %d", call.id,
+                        call.caller, holder, DECLINE[0])
+            return
         record = CallRecord(call.id, self.trunk, call.caller, call.called, call.started_at)
         self.records.update(record)
         metrics.call_started("sip")

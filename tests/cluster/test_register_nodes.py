@@ -9,6 +9,7 @@ own data_dir) -> one redis-server.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -126,9 +127,10 @@ def registered_both(nodes: Nodes) -> None:
     assert nodes.registered() == ["node-a", "node-b"]
 
 
-@pytest.mark.xfail(strict=True, reason="both nodes answer a forked call today")
 def test_a_forked_call_is_answered_by_one_node(nodes: Nodes, carrier: Carrier,
-                                               redis_client: redis.Redis) -> None:
+                                               redis_client: redis.Redis,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ivr.calls.handler")
     nodes.start("node-a")
     nodes.start("node-b")
     registered_both(nodes)
@@ -146,5 +148,7 @@ def test_a_forked_call_is_answered_by_one_node(nodes: Nodes, carrier: Carrier,
         assert (nodes.servers[winner].live_calls(), nodes.servers[loser].live_calls()) == (1, 0)
         assert redis_client.hkeys(live_key(PREFIX, winner)) == ["forked-1"]
         assert redis_client.hkeys(live_key(PREFIX, loser)) == [], "no record of the loser's"
+        assert redis_client.get(f"{PREFIX}:answer:forked-1") == winner
+        assert f"answered by node {winner}; declined here 480" in caplog.text
     record = CallStore(redis_client).get("forked-1")
     assert record is not None and record.node == winner and record.answered_at is not None
