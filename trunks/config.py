@@ -21,6 +21,9 @@ DOWN_AFTER = 3
 """Consecutive failed probes that declare a trunk DOWN."""
 UP_AFTER = 3
 """Consecutive good probes that bring a DOWN trunk back UP."""
+REGISTER_EXPIRES_S = 300
+"""Registration lifetime a `register` trunk asks for; the registrar may grant less, or
+ask for more (423 Interval Too Brief)."""
 
 DEFAULT_SIP_PORT = 5060
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.peers import Carrier
+from tests.sip_caller import registrar_bindings
 from tests.trunks.conftest import no_calls
 from trunks.voip.endpoint import SipEndpoint
 from trunks.voip.media import RtpEngine
@@ -23,6 +24,11 @@ def registrar(tmp_path: Path) -> Iterator[Carrier]:
     carrier.start()
     yield carrier
     carrier.stop()
+
+
+def address(carrier: Carrier) -> tuple[str, int]:
+    host, port = carrier.address.split(":")
+    return host, int(port)
 
 
 def endpoint(engine: RtpEngine, registrar: Carrier, password: str,
@@ -50,9 +56,23 @@ def test_registers_through_423_and_401_and_refreshes(engine: RtpEngine,
                  what="a refresh at 80% of 2 s")
         wait_for(lambda: registration.state is RegistrationState.REGISTERED)
     finally:
-        before = registrar.requests("REGISTER")
         sip.stop()
-    wait_for(lambda: registrar.requests("REGISTER") == before + 1, what="un-REGISTER on stop")
+
+
+def test_stop_unregisters_answering_the_challenge(engine: RtpEngine,
+                                                  registrar: Carrier) -> None:
+    sip = endpoint(engine, registrar, "s3cret")
+    try:
+        registration = sip.register(expires_s=60)
+        wait_for(lambda: registration.state is RegistrationState.REGISTERED, timeout=5)
+        assert registrar_bindings(address(registrar), "hotline", "s3cret") == [
+            f"sip:hotline@127.0.0.1:{sip.address[1]}"]
+        before = registrar.requests("REGISTER")
+    finally:
+        sip.stop()
+    assert registration.state is RegistrationState.UNREGISTERED
+    assert registrar.requests("REGISTER") == before + 2, "challenged, then with credentials"
+    assert registrar_bindings(address(registrar), "hotline", "s3cret") == []
 
 
 def test_wrong_password_fails_reports_and_retries(engine: RtpEngine,

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from trunks.config import REGISTER_EXPIRES_S
 from trunks.voip.answerer import Answerer
 from trunks.voip.inbound import InboundCall
 from trunks.voip.leg_state import LegState
@@ -56,7 +57,7 @@ from trunks.voip.message import (
 )
 from trunks.voip.outbound import PROVISIONAL_TIMEOUT_S, Dialer, OutboundCall
 from trunks.voip.refusals import REFUSED
-from trunks.voip.registration import REGISTER_EXPIRES_S, Registration
+from trunks.voip.registration import Registration
 from trunks.voip.session_timer import MIN_SE_S
 from trunks.voip.transport import Key
 from trunks.waker import Waker, stop_loop
@@ -71,6 +72,9 @@ TRANSACTION_TIMEOUT_T1 = 64
 """Give up on an unacknowledged 200 or unanswered BYE after 64 * T1 (Timer H/B)."""
 LINGER_S = 32.0
 """Ended calls are remembered this long, to answer retransmitted requests and responses."""
+UNREGISTER_WAIT_S = 1.0
+"""How long `stop` waits for the registrar to take our un-REGISTER: a challenge and its
+answer, two round trips."""
 IP_RECVERR, IPV6_RECVERR = 11, 25
 """Linux socket options (<linux/in.h>, <linux/in6.h>) that Python's socket module lacks."""
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
@@ -186,10 +190,11 @@ class SipEndpoint:
         self._inbound.end_calls(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Hang up every call, then stop."""
+        """Hang up every call, remove our registration (waiting up to UNREGISTER_WAIT_S
+        for the registrar), then stop."""
         self.end_calls(timeout)
         self._outbound.hangup_all()
-        self.unregister()
+        self.unregister(UNREGISTER_WAIT_S)
         if not stop_loop(self._stopping, self._waker, self._thread, timeout):
             return
         self._sock.close()
@@ -224,12 +229,16 @@ class SipEndpoint:
             self.registration.start()
         return self.registration
 
-    def unregister(self) -> None:
-        """Remove our binding at the registrar (Expires: 0), without waiting for the answer."""
+    def unregister(self, wait_s: float = 0.0) -> bool:
+        """Stop registering and remove our binding at the registrar (Expires: 0), so it
+        sends this endpoint no more calls; wait up to `wait_s` for the registrar to
+        answer. Whether that is done (True too when there was nothing to remove)."""
         with self._lock:
-            registration, self.registration = self.registration, None
-            if registration is not None:
-                registration.stop()
+            registration = self.registration
+            if registration is None:
+                return True
+            registration.stop()
+        return registration.stopped.wait(wait_s)
 
     # The Transport that calls and the registration use.
 

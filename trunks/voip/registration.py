@@ -4,7 +4,9 @@ Driven by the endpoint's loop like every other transaction: REGISTER, one
 digest retry on 401/407, a new attempt with Min-Expires on 423, and a refresh
 at 80% of the expiry the registrar granted. A refusal or a timeout is reported
 through `on_trunk_failure` (a passive signal for the monitor) and retried with a
-growing delay.
+growing delay. `stop` removes our binding (Expires: 0), answering the registrar's
+challenge as a REGISTER does, so the registrar stops sending calls to this contact
+at once, not when the binding expires.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from trunks.config import REGISTER_EXPIRES_S
 from trunks.voip.auth import digest_authorization
 from trunks.voip.message import (
     SIP_VERSION,
@@ -31,8 +35,6 @@ from trunks.voip.transport import Transport
 
 logger = logging.getLogger(__name__)
 
-REGISTER_EXPIRES_S = 300
-"""Registration lifetime asked for; the registrar may grant less."""
 REFRESH_FRACTION = 0.8
 """Refresh once this share of the granted lifetime has passed."""
 RETRY_S = (2.0, 60.0)
@@ -44,6 +46,7 @@ class RegistrationState(enum.StrEnum):
     REGISTERING = "registering"
     REGISTERED = "registered"
     FAILED = "failed"
+    UNREGISTERING = "unregistering"
     UNREGISTERED = "unregistered"
 
 
@@ -69,7 +72,12 @@ class Registration:
     authenticated: bool = False
     retry_s: float = RETRY_S[0]
     active: bool = True
-    """False once stopped: its timers and late responses are ignored."""
+    """False once stopped: its timers, and responses other than the un-REGISTER's, are
+    ignored."""
+    stopped: threading.Event = field(default_factory=threading.Event)
+    """Set once stopped and, if it un-REGISTERs, once that is answered or given up."""
+    asking: int = 0
+    """The expiry our latest REGISTER asked for (0: an un-REGISTER)."""
 
     def __post_init__(self) -> None:
         self.call_id = self.call_id or new_call_id(self.transport.address[0])
@@ -85,13 +93,19 @@ class Registration:
 
     def stop(self, unregister: bool = True) -> None:
         """Stop refreshing; with `unregister`, remove our binding at the registrar
-        (Expires: 0) if we hold one, without waiting for the answer."""
+        (Expires: 0) if we hold one, without waiting for the answer (`stopped` is set
+        when it comes). Stopping again does nothing."""
         with self.transport.lock:
+            if not self.active:
+                return
             self.active = False
             self.transport.cancel(_REFRESH)
             self.transport.stop_retransmit(_REQUEST)
-            if unregister and self.state is RegistrationState.REGISTERED:
-                self.transport.send(self.request(0), self.proxy)
+            if not (unregister and self.state is RegistrationState.REGISTERED):
+                self.stopped.set()
+                return
+            self.state = RegistrationState.UNREGISTERING
+            self._send(0)
 
     def request(self, expires: int, authorization: tuple[str, str] | None = None) -> bytes:
         """The next REGISTER of this registration (a new CSeq and branch each time)."""
@@ -117,23 +131,26 @@ class Registration:
 
     def on_response(self, response: Message) -> bool:
         """Act on a response to our latest REGISTER; False if it is not one."""
-        if not (self.active and response.cseq.method == "REGISTER" and
+        listening = self.active or self.state is RegistrationState.UNREGISTERING
+        if not (listening and response.cseq.method == "REGISTER" and
                 response.call_id == self.call_id and response.cseq.number == self.cseq):
             return False
         code = response.status_code
         if code < 200:
             return True
         self.transport.stop_retransmit(_REQUEST)
-        asked = self.expires_s
-        if code < 300:
+        asked = self.asking
+        if code in (401, 407) and (answer := self.challenge_answer(response)):
+            self._send(asked, answer)
+        elif not self.active:
+            self._unregistered(None if code < 300 else f"{code} {response.reason}".strip())
+        elif code < 300:
             self.granted_s = granted_expires(response, asked)
             self.state, self.last_error = RegistrationState.REGISTERED, None
             self.retry_s = RETRY_S[0]
             self.transport.schedule(_REFRESH, self.granted_s * REFRESH_FRACTION, self._refresh)
             logger.info("Trunk %s registered as %s for %d s", self.trunk, self.aor,
                         self.granted_s)
-        elif code in (401, 407) and (answer := self.challenge_answer(response)):
-            self._send(asked, answer)
         elif code == 423 and (minimum := min_expires(response)) and minimum > asked:
             self.expires_s = minimum
             self._send(minimum)
@@ -144,8 +161,23 @@ class Registration:
     def _send(self, expires: int, authorization: tuple[str, str] | None = None) -> None:
         if authorization is None:
             self.authenticated = False
+        self.asking = expires
+        give_up = self._failed if expires else self._unregistered
         self.transport.transmit(_REQUEST, self.request(expires, authorization), self.proxy,
-                                on_give_up=lambda: self._failed("no response"))
+                                on_give_up=lambda: give_up("no response"))
+
+    def _unregistered(self, error: str | None) -> None:
+        """Our un-REGISTER was answered (`error` None: accepted), or given up."""
+        with self.transport.lock:
+            if self.state is not RegistrationState.UNREGISTERING:
+                return
+            self.state, self.last_error = RegistrationState.UNREGISTERED, error
+            self.stopped.set()
+        if error is None:
+            logger.info("Trunk %s unregistered %s", self.trunk, self.aor)
+        else:
+            logger.warning("Trunk %s: un-REGISTER failed (%s); the registrar keeps our "
+                           "binding until it expires", self.trunk, shorten(error))
 
     def _refresh(self) -> None:
         with self.transport.lock:
