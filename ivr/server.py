@@ -162,10 +162,12 @@ class Server:
         return sum(len(endpoint.calls) for endpoint in list(self.endpoints.values()))
 
     def drain(self) -> None:
-        """Take no new calls (503 to INVITEs and to the front door's probes); calls up go
-        on. `hotline nodes status` shows the node as draining."""
+        """Take no new calls (503 to INVITEs and to the front door's probes; `register`
+        trunks remove their registration, so the registrar sends them no more); calls up
+        go on. `hotline nodes status` shows the node as draining."""
         for endpoint in list(self.endpoints.values()):
             endpoint.draining = True
+            endpoint.unregister()
         if self.lease is not None:
             self.lease.info.draining = True
             self.lease.publish()
@@ -492,7 +494,7 @@ class Server:
             symmetric_rtp=trunk.symmetric_rtp)
         endpoint.start()
         if trunk.mode == "register":
-            endpoint.register()
+            endpoint.register(trunk.register_expires_s)
         return endpoint
 
 

@@ -192,6 +192,8 @@ class ForkedCaller(SipCaller):
         """Each dialog's 200 by its To tag, in the order they came."""
         self.finals: list[Message] = []
         """Every final response to the INVITE (one per dialog or failure, not repeats)."""
+        self.answered_at: float | None = None
+        """When the first 200 came (monotonic)."""
         self._invite_branch = ""
 
     def invite(self) -> float:
@@ -244,6 +246,7 @@ class ForkedCaller(SipCaller):
                        self._invite_branch)
             return
         if tag not in self.dialogs:
+            self.answered_at = self.answered_at or time.monotonic()
             self.dialogs[tag] = response
             self.finals.append(response)
         self._in_dialog("ACK", response, response.cseq.number)

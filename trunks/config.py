@@ -81,6 +81,9 @@ class TrunkConfig(BaseModel):
     symmetric_rtp: bool = Field(True, description="send each call's RTP to where the "
                                 "peer's RTP comes from, not only to its SDP address (for "
                                 "peers behind NAT)")
+    register_expires_s: int = Field(REGISTER_EXPIRES_S, ge=1, description="`register` "
+                                    "trunks: the registration lifetime asked for, so how "
+                                    "long a dead node's contact may still get calls")
     probe: ProbeSettings = ProbeSettings()
 
     @field_validator("name")

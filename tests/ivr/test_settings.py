@@ -21,6 +21,7 @@ def test_example_config_loads_with_its_defaults() -> None:
     assert (a.name, a.mode, a.address, a.probe.interval_s) == (
         "carrier-a", "ip", ("127.0.0.1", 5062), 15.0)
     assert b.mode == "register" and b.password is not None
+    assert b.register_expires_s == 300
     assert b.password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(settings), "secrets never show in reprs or logs"
 
@@ -51,6 +52,9 @@ def write(tmp_path: Path, text: str) -> Path:
      "line 6: trunks[0].probe.intervall_s: unknown key"),
     ("trunks:\n  - name: a\n    mode: register\n    proxy: h\n",
      "line 2: trunks[0]: mode 'register' needs username and password"),
+    ("trunks:\n  - {name: a, mode: register, proxy: h, username: u, password: p,\n"
+     "     register_expires_s: 0}\n",
+     "line 3: trunks[0].register_expires_s: Input should be greater than or equal to 1 (got 0)"),
     ("trunks:\n  - name: a\n    mode: sip\n    proxy: h\n",
      "line 3: trunks[0].mode: Input should be 'register' or 'ip' (got 'sip')"),
     ("trunks:\n  - {name: a, mode: ip, proxy: h}\n  - {name: a, mode: ip, proxy: g}\n",
