@@ -20,7 +20,9 @@ request gets the same document again.
 
 The audio is the flow's own: every prompt the flow plays (Piper, cached) is served as
 WAV from ``/twilio/audio/<key>.wav``, the key a keyed hash of the audio, so Twilio
-caches it and nobody can guess the address of audio they were not sent.
+caches it and nobody can guess the address of audio they were not sent. The key is the
+same on every node, and the audio is shared through Redis, so any node serves it
+(`ivr.channels.twilio_audio`).
 
 Every webhook must carry a valid ``X-Twilio-Signature`` over `public_url` plus the path
 and the form, and name our account (403 otherwise). Calls are only forwarded to the
@@ -52,13 +54,13 @@ from ivr import metrics
 from ivr.channels.twilio import (
     FINAL_STATUSES,
     RESPONSE_WAIT_S,
-    AudioStore,
     Params,
     Recordings,
     TwilioCall,
     TwilioChannel,
     hangup_twiml,
 )
+from ivr.channels.twilio_audio import AudioStore, audio_secret
 from ivr.flow.runner import FlowRunner
 from ivr.records import CallRecord, CallStore, RecordWriter
 from ivr.settings import TwilioVoiceSettings
@@ -86,14 +88,15 @@ class TwilioVoice:
                  records: RecordWriter, no_input_s: float = 5.0,
                  wallclock: Callable[[], float] = time.time) -> None:
         """`records` saves each call's record as its flow moves; `store` reads records,
-        and completes them from status callbacks."""
+        and completes them from status callbacks; its Redis shares the calls' audio."""
         self.settings = settings
         self.runner, self.store, self.records = runner, store, records
         self._no_input_s = no_input_s
         self._wallclock = wallclock
         self._validator = RequestValidator(settings.auth_token.get_secret_value())
         self._recordings = Recordings(settings)
-        self.audio = AudioStore()
+        self.audio = AudioStore(audio_secret(settings.auth_token.get_secret_value()),
+                                store.redis, store.prefix)
         self._calls: dict[str, TwilioCall] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
