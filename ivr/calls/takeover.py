@@ -39,7 +39,7 @@ from typing import Any
 
 import redis
 
-from ivr.nodes import NodeInfo, lapsed_nodes, last_info
+from ivr.nodes import UNSPECIFIED, NodeInfo, http_base, lapsed_nodes, last_info
 from ivr.records import CallRecord, CallStore, live_key
 from trunks.config import ProbeSettings, TrunkConfig, split_hostport
 from trunks.errors import ProbeRejected
@@ -55,7 +55,6 @@ PROBE_S = 1.5
 HOLD_S = 10.0
 """A lapsed node found alive (it answers, but does not renew its lease) is probed again
 after this long."""
-UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
 
 _ADOPT = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -219,12 +218,11 @@ def node_answers(info: NodeInfo, timeout_s: float = PROBE_S) -> bool:
             probe.close()
         if outcome.rtt_s is not None or isinstance(outcome.error, ProbeRejected):
             return True  # 503 from a draining node is an answer too
-    if info.sip or info.http is None:
+    base = http_base(info)
+    if info.sip or base is None:
         return False
-    host, port = split_hostport(info.http)
-    host = info.host if host in UNSPECIFIED else host
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=timeout_s):
+        with urllib.request.urlopen(f"{base}/healthz", timeout=timeout_s):
             return True
     except OSError:
         return False
