@@ -7,7 +7,8 @@ its calls play in memory and puts a copy in Redis for `SHARED_S` (``{p}:twilio:a
 base64), so any node can serve any node's audio, and the URL can go through the public
 address that every node shares (Twilio then caches one copy of each prompt for the
 whole hotline). Redis is written and read with a bound on the wait (`trunks.bounded`):
-audio Redis did not take stays this node's own (`shared` says so), and is served by it.
+audio Redis did not take stays this node's own (`shared` says so), and is served by it;
+after such a failure, sharing pauses for `SHARE_RETRY_S`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ AUDIO_CACHE_BYTES = 64 << 20
 SHARED_S = 3600.0
 """How long a copy of a prompt stays in Redis. A node puts it there again when it plays
 it after half of that, so audio in a document it sends is always there."""
+SHARE_RETRY_S = 10.0
+"""After Redis failed to take a copy, no audio is shared for this long: a hung Redis
+costs a call one wait, not one per prompt."""
 _KEY_LABEL = b"hotline twilio audio keys"
 
 
@@ -49,13 +53,15 @@ class AudioStore:
 
     def __init__(self, secret: bytes, client: redis.Redis | None = None,
                  prefix: str = "hotline", max_bytes: int = AUDIO_CACHE_BYTES,
-                 shared_s: float = SHARED_S,
+                 shared_s: float = SHARED_S, retry_s: float = SHARE_RETRY_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._secret = secret
         self._client, self._prefix = client, prefix
         self._max_bytes = max_bytes
-        self._shared_s = shared_s
+        self._shared_s, self._retry_s = shared_s, retry_s
         self._clock = clock
+        self._paused_until = 0.0
+        """No sharing before this (`clock`): Redis failed to take a copy."""
         self._wavs: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._bytes = 0
         self._shared_at: dict[str, float] = {}
@@ -73,7 +79,9 @@ class AudioStore:
             else:
                 wav = wav_bytes(samples, TELEPHONE_RATE)
                 self._keep(key, wav)
-            due = self._clock() - self._shared_at.get(key, -self._shared_s) >= self._shared_s / 2
+            now = self._clock()
+            due = (now - self._shared_at.get(key, -self._shared_s) >= self._shared_s / 2
+                   and now >= self._paused_until)
         if due:
             self._share(key, wav)
         return key
@@ -112,7 +120,10 @@ class AudioStore:
             within(lambda: client.set(self._key(key), encoded, ex=round(self._shared_s)),
                    name="twilio-audio")
         except redis.RedisError as exc:  # TooSlow included: served by this node only
-            logger.warning("Twilio audio %s not shared through Redis: %s", key, exc)
+            logger.warning("Twilio audio %s not shared through Redis (trying again in %g s): "
+                           "%s", key, self._retry_s, exc)
+            with self._lock:
+                self._paused_until = self._clock() + self._retry_s
             return
         with self._lock:
             if key in self._wavs:
@@ -131,4 +142,4 @@ class AudioStore:
         return f"{self._prefix}:twilio:audio:{key}"
 
 
-__all__ = ["AUDIO_CACHE_BYTES", "SHARED_S", "AudioStore", "audio_secret"]
+__all__ = ["AUDIO_CACHE_BYTES", "SHARED_S", "SHARE_RETRY_S", "AudioStore", "audio_secret"]

@@ -3,13 +3,15 @@ through a real Redis, and a node whose Redis is away still serving its own audio
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ivr.channels.twilio_audio import AudioStore, audio_secret
-from tests.peers import free_udp_port
+from tests.peers import RedisServer, free_udp_port
 from tests.twilio_fake import AUTH_TOKEN
 
 
@@ -33,13 +35,32 @@ def test_nodes_of_one_account_give_a_prompt_the_same_key_and_serve_each_others(
     assert redis_client.ttl(f"hotline:twilio:audio:{key}") > 3000
 
 
-def test_audio_redis_did_not_take_is_served_by_its_node_only(redis_client: redis.Redis) -> None:
+def test_audio_redis_did_not_take_is_served_by_its_node_only() -> None:
     away = redis.Redis(port=free_udp_port(), retry=Retry(NoBackoff(), 0))  # refused at once
     alone = AudioStore(audio_secret(AUTH_TOKEN), away)
     key = alone.add(tone(480))
     assert not alone.shared(key)
     assert alone.get(key) is not None and alone.get("0" * 32) is None
     away.close()
+
+
+def test_a_hung_redis_costs_one_wait_then_sharing_pauses(own_redis: RedisServer) -> None:
+    client = redis.Redis(unix_socket_path=str(own_redis.socket), socket_timeout=2.0)
+    now = [0.0]
+    store = AudioStore(audio_secret(AUTH_TOKEN), client, retry_s=10.0, clock=lambda: now[0])
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        keys = [store.add(tone(hz)) for hz in (350, 440, 480)]
+        assert time.monotonic() - started < 0.5, "one bounded wait (0.2 s), not three"
+        assert not any(store.shared(key) for key in keys)
+    finally:
+        own_redis.resume()
+    now[0] = 9.0
+    assert not store.shared(store.add(tone(350))), "not tried again so soon"
+    now[0] = 10.0
+    assert store.shared(store.add(tone(350)))
+    client.close()
 
 
 def test_a_prompt_played_again_is_shared_again_before_its_copy_expires(
