@@ -208,6 +208,12 @@ def http_base(info: NodeInfo) -> str | None:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def lease_run(client: redis.Redis, prefix: str, name: str) -> str | None:
+    """The run that holds node `name`'s lease, or None if it lapsed."""
+    run = client.get(f"{prefix}:lease:{name}")
+    return None if run is None else str(run)
+
+
 def last_key(prefix: str) -> str:
     return f"{prefix}:lease-last"
 

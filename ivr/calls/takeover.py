@@ -22,9 +22,12 @@ only closed. A node that dies
 while closing adopted calls leaves them in its own hash, to be taken over in turn; the
 call-back is made once all the same (`failover.callbacks.callback_id`).
 
-A call may be left (`later`) to whoever hears of it first: a request about it that
-finds its node gone takes that one call over there and then (`take_call`); the scan
-closes it once `later` no longer leaves it.
+A Twilio call is left (`later`) to its webhooks: Twilio carries its audio, so the caller
+may still be talking to staff through a <Dial> when the node dies. Twilio's next request
+for it (the verb's action, the number's fallback URL, its status callback) reaches
+another node, which takes that one call over there and then (`take_call`,
+`ivr.http.twilio`). One still unheard of 5 hours after it started (longer than a forward
+is waited for) is closed here.
 
 Known limits: a node cut off from Redis *and* from the node probing it (a network
 partition) looks dead, and its callers are called back while it may still carry them;
@@ -88,8 +91,8 @@ class Takeover:
         over yet (its record spool is replayed). `answers`: whether a lapsed node still
         answers (default: `node_answers`). `recover`: given each call that was bridged
         (its record, its dialogs, and the closing to run if it cannot take the call up).
-        `later`: whether a call is left for now to whoever will hear of it first, who
-        calls `take_call`."""
+        `later`: whether a call is left for now to whoever will hear of it first (a
+        Twilio call's webhooks, which call `take_call`)."""
         self.client, self.prefix, self.node, self.run = client, prefix, node, run
         self.store = store
         self.on_cut_off = on_cut_off

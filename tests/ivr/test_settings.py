@@ -58,6 +58,11 @@ def write(tmp_path: Path, text: str) -> Path:
     ("redis: {url: 'http://x'}\ntrunks:\n  - {name: a, mode: ip, proxy: h}\n",
      "line 1: redis.url: expected a redis://, rediss:// or unix:// URL (got 'http://x')"),
     ("trunks: [\n", "line 2, column 1: not valid YAML"),
+    ("http:\n  listen: 127.0.0.1:8080\n  twilio:\n    account_sid: AC" + "0" * 32 + "\n"
+     "    auth_token: t\n    public_url: https://h.example.com\n    node_url: h-1:443\n"
+     "trunks:\n  - {name: a, mode: ip, proxy: h}\n",
+     "line 7: http.twilio.node_url: expected http(s)://host[:port][/path], the address "
+     "Twilio requests (got 'h-1:443')"),
     ("- a\n- b\n", "expected a mapping of settings at the top level"),
     ("", "expected a mapping of settings at the top level"),
 ])
@@ -149,3 +154,18 @@ def test_the_example_configs_sentinel_block_is_valid(tmp_path: Path) -> None:
                                          "SENTINEL_PASSWORD": "b"}).redis
     assert (redis.url, redis.master_name, len(redis.sentinel_addresses)) == (None, "hotline", 3)
     assert redis.password is not None and redis.sentinel_password is not None
+
+
+def test_the_example_configs_twilio_block_is_valid(tmp_path: Path) -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# http:"))
+    lines[start:start + 8] = [line.replace("# ", "", 1) for line in lines[start:start + 8]]
+    path = tmp_path / "hotline.yaml"
+    path.write_text("\n".join(lines))
+    twilio = load_settings(path, environ={
+        "CARRIER_B_PASSWORD": "x", "HOTLINE_API_TOKEN": "t" * 16,
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "secret"}).http.twilio
+    assert twilio is not None
+    assert (twilio.public_url, twilio.own_url) == ("https://hotline.example.com",
+                                                   "https://hotline-1.example.com")
+    assert twilio.model_copy(update={"node_url": None}).own_url == twilio.public_url
