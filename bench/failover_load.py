@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -51,6 +51,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.sipp_trace import header, messages  # noqa: E402
 from ivr.records import CallRecord, CallStore  # noqa: E402
 from ivr.server import Server  # noqa: E402
 from ivr.settings import load_settings  # noqa: E402
@@ -146,13 +147,13 @@ def caller_trace(workdir: Path) -> dict[str, tuple[float, float | None]]:
     """Per Call-ID, from sipp's -trace_msg log: first INVITE sent, 200 to it received."""
     sent: dict[str, float] = {}
     answered: dict[str, float] = {}
-    for when, received, message in _trace(workdir):
-        call_id = _header(message, "Call-ID")
+    for when, received, message in messages(workdir):
+        call_id = header(message, "Call-ID")
         first = message.split("\n", 1)[0]
         if not received and first.startswith("INVITE "):
             sent.setdefault(call_id, when)
         elif received and first.startswith("SIP/2.0 200") and \
-                _header(message, "CSeq").endswith("INVITE"):
+                header(message, "CSeq").endswith("INVITE"):
             answered.setdefault(call_id, when)
     return {call_id: (at, answered.get(call_id)) for call_id, at in sent.items()}
 
@@ -161,26 +162,11 @@ def staff_invites(workdir: Path) -> dict[str, str]:
     """Per Call-ID of an INVITE the phone received, the host of the carrier it came by
     (its topmost Record-Route)."""
     found: dict[str, str] = {}
-    for _, received, message in _trace(workdir):
+    for _, received, message in messages(workdir):
         if received and message.startswith("INVITE "):
             route = re.search(r"^Record-Route:\s*<sip:([0-9.]+):", message, re.M | re.I)
-            found[_header(message, "Call-ID")] = route[1] if route else ""
+            found[header(message, "Call-ID")] = route[1] if route else ""
     return found
-
-
-def _trace(workdir: Path) -> Iterator[tuple[float, bool, str]]:
-    """(Unix time, received?, message) for each message in sipp's -trace_msg log."""
-    for path in sorted(workdir.glob("*_messages.log")):
-        for block in path.read_text(errors="replace").split("-" * 47 + " ")[1:]:
-            stamp, _, rest = block.partition("\n")
-            direction, _, message = rest.partition("\n\n")
-            when = datetime.datetime.fromisoformat(stamp.strip()).timestamp()
-            yield when, "received" in direction, message.strip()
-
-
-def _header(message: str, name: str) -> str:
-    match = re.search(rf"^{name}:\s*(.+?)\s*$", message, re.M | re.I)
-    return match[1] if match else ""
 
 
 class Staff:

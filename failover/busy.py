@@ -10,7 +10,9 @@ node that takes a bridged call up from a dead node takes the person's lease over
 
 Redis is on the call path here, so every operation waits at most `wait_s`
 (`trunks.bounded.within`): when Redis is away or slow, a node goes on with what it knows
-itself (the people on its own calls), and says so in the log once per outage.
+itself (the people on its own calls), and says so in the log once per outage. After a
+failure the call path leaves Redis alone (only the first call of an outage waits) until
+the leases' thread finds it answering again, within `CHECK_S`.
 
 Keys: ``{p}:busy:{person}`` (string: the holder's node and token; expiring).
 """
@@ -36,6 +38,8 @@ LEASE_S = 15.0
 """A person's lease lapses this long after its holder's last renewal."""
 RENEW_S = 5.0
 """How often the leases a process holds are renewed."""
+CHECK_S = 1.0
+"""How often, after a failure, the leases' thread asks whether Redis answers again."""
 
 _RENEW = """
 local renewed = 0
@@ -118,7 +122,15 @@ class StaffLeases:
             self._bounded(lambda: self._release(keys=[self._key(person)], args=[self.token]))
 
     def _run(self) -> None:
-        while not self._stop.wait(self.renew_s):
+        while not self._stop.wait(min(self.renew_s, CHECK_S) if self._unreachable
+                                  else self.renew_s):
+            if self._unreachable:
+                try:
+                    self.client.ping()
+                except redis.RedisError:
+                    continue
+                self._unreachable = False
+                logger.info("Who is busy on other nodes is known again")
             with self._lock:
                 held = sorted(self._held)
             if not held:
@@ -130,20 +142,17 @@ class StaffLeases:
                 logger.debug("Staff leases not renewed (Redis unreachable): %s", exc)
 
     def _bounded(self, operation: Callable[[], T]) -> T:
-        """Run a Redis `operation` for at most `wait_s`; log the first failure of an
-        outage, and the recovery."""
-        try:
-            result = within(operation, self.wait_s, "staff-leases")
-        except redis.RedisError as exc:
-            if not self._unreachable:
-                self._unreachable = True
-                logger.warning("Who is busy on other nodes is unknown (Redis: %s); going on "
-                               "with this node's own calls", exc)
-            raise
+        """Run a Redis `operation` for at most `wait_s`, unless Redis failed and has not
+        answered since (then fail at once); log the first failure of an outage."""
         if self._unreachable:
-            self._unreachable = False
-            logger.info("Who is busy on other nodes is known again")
-        return result
+            raise redis.ConnectionError("Redis has not answered since its last failure")
+        try:
+            return within(operation, self.wait_s, "staff-leases")
+        except redis.RedisError as exc:
+            self._unreachable = True
+            logger.warning("Who is busy on other nodes is unknown (Redis: %s); going on "
+                           "with this node's own calls", exc)
+            raise
 
     def _key(self, person: str) -> str:
         return f"{self.prefix}:busy:{person}"

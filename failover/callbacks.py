@@ -45,8 +45,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 
 from failover.config import CallbackSettings
+from trunks.replicated import execute
 
 RETENTION_S = 30 * 86400
 CLAIM_S = 15.0
@@ -110,7 +112,11 @@ class Callbacks:
     """Decides and keeps call-backs; thread-safe (Redis does the claiming)."""
 
     def __init__(self, client: redis.Redis, settings: CallbackSettings, prefix: str = "hotline",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, replicas: int = 0,
+                 replica_wait_ms: int = 100) -> None:
+        """`replicas`: how many replicas must confirm a saved call-back
+        (`trunks.replicated`; else `save` raises)."""
+        self.replicas, self.replica_wait_ms = replicas, replica_wait_ms
         self.redis = client
         self.settings = settings
         self.prefix = prefix
@@ -159,15 +165,16 @@ class Callbacks:
     def save(self, record: CallbackRecord) -> None:
         """Save `record`; one no longer "calling" is no longer claimed (a "pending" one is
         due again)."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._key(f"callback:{record.id}"), record.to_json(), ex=RETENTION_S)
-        pipe.zadd(self._key("callbacks"), {record.id: record.cut_at})
-        if record.status == "pending" and record.due_at is not None:
-            pipe.zadd(self._key("callbacks:due"), {record.id: record.due_at})
-        if record.status != "calling":
-            pipe.zrem(self._key("callbacks:claimed"), record.id)
-        pipe.zremrangebyscore(self._key("callbacks"), 0, self.clock() - RETENTION_S)
-        pipe.execute()
+        def build(pipe: Pipeline) -> None:
+            pipe.set(self._key(f"callback:{record.id}"), record.to_json(), ex=RETENTION_S)
+            pipe.zadd(self._key("callbacks"), {record.id: record.cut_at})
+            if record.status == "pending" and record.due_at is not None:
+                pipe.zadd(self._key("callbacks:due"), {record.id: record.due_at})
+            if record.status != "calling":
+                pipe.zrem(self._key("callbacks:claimed"), record.id)
+            pipe.zremrangebyscore(self._key("callbacks"), 0, self.clock() - RETENTION_S)
+
+        execute(self.redis, build, self.replicas, self.replica_wait_ms)
 
     def claim_due(self, limit: int = 10) -> list[CallbackRecord]:
         """Call-backs this node takes now, for `CLAIM_S` unless renewed: those due, and

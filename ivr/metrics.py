@@ -90,6 +90,10 @@ CALLS_ACTIVE = Gauge("hotline_calls_active", "Calls in progress on this node, by
                      ["channel"], registry=None)
 CALLS = Counter("hotline_calls", "Calls ended on this node, by channel and outcome",
                 ["channel", "outcome"], registry=None)
+TAKEN_OVER = Counter("hotline_calls_taken_over", "Calls a dead node left up that this node "
+                     "took over: taken_up (a bridged call that goes on here) or closed "
+                     "(cut off; the caller called back or a ticket opened)", ["result"],
+                     registry=None)
 MOS_BUCKETS = (1.5, 2.0, 2.5, 3.1, 3.6, 4.0, 4.2, 4.3, 4.4, 4.5)
 """Estimated MOS runs from 1 to 4.5, and a lossless G.711 call here scores about 4.4;
 3.1 and 3.6 are where `ivr.quality` rates a call bad and poor."""
@@ -111,7 +115,7 @@ CALL_JITTER = Histogram("hotline_call_jitter_seconds", "Interarrival jitter of a
                         ["trunk", "direction"], buckets=JITTER_BUCKETS, registry=None)
 CALL_RTT = Histogram("hotline_call_rtt_seconds", "Round-trip time of a call leg's media, "
                      "from RTCP", ["trunk"], buckets=RTT_BUCKETS, registry=None)
-INSTRUMENTS = (CALLS_ACTIVE, CALLS, SETUP_SECONDS, SIP_REFUSED, RECOGNIZER_SECONDS,
+INSTRUMENTS = (CALLS_ACTIVE, CALLS, TAKEN_OVER, SETUP_SECONDS, SIP_REFUSED, RECOGNIZER_SECONDS,
                SEARCH_SECONDS, ANSWERS, TICKETS_OPENED, ALERTS, CALL_MOS, CALL_LOSS,
                CALL_JITTER, CALL_RTT)
 """The process-wide instruments every server's registry exposes."""
@@ -162,6 +166,11 @@ def call_ended(channel: str, outcome: str | None) -> None:
     """Count a call that `call_started` counted as ended, with its record's outcome."""
     CALLS_ACTIVE.labels(channel).dec()
     CALLS.labels(channel, outcome_label(outcome)).inc()
+
+
+def call_taken_over(result: str) -> None:
+    """Count a call a dead node left up: "taken_up" or "closed"."""
+    TAKEN_OVER.labels(result).inc()
 
 
 def call_quality(record: CallRecord) -> None:

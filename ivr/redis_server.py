@@ -55,9 +55,10 @@ def socket_path(settings: Settings) -> Path:
     return settings.data_dir / "redis" / "redis.sock"
 
 
-def connect(settings: Settings, fail_fast: bool = False) -> redis.Redis:
+def connect(settings: Settings, fail_fast: bool = False, check: bool = True) -> redis.Redis:
     """A client for the configured Redis (through its sentinels, if given), or the
-    embedded one's socket; checked with PING.
+    embedded one's socket; checked with PING (`check`: else it connects at its first
+    command, so a server can start while Redis is away).
 
     With `fail_fast`, a command fails within half a second when Redis is away, instead
     of redis-py's default retries: for a caller waiting on a ticket, which has a spool.
@@ -77,6 +78,8 @@ def connect(settings: Settings, fail_fast: bool = False) -> redis.Redis:
         client = redis.Redis.from_url(config.url, **options)
     else:
         client = redis.Redis(unix_socket_path=str(socket_path(settings)), **options)
+    if not check:
+        return client
     try:
         client.ping()
     except redis.RedisError as exc:

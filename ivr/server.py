@@ -37,7 +37,7 @@ from ivr.http.twilio_owners import CallOwners
 from ivr.metrics import build_registry
 from ivr.nodes import NodeInfo, NodeLease
 from ivr.records import SPOOL_PATH, CallStore, RecordSpool, RecordWriter, WriterState
-from ivr.redis_server import EmbeddedRedis, connect
+from ivr.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from ivr.settings import ConfigError, Settings, TwilioVoiceSettings, config_path, load_yaml
 from ivr.tickets import Outbox, TicketDesk, build_tickets
 from ivr.tickets.model import Ticket
@@ -108,6 +108,7 @@ class Server:
         try:
             if self._embedded is not None:
                 self._embedded.start()
+            self._check_redis()
             client = self._connect()
             self._claim_node()
             self.notifier = self._notifier()
@@ -148,8 +149,8 @@ class Server:
     def _claim_node(self) -> None:
         """Claim this node's name in Redis; fail if another live process holds it."""
         settings = self.settings
-        info = NodeInfo(settings.node, sip={t.name: t.listen for t in settings.trunks
-                                            if t.listen},
+        info = NodeInfo(settings.node, sip={t.name: t.announced for t in settings.trunks
+                                            if t.announced},
                         http=settings.http.listen)
         self.lease = NodeLease(self._connect(fail_fast=True), settings.redis.prefix, info,
                                live_calls=self.live_calls,
@@ -313,7 +314,7 @@ class Server:
         self.records = self._record_writer()
         if trunks:
             media = self.settings.media
-            self.engine = RtpEngine(media.address, media.port_range)
+            self.engine = RtpEngine(media.address, media.port_range, advertise=media.advertise)
             self.engine.start()
             if self.settings.drill.number is not None:
                 self.drill = self._drill(router)
@@ -321,7 +322,9 @@ class Server:
             logger.info("No trunk has a listen address: calls come only from Twilio")
         callback = self.settings.failover.callback
         self.callbacks = CallbackService(
-            Callbacks(self._connect(fail_fast=True), callback, self.settings.redis.prefix),
+            Callbacks(self._connect(fail_fast=True), callback, self.settings.redis.prefix,
+                      replicas=self.settings.redis.replicas,
+                      replica_wait_ms=self.settings.redis.replica_wait_ms),
             callback, router, runner, self.records, desk, monitor.snapshots)
         handlers = {trunk.name: CallHandler(runner, self.records, trunk.name,
                                             vad=self.settings.speech.vad, drill=self.drill,
@@ -404,7 +407,9 @@ class Server:
         (the spool takes the records then), replaying a spool left by an earlier run."""
         settings = self.settings
         assert self.lease is not None
-        writer = RecordWriter(CallStore(self._connect(fail_fast=True), settings.redis.prefix),
+        writer = RecordWriter(CallStore(self._connect(fail_fast=True), settings.redis.prefix,
+                                        replicas=settings.redis.replicas,
+                                        replica_wait_ms=settings.redis.replica_wait_ms),
                               RecordSpool(settings.data_dir / SPOOL_PATH), node=settings.node,
                               run=self.lease.run)
         writer.start()
@@ -422,7 +427,9 @@ class Server:
             logger.warning("Tickets not indexed by priority, Redis unreachable: %s", exc)
         desk, self.outbox = build_tickets(settings.tickets, client,
                                           prefix=settings.redis.prefix,
-                                          data_dir=settings.data_dir, node=settings.node)
+                                          data_dir=settings.data_dir, node=settings.node,
+                                          replicas=settings.redis.replicas,
+                                          replica_wait_ms=settings.redis.replica_wait_ms)
         self.outbox.start()
         if self.notifier is not None:
             desk.on_opened = self._ticket_alert
@@ -463,8 +470,22 @@ class Server:
                 f"P1 ticket {ticket.id} from {mask_number(ticket.caller)}: {ticket.category}, "
                 f"{ticket.reason}.", details={"ticket": ticket.id, "call": ticket.call_id}))
 
+    def _check_redis(self) -> None:
+        """Say whether Redis answers. An embedded Redis that does not is an error; a
+        shared one may be away (failing over, restarting): the node starts degraded and
+        its clients connect when Redis is back."""
+        try:
+            connect(self.settings, fail_fast=True).close()
+        except RedisUnavailable as exc:
+            if self._embedded is not None:
+                raise
+            logger.warning("Starting without Redis (%s): calls are answered and routed by "
+                           "the trunks' health and the overrides as this node last knew them "
+                           "(none yet), records and tickets are spooled to disk, and the "
+                           "node's lease is claimed once Redis answers", exc)
+
     def _connect(self, fail_fast: bool = False) -> redis.Redis:
-        self._clients.append(connect(self.settings, fail_fast))
+        self._clients.append(connect(self.settings, fail_fast, check=False))
         return self._clients[-1]
 
     def _endpoint(self, trunk: TrunkConfig, handler: CallHandler) -> SipEndpoint:
@@ -477,6 +498,8 @@ class Server:
             domain=trunk.sip_domain,
             credentials=(trunk.username, password) if trunk.username and password else None,
             on_trunk_failure=lambda reason: monitor.report_failure(trunk.name, reason),
+            advertise=split_hostport(trunk.announced)
+            if trunk.advertise and trunk.announced else None,
             media_timeout_s=self.settings.failover.callback.silence_s,
             symmetric_rtp=trunk.symmetric_rtp)
         endpoint.start()

@@ -87,6 +87,13 @@ class RedisSettings(BaseModel):
     sentinel_password: SecretStr | None = Field(None, description="the sentinels' own "
                                                 "password (their requirepass), if any")
     prefix: str = "hotline"
+    replicas: int = Field(0, ge=0, le=8, description="replicas that must confirm a write "
+                          "that matters (a ticket, a call's final record, a call-back) "
+                          "before it counts as saved (Redis WAIT); one they do not confirm "
+                          "within replica_wait_ms is spooled or retried. 0: the master's "
+                          "word; 1 with Sentinel and a replica")
+    replica_wait_ms: int = Field(100, ge=1, le=5000, description="how long such a write "
+                                 "waits for its replicas")
 
     _unset = field_validator("url", "master_name", "password", "sentinel_password",
                              mode="before")(empty_is_unset)
@@ -157,7 +164,10 @@ class RedisSettings(BaseModel):
 class MediaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    address: str = Field("127.0.0.1", description="IP that RTP binds and SDP announces")
+    address: str = Field("127.0.0.1", description="IP that RTP binds (and SDP announces, "
+                         "unless advertise is set)")
+    advertise: str | None = Field(None, description="IP that SDP announces, when peers must "
+                                  "send RTP to another than address (0.0.0.0, NAT)")
     ports: str = Field("20000-29999", description="low-high: RTP on even ports, RTCP on the next")
 
     @field_validator("ports")
@@ -332,6 +342,38 @@ class Settings(BaseModel):
             return next(t for t in self.trunks if t.name == self.drill.trunk)
         taking = [t for t in self.trunks if t.listen] or self.trunks
         return max(reversed(taking), key=lambda t: t.priority)
+
+
+def cluster_problems(nodes: Mapping[Path, Settings]) -> list[str]:
+    """What stops the nodes configured by these files (file -> its settings) from making
+    one cluster; empty if nothing does. Each node needs the shared Redis (a node with an
+    embedded one keeps state nobody else sees), the same Redis as the others, a name of
+    its own, and the same trunk names (another node takes a call up on the trunk of the
+    same name)."""
+    problems = []
+    for path, settings in nodes.items():
+        if settings.redis.url is None and settings.redis.sentinels is None:
+            problems.append(f"{path}: node {settings.node} has no shared Redis (redis.url or "
+                            "redis.sentinels): it would keep its calls, leases and tickets "
+                            "in a Redis of its own")
+    redis_targets = {(s.redis.url, s.redis.sentinels, s.redis.master_name, s.redis.prefix)
+                     for s in nodes.values()}
+    if len(redis_targets) > 1:
+        problems.append("the nodes name different Redis servers or prefixes: "
+                        + "; ".join(f"{p}: {s.redis.url or s.redis.sentinels} "
+                                    f"(prefix {s.redis.prefix})" for p, s in nodes.items()))
+    named: dict[str, Path] = {}
+    for path, settings in nodes.items():
+        if settings.node in named:
+            problems.append(f"{path} and {named[settings.node]} share the node name "
+                            f"{settings.node}")
+        named.setdefault(settings.node, path)
+    trunk_sets = {path: sorted(t.name for t in s.trunks) for path, s in nodes.items()}
+    if len({tuple(names) for names in trunk_sets.values()}) > 1:
+        problems.append("the nodes' trunks differ (a call is taken up on the trunk of the "
+                        "same name): " + "; ".join(f"{p}: {', '.join(n)}"
+                                                   for p, n in trunk_sets.items()))
+    return problems
 
 
 def check_timezone(value: str) -> str:

@@ -174,17 +174,18 @@ class Carrier(GroupProcess):
 
 
 class FrontDoor(GroupProcess):
-    """The shipped front door (config/kamailio/frontdoor.cfg) on `host`:`port`, sending
-    the calls of `carriers` (host:port) to `nodes` (host:port)."""
+    """The shipped front door (config/kamailio/frontdoor.cfg, or a `cfg` that includes it)
+    on `host`:`port`, sending the calls of `carriers` (host:port) to `nodes` (host:port)."""
 
     def __init__(self, workdir: Path, nodes: list[str], carriers: list[str],
-                 host: str = "127.0.0.4", port: int | None = None) -> None:
+                 host: str = "127.0.0.4", port: int | None = None,
+                 cfg: Path = FRONTDOOR_CFG) -> None:
         self.host, self.port = host, port or free_udp_port()
         workdir.mkdir(parents=True, exist_ok=True)
         listing = workdir / "dispatcher.list"
         listing.write_text("".join(f"1 sip:{node}\n" for node in nodes) +
                            "".join(f"2 sip:{carrier}\n" for carrier in carriers))
-        command = [require("kamailio", "kamailio"), "-f", str(FRONTDOOR_CFG), "-l",
+        command = [require("kamailio", "kamailio"), "-f", str(cfg), "-l",
                    f"udp:{host}:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
                    "-Y", str(workdir), "-w", str(workdir), "-A", f'DS_LIST="{listing}"']
         super().__init__(command, workdir / "kamailio.log")

@@ -69,6 +69,10 @@ class TrunkConfig(BaseModel):
     domain: str | None = None
     listen: str | None = Field(None, description="our SIP address for this trunk, host:port; "
                                "unset: the trunk is monitored but takes no calls")
+    advertise: str | None = Field(None, description="the address our Via and Contact "
+                                  "headers announce, host[:port] (port: listen's), when "
+                                  "peers must reach us at another than listen (0.0.0.0, "
+                                  "NAT); unset: listen")
     addresses: list[str] = Field([], description="source IPs besides the proxy's that may "
                                  "send calls in")
     symmetric_rtp: bool = Field(True, description="send each call's RTP to where the "
@@ -90,7 +94,18 @@ class TrunkConfig(BaseModel):
         split_hostport(value)
         return value
 
-    _listen = field_validator("listen")(check_hostport)
+    _listen = field_validator("listen", "advertise")(check_hostport)
+
+    @property
+    def announced(self) -> str | None:
+        """Where peers reach this trunk's SIP: `advertise` (with listen's port if it has
+        none), else `listen`."""
+        if self.advertise is None or self.listen is None:
+            return self.listen
+        host, port = split_hostport(self.advertise)
+        if ":" not in self.advertise.rsplit("]", 1)[-1]:
+            port = split_hostport(self.listen)[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @model_validator(mode="after")
     def _register_needs_credentials(self) -> TrunkConfig:

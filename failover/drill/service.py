@@ -99,7 +99,11 @@ class DrillService:
 
     def start(self) -> None:
         self._holder.start()
-        self.drill.recover()
+        try:
+            self.drill.recover()
+        except redis.RedisError as exc:  # the requests' thread tries again every minute
+            logger.warning("Drills: what a dead node's drill left is restored once Redis "
+                           "answers (%s)", exc)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:

@@ -105,6 +105,7 @@ class CallbackService:
                        callback.reason, cause, record.callback)
 
     def _run(self) -> None:
+        unreachable = False
         while not self._stop.wait(POLL_S):
             with self._lock:
                 working = list(self._claimed)
@@ -112,8 +113,14 @@ class CallbackService:
                 self.callbacks.renew(working)
                 due = [c for c in self.callbacks.claim_due() if c.id not in working]
             except redis.RedisError as exc:
-                logger.warning("Call-backs: Redis unreachable: %s", exc)
+                if not unreachable:  # once per outage
+                    logger.warning("Call-backs: Redis unreachable, none placed until it "
+                                   "answers: %s", exc)
+                unreachable = True
                 continue
+            if unreachable:
+                logger.info("Call-backs: Redis answers again")
+                unreachable = False
             for callback in due:
                 worker = threading.Thread(target=self._call_back, args=(callback,),
                                           name=f"callback-{callback.id}", daemon=True)

@@ -18,9 +18,11 @@ left by a dead node, `Recovery` takes it up:
 
 If a leg cannot be taken up (its state unreadable, its trunk not on this node) or does
 not accept the re-INVITE (the peer forgot the dialog: 481; no answer), the legs that are
-up are hung up and `fallback` runs: the record is closed as cut off and the caller called
-back. A call whose caller leg is itself a call-back (we placed it) is not taken up: it
-falls back too.
+up are hung up (a leg that answered 481 is only ended here: no BYE into a dialog its peer
+has not got) and `fallback` runs: the record is closed as cut off and the caller called
+back, unless the caller's own leg answered 481: that caller hung up while the node was
+dead (their BYE went to it), and is not called back. A call whose caller leg is itself a
+call-back (we placed it) is not taken up: it falls back too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ivr import metrics
 from ivr.calls.handler import CallHandler
 from ivr.records import CallRecord
 from trunks.voip.endpoint import SipEndpoint
@@ -56,8 +59,10 @@ class Recovery:
         self._wallclock = wallclock
 
     def __call__(self, record: CallRecord, dialog: dict[str, Any],
-                 fallback: Callable[[], None]) -> None:
-        """Take the call up (in a thread of the caller's trunk), or run `fallback`."""
+                 fallback: Callable[[bool], None]) -> None:
+        """Take the call up (in a thread of the caller's trunk), or run `fallback`, told
+        whether the caller had hung up already (it answered our re-INVITE 481: its BYE
+        went to the dead node)."""
         try:
             caller_state = LegState.from_dict(dialog["caller"])
             staff_state = LegState.from_dict(dialog["staff"])
@@ -69,7 +74,7 @@ class Recovery:
             staff = staff_end.take_up_leg(staff_state)
         except (KeyError, TypeError, ValueError) as exc:
             logger.warning("Call %s not taken up: %s", record.id, exc)
-            fallback()
+            fallback(False)
             return
         try:
             caller_end.take_up_call(caller_state, lambda call: self._carry_on(
@@ -77,7 +82,7 @@ class Recovery:
         except ValueError as exc:
             logger.warning("Call %s not taken up: %s", record.id, exc)
             staff.hangup()
-            fallback()
+            fallback(False)
 
     def _endpoint(self, trunk: str) -> SipEndpoint:
         endpoint = self.endpoints.get(trunk)
@@ -86,7 +91,7 @@ class Recovery:
         return endpoint
 
     def _carry_on(self, call: InboundCall, staff: OutboundCall, record: CallRecord,
-                  handler: CallHandler, fallback: Callable[[], None]) -> None:
+                  handler: CallHandler, fallback: Callable[[bool], None]) -> None:
         """The taken-up call's thread: re-offer both legs, then carry on or fall back."""
         started = time.monotonic()
         accepted = {"caller": threading.Event(), "staff": threading.Event()}
@@ -108,14 +113,18 @@ class Recovery:
             lost = [leg for leg, event in accepted.items() if not event.is_set()]
             logger.warning("Call %s not taken up: the %s leg did not accept our re-INVITE",
                            record.id, " and ".join(lost))
-            staff.hangup()
-            call.hangup()
-            fallback()
+            for peer in (staff, call):  # no BYE into a dialog the peer says it has not got
+                if peer.reoffer_status == 481:
+                    peer.drop("the peer has no such dialog (481)")
+                else:
+                    peer.hangup()
+            fallback(call.reoffer_status == 481)
             return
         moved_from = record.node
         record.moved.append({"from": moved_from, "to": self.node, "at": self._wallclock(),
                              "reinvite_s": round(time.monotonic() - started, 3)})
         record.node, record.run = self.node, self.run
+        metrics.call_taken_over("taken_up")
         logger.warning("Call %s from %s taken up from node %s: bridged to %s again",
                        record.id, record.caller, moved_from, record.forwarded_to)
         handler.resume(call, staff, record)

@@ -46,6 +46,7 @@ from typing import Any
 
 import redis
 
+from ivr import metrics
 from ivr.nodes import UNSPECIFIED, NodeInfo, http_base, lapsed_nodes, last_info
 from ivr.records import CallRecord, CallStore, live_key
 from trunks.config import ProbeSettings, TrunkConfig, split_hostport
@@ -55,6 +56,7 @@ from trunks.probe import OptionsProbe, probe_once
 logger = logging.getLogger(__name__)
 
 NODE_FAILURE = "cut off: node failure"
+CALLER_GONE = "caller hung up while its node was down"
 SCAN_S = 2.0
 """How often a node looks for calls left by dead nodes."""
 PROBE_S = 1.5
@@ -72,8 +74,9 @@ return 1
 """Move call ARGV[1], up on run ARGV[2] of a dead node (KEYS[1]), to this node's run ARGV[3]
 (KEYS[2]); 0 if another node took it first."""
 
-Recover = Callable[[CallRecord, dict[str, Any], Callable[[], None]], None]
-"""Takes up a bridged call (its record and dialogs) or runs the closing given."""
+Recover = Callable[[CallRecord, dict[str, Any], Callable[[bool], None]], None]
+"""Takes up a bridged call (its record and dialogs) or runs the closing given, telling it
+whether the caller had hung up already."""
 
 
 class Takeover:
@@ -200,19 +203,22 @@ class Takeover:
         dialog = self.store.dialog(call_id) if self.recover is not None else None
         if self.recover is not None and dialog:
             self._adopted.pop(call_id, None)  # the recovery closes it if it must
-            self.recover(record, dialog, lambda: self._finish(record, dead))
+            self.recover(record, dialog,
+                         lambda caller_gone: self._finish(record, dead, caller_gone))
         else:
             self._finish(record, dead)
         return 1
 
-    def _finish(self, record: CallRecord, dead: str) -> None:
-        """Close the record of a call its node's death cut off, and hand the caller on."""
+    def _finish(self, record: CallRecord, dead: str, caller_gone: bool = False) -> None:
+        """Close the record of a call its node's death cut off, and hand the caller on;
+        `caller_gone`: the caller had hung up meanwhile (nobody to call back)."""
         record.ended_at = self._wallclock()
-        record.end_reason = NODE_FAILURE
-        record.outcome = record.outcome or "cut off"
-        if record.path != ["drill"]:
+        record.end_reason = CALLER_GONE if caller_gone else NODE_FAILURE
+        record.outcome = record.outcome or ("caller hung up" if caller_gone else "cut off")
+        if record.path != ["drill"] and not caller_gone:
             self.on_cut_off(record)
         self.store.save(record)
+        metrics.call_taken_over("closed")
         logger.warning("Call %s from %s closed: node %s failed with it up at %s", record.id,
                        record.caller, record.node or dead,
                        record.path[-1] if record.path else "the start")
@@ -256,4 +262,4 @@ def node_answers(info: NodeInfo, timeout_s: float = PROBE_S) -> bool:
         return False
 
 
-__all__ = ["NODE_FAILURE", "Takeover", "node_answers"]
+__all__ = ["CALLER_GONE", "NODE_FAILURE", "Takeover", "node_answers"]

@@ -28,7 +28,7 @@ from ivr.flow.oncall import load_oncall
 from ivr.nodes import NodeNameTaken
 from ivr.redis_server import RedisUnavailable, describe
 from ivr.server import Server
-from ivr.settings import ConfigError, load_settings, load_yaml
+from ivr.settings import ConfigError, Settings, cluster_problems, load_settings, load_yaml
 from kb.errors import KbError
 from kb.faq import Faq
 from speech.engines import check_model
@@ -83,11 +83,24 @@ def config_group() -> None:
 
 
 @config_group.command("check")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("files", metavar="FILE...", nargs=-1, required=True,
+                type=click.Path(path_type=Path))
 @click.option("--at", "at", metavar="TIME", help="Say who is on call at TIME (ISO 8601, e.g. "
               "2026-12-25T10:00; without an offset, in the roster's time zone) instead of now.")
-def config_check(file: Path, at: str | None) -> None:
-    """Validate FILE without starting anything."""
+def config_check(files: tuple[Path, ...], at: str | None) -> None:
+    """Validate each FILE without starting anything. Given the files of several nodes,
+    also check that they make one cluster: one shared Redis, their own names, the same
+    trunk names."""
+    nodes = [_check_file(file, at) for file in files]
+    if len(nodes) > 1:
+        problems = cluster_problems(dict(zip(files, nodes, strict=True)))
+        if problems:
+            raise BadUsage("these files do not make one cluster:\n  " + "\n  ".join(problems))
+        click.echo(f"cluster: OK ({len(nodes)} nodes: {', '.join(s.node for s in nodes)})")
+
+
+def _check_file(file: Path, at: str | None) -> Settings:
+    """Validate one node's FILE (and its flow, roster, FAQ, model) and say what it has."""
     try:
         settings = load_settings(file)
         flow = load_flow(settings.flow)
@@ -109,6 +122,7 @@ def config_check(file: Path, at: str | None) -> None:
     if faq is not None:
         click.echo(f"{settings.kb.faq}: OK ({len(faq.entries)} entries)")
         click.echo(f"speech: {settings.speech.engine} model at {model}")
+    return settings
 
 
 def _moment(text: str, timezone: str) -> datetime.datetime:

@@ -11,8 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 
 from ivr.records.model import CallRecord, measured_legs
+from trunks.replicated import execute
 
 RECORD_RETENTION_S = 90 * 86400
 """How long a call record is kept."""
@@ -26,10 +28,14 @@ class CallStore:
     """Call records in Redis."""
 
     def __init__(self, client: redis.Redis, prefix: str = "hotline",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, replicas: int = 0,
+                 replica_wait_ms: int = 100) -> None:
+        """`replicas`: how many replicas must confirm a call's final record before it
+        counts as saved (`trunks.replicated`); its live snapshots need none."""
         self.redis = client
         self.prefix = prefix
         self.clock = clock
+        self.replicas, self.replica_wait_ms = replicas, replica_wait_ms
 
     def save(self, record: CallRecord) -> None:
         self.save_snapshot(dataclasses.asdict(record))
@@ -42,27 +48,30 @@ class CallStore:
         call_id = data["id"]
         dialog = data.get("dialog")
         up = data["ended_at"] is None
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._key(call_id), json.dumps({k: v for k, v in data.items() if k != "dialog"}),
-                 ex=RECORD_RETENTION_S)
-        if (node := data.get("node")) is not None:
-            if up and data.get("run") is not None:
-                pipe.hset(live_key(self.prefix, node), call_id, data["run"])
+
+        def build(pipe: Pipeline) -> None:
+            pipe.set(self._key(call_id),
+                     json.dumps({k: v for k, v in data.items() if k != "dialog"}),
+                     ex=RECORD_RETENTION_S)
+            if (node := data.get("node")) is not None:
+                if up and data.get("run") is not None:
+                    pipe.hset(live_key(self.prefix, node), call_id, data["run"])
+                else:
+                    pipe.hdel(live_key(self.prefix, node), call_id)
+            if up and dialog:
+                pipe.set(self._dialog_key(call_id), json.dumps(dialog), ex=DIALOG_KEPT_S)
             else:
-                pipe.hdel(live_key(self.prefix, node), call_id)
-        if up and dialog:
-            pipe.set(self._dialog_key(call_id), json.dumps(dialog), ex=DIALOG_KEPT_S)
-        else:
-            pipe.delete(self._dialog_key(call_id))
-        pipe.zadd(f"{self.prefix}:calls", {call_id: data["started_at"]})
-        pipe.zremrangebyscore(f"{self.prefix}:calls", 0, self.clock() - RECORD_RETENTION_S)
-        if data["ended_at"] is not None:
-            for trunk, leg in measured_legs(data):
-                key = self._quality_key(trunk)
-                pipe.zadd(key, {json.dumps(leg, sort_keys=True): data["ended_at"]})
-                pipe.zremrangebyrank(key, 0, -QUALITY_KEPT - 1)
-                pipe.expire(key, RECORD_RETENTION_S)
-        pipe.execute()
+                pipe.delete(self._dialog_key(call_id))
+            pipe.zadd(f"{self.prefix}:calls", {call_id: data["started_at"]})
+            pipe.zremrangebyscore(f"{self.prefix}:calls", 0, self.clock() - RECORD_RETENTION_S)
+            if not up:
+                for trunk, leg in measured_legs(data):
+                    key = self._quality_key(trunk)
+                    pipe.zadd(key, {json.dumps(leg, sort_keys=True): data["ended_at"]})
+                    pipe.zremrangebyrank(key, 0, -QUALITY_KEPT - 1)
+                    pipe.expire(key, RECORD_RETENTION_S)
+
+        execute(self.redis, build, 0 if up else self.replicas, self.replica_wait_ms)
 
     def dialog(self, call_id: str) -> dict[str, Any] | None:
         """The SIP dialogs of the call's legs while it is up and bridged, as its node

@@ -42,9 +42,11 @@ __all__ = [
 
 
 def build_tickets(settings: TicketSettings, client: redis.Redis, *, prefix: str,
-                  data_dir: Path, node: str,
-                  clock: Callable[[], float] = time.time) -> tuple[TicketDesk, Outbox]:
-    """The desk that opens tickets and the outbox that moves them on (start() it)."""
+                  data_dir: Path, node: str, clock: Callable[[], float] = time.time,
+                  replicas: int = 0,
+                  replica_wait_ms: int = 100) -> tuple[TicketDesk, Outbox]:
+    """The desk that opens tickets and the outbox that moves them on (start() it);
+    `replicas` must confirm each new ticket (`TicketStore`)."""
     helpdesk_settings = settings.helpdesk
     helpdesk = None
     if helpdesk_settings.url is not None:
@@ -52,7 +54,8 @@ def build_tickets(settings: TicketSettings, client: redis.Redis, *, prefix: str,
         helpdesk = Helpdesk(helpdesk_settings.url,
                             token.get_secret_value() if token is not None else None,
                             helpdesk_settings.timeout_s)
-    store = TicketStore(client, prefix, deliver=helpdesk is not None, clock=clock)
+    store = TicketStore(client, prefix, deliver=helpdesk is not None, clock=clock,
+                        replicas=replicas, replica_wait_ms=replica_wait_ms)
     spool = Spool(settings.spool_path(data_dir))
     outbox = Outbox(store, helpdesk, spool, helpdesk_settings, clock=clock)
     desk = TicketDesk(store, spool, settings, node, clock=clock, on_saved=outbox.wake)

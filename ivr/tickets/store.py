@@ -25,10 +25,12 @@ from collections.abc import Callable, Iterator
 from typing import cast
 
 import redis
+from redis.client import Pipeline
 
 from ivr.tickets.errors import UnknownTicket
 from ivr.tickets.ids import ticket_id
 from ivr.tickets.model import Priority, Ticket, TicketStatus
+from trunks.replicated import execute
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,11 @@ class TicketStore:
     """Reads and writes tickets in one Redis database; `deliver` puts new ones in the outbox."""
 
     def __init__(self, client: redis.Redis, prefix: str = "hotline", *, deliver: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, replicas: int = 0,
+                 replica_wait_ms: int = 100) -> None:
+        """`replicas`: how many replicas must confirm a new ticket before `add` returns
+        (`trunks.replicated`; else it raises, and the desk spools the ticket)."""
+        self.replicas, self.replica_wait_ms = replicas, replica_wait_ms
         self.redis = client
         self.prefix = prefix
         self.deliver = deliver
@@ -114,11 +120,14 @@ class TicketStore:
         """
         original, attempt = ticket.id, 0
         while attempt < MAX_ID_ATTEMPTS:
-            result = _text(self._add(
-                keys=[self._key(ticket.id), self._index, self._outbox,
-                      *self._status_indexes(ticket)],
-                args=[ticket.to_json(), ticket.uid, ticket.created_at, ticket.id,
-                      "1" if self.deliver else "0", str(ticket.status)]))
+            keys = [self._key(ticket.id), self._index, self._outbox,
+                    *self._status_indexes(ticket)]
+            args: list[str | float] = [ticket.to_json(), ticket.uid, ticket.created_at,
+                                       ticket.id, "1" if self.deliver else "0",
+                                       str(ticket.status)]
+            (reply,) = execute(self.redis, self._adder(keys, args), self.replicas,
+                               self.replica_wait_ms)
+            result = _text(reply)
             if result != "taken":
                 return AddOutcome(result), ticket
             attempt += 1
@@ -129,6 +138,12 @@ class TicketStore:
                                          previous_id=original if heard else None)
         raise RuntimeError(f"no free ticket id for uid {ticket.uid} after "
                            f"{MAX_ID_ATTEMPTS} attempts")
+
+    def _adder(self, keys: list[str], args: list[str | float]) -> Callable[[Pipeline], None]:
+        """The add script with `keys` and `args`, queued on a pipeline."""
+        def add(pipe: Pipeline) -> None:
+            self._add(keys=keys, args=args, client=pipe)
+        return add
 
     def get(self, ticket_id: str) -> Ticket:
         """The ticket; UnknownTicket if there is none, ValueError if it cannot be read."""

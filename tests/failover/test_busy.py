@@ -94,3 +94,12 @@ def test_a_hung_redis_never_holds_a_forward_up(hung_redis: redis.Redis) -> None:
     staff.release("bob")
     waited = time.monotonic() - started
     assert waited < 1.0, f"three bounded operations took {waited:.2f} s"
+
+
+def test_after_a_failure_the_call_path_leaves_redis_alone_until_it_answers(
+        hung_redis: redis.Redis) -> None:
+    staff = leases(hung_redis, "node-a")
+    assert staff.others(["bob"]) == set()  # waits the bound once
+    started = time.monotonic()
+    assert staff.take("bob") and staff.others(["carol"]) == set()
+    assert time.monotonic() - started < 0.05, "the next calls do not wait"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from click.testing import CliRunner, Result
 
 from ivr.cli import cli
@@ -220,3 +221,30 @@ def test_calls_show_says_which_trunks_were_passed_over_and_why(
     as_json = json.loads(run("calls", "show", "call-routing-1", "--json", "--config",
                              str(config)).output)
     assert as_json["routing"] == {"carrier-a": "drained by alice: carrier maintenance"}
+
+
+def test_config_check_refuses_a_second_node_without_shared_redis(tmp_path: Path) -> None:
+    def node(name: str, redis: dict[str, str], trunks: tuple[str, ...] = ("carrier-a",)
+             ) -> Path:
+        path = tmp_path / f"{name}-{len(list(tmp_path.glob('*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump({
+            "node": name, "data_dir": str(tmp_path / name), "flow": str(EXAMPLE_FLOW),
+            "oncall": str(EXAMPLE_ONCALL), "kb": {"faq": str(EXAMPLE_FAQ)}, "redis": redis,
+            "trunks": [{"name": t, "mode": "ip", "proxy": "127.0.0.1:5999"} for t in trunks]}))
+        return path
+
+    shared = {"url": "redis://10.0.0.5:6379/0"}
+    good = run("config", "check", str(node("node-a", shared)), str(node("node-b", shared)))
+    assert good.exit_code == 0 and good.output.endswith("cluster: OK (2 nodes: node-a, node-b)\n")
+    alone = CliRunner().invoke(cli, ["config", "check", str(node("node-a", shared)),
+                                     str(node("node-b", {}))])
+    assert alone.exit_code == 2
+    assert "node node-b has no shared Redis (redis.url or redis.sentinels)" in alone.output
+    mixed = CliRunner().invoke(cli, ["config", "check", str(node("node-a", shared)),
+                                     str(node("node-b", {"url": "redis://10.0.0.6/0"},
+                                              ("carrier-a", "carrier-b"))),
+                                     str(node("node-b", shared))])
+    assert mixed.exit_code == 2
+    for problem in ("name different Redis servers", "share the node name node-b",
+                    "the nodes' trunks differ"):
+        assert problem in mixed.output

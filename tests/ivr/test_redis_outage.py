@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from ivr.nodes import live_nodes
 from ivr.records import SPOOL_PATH, CallRecord, CallStore, RecordSpool
 from ivr.server import Server
 from ivr.settings import load_settings
@@ -176,5 +177,25 @@ def test_records_made_while_redis_is_hung_or_killed_land_once_across_a_restart(
         assert sorted(client.zrange("hotline:calls", 0, -1)) == sorted(ids)
         assert sorted(client.scan_iter("hotline:call:*")) == sorted(
             f"hotline:call:{i}" for i in ids), "each record once"
+    finally:
+        client.close()
+
+
+def test_a_node_starts_and_takes_calls_while_redis_is_down(
+        start_hotline: StartHotline, own_redis: RedisServer) -> None:
+    """Degraded, not dead: menus, routing by what it knows, records spooled; once Redis is
+    back the node claims its lease and its records land."""
+    own_redis.kill()
+    server = start_hotline()
+    setup, words = call(server, "down-0")
+    assert setup < BOUND_S and words < BOUND_S, (setup, words)
+    own_redis.start()
+    client = client_of(own_redis)
+    try:
+        (record,) = final_records(client, ["down-0"])
+        assert (record.path, record.outcome) == (["route", "thanks"], "completed")
+        assert record.node == "node-1"
+        wait_for(lambda: [n.name for n in live_nodes(client, "hotline")] == ["node-1"],
+                 what="the node's lease claimed once Redis is back")
     finally:
         client.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ivr.settings import ConfigError, load_settings
+from trunks.config import TrunkConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
 
@@ -169,3 +170,13 @@ def test_the_example_configs_twilio_block_is_valid(tmp_path: Path) -> None:
     assert (twilio.public_url, twilio.own_url) == ("https://hotline.example.com",
                                                    "https://hotline-1.example.com")
     assert twilio.model_copy(update={"node_url": None}).own_url == twilio.public_url
+
+
+@pytest.mark.parametrize(("advertise", "announced"), [
+    (None, "0.0.0.0:5072"), ("203.0.113.5", "203.0.113.5:5072"),
+    ("203.0.113.5:6000", "203.0.113.5:6000"), ("[2001:db8::5]", "[2001:db8::5]:5072")])
+def test_a_trunk_announces_its_advertised_address(advertise: str | None,
+                                                  announced: str) -> None:
+    trunk = TrunkConfig(name="carrier-a", mode="ip", proxy="203.0.113.7",
+                        listen="0.0.0.0:5072", advertise=advertise)
+    assert trunk.announced == announced

@@ -479,3 +479,26 @@ def test_a_draining_endpoint_refuses_new_calls_and_keeps_its_own(endpoint: SipEn
         assert caller.final("OPTIONS").status_code == 200
         assert caller.hang_up().status_code == 200
     assert len(app.calls) == 1 and app.calls[0].end_reason == "caller hung up"
+
+
+def test_a_wildcard_bind_announces_the_advertised_addresses(app: App) -> None:
+    """Bound to every interface, the endpoint's headers and SDP say where it is reached
+    (0.0.0.0 in an SDP would even mean hold)."""
+    engine = RtpEngine("0.0.0.0", advertise="127.0.0.1")
+    engine.start()
+    sip = SipEndpoint("carrier-a", ("0.0.0.0", 0), engine, app, allowed={"127.0.0.1"},
+                      advertise=("127.0.0.1", 5999))
+    sip.start()
+    try:
+        with sip_caller(("127.0.0.1", sip.bound[1]), "advertised") as (caller, rtp):
+            answer = caller.call()
+            assert answer.value("Contact") == "<sip:hotline@127.0.0.1:5999>"
+            offer = read_offer(answer)
+            assert (offer.address, offer.port) == app.calls[0].media.local_address
+            assert offer.address == "127.0.0.1" and not offer.on_hold
+            since = time.monotonic()
+            wait_for(lambda: rtp.count(since) >= 5, what="RTP from the wildcard-bound stream")
+            caller.hang_up()
+    finally:
+        sip.stop()
+        engine.stop()

@@ -102,12 +102,15 @@ class SipEndpoint:
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time, t1_s: float = T1_S,
                  linger_s: float = LINGER_S, media_timeout_s: float | None = None,
-                 symmetric_rtp: bool = True, min_se_s: int = MIN_SE_S) -> None:
+                 symmetric_rtp: bool = True, min_se_s: int = MIN_SE_S,
+                 advertise: tuple[str, int] | None = None) -> None:
         """`media_timeout_s`: an answered call from which nothing (audio or DTMF) arrives
         for this long, while not on hold, is ended as cut off; None: never.
         `symmetric_rtp`: each call's media latches to where the peer's RTP really comes
         from (for peers behind NAT; see `RtpStream._latch`). `min_se_s`: the shortest
-        session-timer interval accepted (RFC 4028 allows no less than 90 s)."""
+        session-timer interval accepted (RFC 4028 allows no less than 90 s). `advertise`:
+        the address our Via and Contact headers announce, when peers must reach us at
+        another than `bind` (a wildcard bind, NAT)."""
         self.name = name
         self.linger_s = linger_s
         self.proxy = proxy
@@ -131,7 +134,9 @@ class SipEndpoint:
                 self._sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
             else:
                 self._sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-        self._address: tuple[str, int] = self._sock.getsockname()[:2]
+        self.bound: tuple[str, int] = self._sock.getsockname()[:2]
+        """The (host, port) the socket is bound to."""
+        self._address = advertise or self.bound
         self._retransmits: dict[Key, _Retransmit] = {}
         self._timers: dict[Key, tuple[float, Callable[[], None]]] = {}
         self._lock = threading.RLock()
@@ -150,7 +155,8 @@ class SipEndpoint:
 
     @property
     def address(self) -> tuple[str, int]:
-        """The (host, port) the endpoint's socket is bound to."""
+        """The (host, port) our SIP headers announce: the advertised address, or the one
+        bound."""
         return self._address
 
     @property
@@ -170,7 +176,9 @@ class SipEndpoint:
 
     def start(self) -> None:
         self._thread.start()
-        logger.info("SIP endpoint %s listening on %s:%d", self.name, *self.address)
+        logger.info("SIP endpoint %s listening on %s:%d%s", self.name, *self.bound,
+                    "" if self.address == self.bound else
+                    f" (announced as {self.address[0]}:{self.address[1]})")
 
     def end_calls(self, timeout: float = 5.0) -> None:
         """Hang up every incoming call and wait (up to `timeout`) for its worker to finish,

@@ -101,6 +101,8 @@ class InboundCall:
     _info_cseq: int = -1
     _reoffered: Callable[[bool], None] | None = None
     """Told whether our re-INVITE (`reoffer`) was answered 2xx with SDP."""
+    reoffer_status: int | None = None
+    """The final status our re-offer got (None: none yet, or no answer at all)."""
 
     @property
     def id(self) -> str:
@@ -164,6 +166,14 @@ class InboundCall:
 
     def wait_ended(self, timeout: float | None = None) -> bool:
         return self.ended.wait(timeout)
+
+    def drop(self, reason: str) -> None:
+        """End the call here without a BYE: the caller has no such dialog (it answered
+        481; its BYE went to a node that died)."""
+        with self.transport.lock:
+            self.transport.stop_retransmit((self.id, "invite"))
+            self.transport.stop_retransmit((self.id, "refresh"))
+            self._end(reason)
 
     def leg_state(self) -> LegState:
         """The call's dialog as it stands, for another process to take it up."""
@@ -255,6 +265,7 @@ class InboundCall:
         """Our re-offer was answered (`response`) or never (None): follow the answer's
         media and hold, and tell whoever waits."""
         done, self._reoffered = self._reoffered, None
+        self.reoffer_status = None if response is None else response.status_code
         accepted = response is not None and response.status_code < 300
         if accepted and response is not None:
             try:

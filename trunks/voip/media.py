@@ -97,7 +97,10 @@ class RtpStream:
         self.dtmf_payload_type = dtmf_payload_type
         """Telephone-event payload type, as negotiated in the SDP."""
         self.sock = sock
-        self.local_address: tuple[str, int] = sock.getsockname()[:2]
+        bound = sock.getsockname()[:2]
+        self.local_address: tuple[str, int] = (engine.advertise or bound[0], bound[1])
+        """Where our SDP says to send this stream's RTP: the engine's advertised host (if
+        set) and the port bound."""
         self.payload_type = payload_type
         self.remote = remote
         self.sending = True
@@ -414,9 +417,13 @@ class RtpEngine:
 
     def __init__(self, host: str = "127.0.0.1", ports: range | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 rtcp_interval_s: float = REPORT_INTERVAL_S) -> None:
-        """`rtcp_interval_s`: each stream's nominal RTCP report interval."""
+                 rtcp_interval_s: float = REPORT_INTERVAL_S,
+                 advertise: str | None = None) -> None:
+        """`host`: the address streams bind (0.0.0.0: every interface); `advertise`: the
+        one our SDP announces, when peers must use another (a wildcard bind, NAT);
+        `rtcp_interval_s`: each stream's nominal RTCP report interval."""
         self.host = host
+        self.advertise = advertise
         self.rtcp_interval_s = rtcp_interval_s
         self.cname = f"hotline-{secrets.token_hex(4)}@{host}"
         """Our RTCP canonical name (RFC 3550 6.5.1), one per engine."""

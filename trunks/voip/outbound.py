@@ -125,6 +125,8 @@ class OutboundCall:
     ended: threading.Event = field(default_factory=threading.Event)
     reoffered: Callable[[bool], None] | None = None
     """Told whether our re-INVITE (`Dialer.reoffer`) was answered 2xx with SDP."""
+    reoffer_status: int | None = None
+    """The final status our re-offer got (None: none yet, or no answer at all)."""
 
     def __post_init__(self) -> None:
         if not self.call_id:
@@ -168,6 +170,12 @@ class OutboundCall:
     def reoffer(self, done: Callable[[bool], None]) -> None:
         """See `Dialer.reoffer`."""
         self.dialer.reoffer(self, done)
+
+    def drop(self, reason: str) -> None:
+        """End the call here without a BYE: the callee has no such dialog (481)."""
+        with self.dialer.transport.lock:
+            self.dialer.transport.stop_retransmit((self.call_id, "reoffer"))
+            self.dialer._end(self, Outcome.ENDED, None, reason)
 
     def leg_state(self) -> LegState:
         """The answered call's dialog as it stands, for another process to take it up."""
@@ -492,6 +500,7 @@ class Dialer:
             return
         self.transport.stop_retransmit((call.call_id, "reoffer"))
         done, call.reoffered = call.reoffered, None
+        call.reoffer_status = None if response is None else response.status_code
         accepted = False
         if response is not None and response.status_code < 300:
             contact = uris(response.value("Contact") or "")

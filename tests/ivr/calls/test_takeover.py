@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from ivr.calls.takeover import NODE_FAILURE, Takeover, node_answers
+from ivr import metrics
+from ivr.calls.takeover import CALLER_GONE, NODE_FAILURE, Takeover, node_answers
 from ivr.nodes import NodeInfo, NodeLease
 from ivr.records import CallRecord, CallStore, RecordSpool, RecordWriter, live_key
 from tests.conftest import wait_for
@@ -47,6 +49,13 @@ class Node:
         time.sleep(0.4)
 
 
+def taken_over(result: str) -> float:
+    """hotline_calls_taken_over_total{result} so far, in this process."""
+    return next((sample.value for metric in metrics.TAKEN_OVER.collect()
+                 for sample in metric.samples
+                 if sample.name.endswith("_total") and sample.labels["result"] == result), 0.0)
+
+
 def takeover(client: redis.Redis, name: str, cut_off: list[CallRecord],
              answers: bool = False, run: str = "run-of-survivor") -> Takeover:
     return Takeover(client, PREFIX, name, run, CallStore(client, PREFIX), cut_off.append,
@@ -62,6 +71,7 @@ def test_a_dead_nodes_calls_are_closed_once_and_its_callers_handed_on_once(
     dead.call("over", "menu", "bye", ended=True)
     dead.die()
     cut_off: list[CallRecord] = []
+    closed_before = taken_over("closed")
     survivors = [takeover(redis_client, f"node-{n}", cut_off) for n in "bc"]
     closed: list[int] = []
     racers = [threading.Thread(target=lambda t=t: closed.append(t.scan())) for t in survivors]
@@ -80,6 +90,7 @@ def test_a_dead_nodes_calls_are_closed_once_and_its_callers_handed_on_once(
     over = store.get("over")
     assert over is not None and over.end_reason is None, "a call that had ended is left alone"
     assert [s.scan() for s in survivors] == [0, 0], "nothing twice"
+    assert taken_over("closed") - closed_before == 3
     assert not redis_client.keys(f"{PREFIX}:live:*"), "no call is left listed as up"
 
 
@@ -190,6 +201,30 @@ def test_calls_left_for_later_are_taken_over_one_by_one_when_asked(
     assert not other.take_call("up-on-its-run", "node-d", "an-earlier-run")
     assert CallStore(redis_client, PREFIX).live("node-d") == {"up-on-its-run": alive.lease.run}
     alive.writer.stop()
+
+
+def test_a_bridged_call_is_handed_to_recover_and_a_caller_who_hung_up_is_not_called_back(
+        redis_client: redis.Redis, tmp_path: Path) -> None:
+    dead = Node(redis_client, "node-a", tmp_path)
+    dead.call("bridged", "connect")
+    redis_client.set("test:dialog:bridged", '{"caller": {}, "staff": {}}')
+    dead.die()
+    handed: list[tuple[str, dict[str, object]]] = []
+
+    def recover(record: CallRecord, dialog: dict[str, object],
+                fallback: Callable[[bool], None]) -> None:
+        handed.append((record.id, dialog))
+        fallback(True)  # the caller's leg answered 481: they had hung up
+
+    cut_off: list[CallRecord] = []
+    survivor = Takeover(redis_client, PREFIX, "node-b", "run-b", CallStore(redis_client, PREFIX),
+                        cut_off.append, answers=lambda info: False, recover=recover)
+    assert survivor.scan() == 1
+    assert handed == [("bridged", {"caller": {}, "staff": {}})] and cut_off == []
+    record = CallStore(redis_client, PREFIX).get("bridged")
+    assert record is not None and record.end_reason == CALLER_GONE
+    assert record.outcome == "caller hung up" and record.callback is None
+    assert CallStore(redis_client, PREFIX).live("node-b") == {}
 
 
 def test_node_answers_by_sip_and_not_on_a_closed_port(tmp_path: Path) -> None:
