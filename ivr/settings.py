@@ -349,7 +349,9 @@ def cluster_problems(nodes: Mapping[Path, Settings]) -> list[str]:
     one cluster; empty if nothing does. Each node needs the shared Redis (a node with an
     embedded one keeps state nobody else sees), the same Redis as the others, a name of
     its own, and the same trunk names (another node takes a call up on the trunk of the
-    same name)."""
+    same name). The nodes with a Twilio number need the same one (account, auth token,
+    public URL: they relay each other's requests, signed with the token) and each its own
+    `node_url`, if any (a call's requests must reach its own node)."""
     problems = []
     for path, settings in nodes.items():
         if settings.redis.url is None and settings.redis.sentinels is None:
@@ -373,6 +375,24 @@ def cluster_problems(nodes: Mapping[Path, Settings]) -> list[str]:
         problems.append("the nodes' trunks differ (a call is taken up on the trunk of the "
                         "same name): " + "; ".join(f"{p}: {', '.join(n)}"
                                                    for p, n in trunk_sets.items()))
+    return problems + _twilio_problems(nodes)
+
+
+def _twilio_problems(nodes: Mapping[Path, Settings]) -> list[str]:
+    twilio = {path: s.http.twilio for path, s in nodes.items() if s.http.twilio is not None}
+    problems = []
+    if len({(t.account_sid, t.auth_token.get_secret_value(), t.public_url)
+            for t in twilio.values()}) > 1:
+        problems.append("the nodes' Twilio numbers differ (account_sid, auth_token or "
+                        "public_url): " + "; ".join(f"{p}: {t.account_sid} at {t.public_url}"
+                                                    for p, t in twilio.items()))
+    urls: dict[str, Path] = {}
+    for path, settings in twilio.items():
+        if settings.node_url is not None and settings.node_url in urls:
+            problems.append(f"{path} and {urls[settings.node_url]} share the Twilio node_url "
+                            f"{settings.node_url}")
+        if settings.node_url is not None:
+            urls.setdefault(settings.node_url, path)
     return problems
 
 

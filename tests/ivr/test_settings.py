@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.settings import ConfigError, load_settings
+from ivr.settings import ConfigError, Settings, cluster_problems, load_settings
 from trunks.config import TrunkConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
@@ -180,3 +180,24 @@ def test_a_trunk_announces_its_advertised_address(advertise: str | None,
     trunk = TrunkConfig(name="carrier-a", mode="ip", proxy="203.0.113.7",
                         listen="0.0.0.0:5072", advertise=advertise)
     assert trunk.announced == announced
+
+
+def test_nodes_with_a_twilio_number_need_the_same_one_and_their_own_urls() -> None:
+    def node(name: str, node_url: str | None, token: str = "secret-token") -> Settings:
+        return Settings.model_validate({
+            "node": name, "redis": {"url": "redis://10.0.0.5:6379/0"},
+            "trunks": [{"name": "carrier-a", "mode": "ip", "proxy": "127.0.0.1:5999"}],
+            "http": {"listen": "127.0.0.1:8080", "twilio": {
+                "account_sid": "AC" + "0" * 32, "auth_token": token,
+                "public_url": "https://hotline.example.com", "node_url": node_url}}})
+
+    a, b = Path("a.yaml"), Path("b.yaml")
+    assert cluster_problems({a: node("node-a", "https://hotline-1.example.com"),
+                             b: node("node-b", None)}) == []
+    twice = cluster_problems({a: node("node-a", "https://hotline-1.example.com"),
+                              b: node("node-b", "https://hotline-1.example.com")})
+    assert twice == ["b.yaml and a.yaml share the Twilio node_url "
+                     "https://hotline-1.example.com"]
+    other = cluster_problems({a: node("node-a", None), b: node("node-b", None, "another")})
+    assert len(other) == 1 and other[0].startswith("the nodes' Twilio numbers differ")
+    assert "another" not in other[0] and "secret-token" not in other[0]
