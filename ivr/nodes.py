@@ -40,6 +40,8 @@ from typing import Any
 
 import redis
 
+from trunks.config import split_hostport
+
 logger = logging.getLogger(__name__)
 
 LEASE_S = 6.0
@@ -48,6 +50,8 @@ RENEW_S = 2.0
 """How often a node renews its lease: three tries before it lapses."""
 REDIS_TIMEOUT_S = 1.0
 """A renewal that Redis does not answer within this long counts as missed."""
+UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
+"""Listen addresses meaning every interface: the node is reached by its host name."""
 
 _RENEW = """
 local held = redis.call('GET', KEYS[1])
@@ -193,6 +197,21 @@ class NodeLease:
 
     def _key(self, part: str) -> str:
         return f"{self.prefix}:{part}:{self.info.name}"
+
+
+def http_base(info: NodeInfo) -> str | None:
+    """Where other nodes reach the node's HTTP server (``http://host:port``), if it has one."""
+    if info.http is None:
+        return None
+    host, port = split_hostport(info.http)
+    host = info.host if host in UNSPECIFIED else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def lease_run(client: redis.Redis, prefix: str, name: str) -> str | None:
+    """The run that holds node `name`'s lease, or None if it lapsed."""
+    run = client.get(f"{prefix}:lease:{name}")
+    return None if run is None else str(run)
 
 
 def last_key(prefix: str) -> str:

@@ -34,11 +34,12 @@ from ivr.flow.voicebot import VoiceBot
 from ivr.http.app import create_app
 from ivr.http.serving import HttpServer
 from ivr.http.twilio import TwilioVoice
+from ivr.http.twilio_owners import CallOwners
 from ivr.metrics import build_registry
 from ivr.nodes import NodeInfo, NodeLease
 from ivr.records import SPOOL_PATH, CallStore, RecordSpool, RecordWriter, WriterState
 from ivr.redis_server import EmbeddedRedis, RedisUnavailable, connect
-from ivr.settings import ConfigError, Settings, config_path, load_yaml
+from ivr.settings import ConfigError, Settings, TwilioVoiceSettings, config_path, load_yaml
 from ivr.tickets import Outbox, TicketDesk, build_tickets
 from ivr.tickets.model import Ticket
 from ivr.tickets.store import TicketStore
@@ -314,17 +315,14 @@ class Server:
         runner = FlowRunner(self.flow, prompts, now=self.now, oncall=self.oncall, dialer=router,
                             bot=self._voicebot(prompts, desk) if self.flow.voicebots else None)
         self.records = self._record_writer()
-        if twilio is not None:
-            self.twilio = TwilioVoice(twilio, runner, calls, self.records,
-                                      no_input_s=self.settings.speech.vad.no_input_ms / 1000)
-        if not trunks:
+        if trunks:
+            media = self.settings.media
+            self.engine = RtpEngine(media.address, media.port_range, advertise=media.advertise)
+            self.engine.start()
+            if self.settings.drill.number is not None:
+                self.drill = self._drill(router)
+        else:  # its dead nodes' calls are still taken over: tickets, with no trunk to call
             logger.info("No trunk has a listen address: calls come only from Twilio")
-            return
-        media = self.settings.media
-        self.engine = RtpEngine(media.address, media.port_range, advertise=media.advertise)
-        self.engine.start()
-        if self.settings.drill.number is not None:
-            self.drill = self._drill(router)
         callback = self.settings.failover.callback
         self.callbacks = CallbackService(
             Callbacks(self._connect(fail_fast=True), callback, self.settings.redis.prefix,
@@ -341,6 +339,8 @@ class Server:
         for trunk in trunks:
             self.endpoints[trunk.name] = self._endpoint(trunk, handlers[trunk.name])
         self.callbacks.start()
+        if twilio is not None:
+            self.twilio = self._twilio(twilio, runner, calls)
         self.takeover = self._takeover(self.callbacks, self.records, handlers)
         if self.drill is not None:
             self.drill.start()
@@ -366,6 +366,21 @@ class Server:
         logger.info("HTTP API on http://%s:%s/ (/api/ needs the bearer token)",
                     *self.http.address)
 
+    def _twilio(self, settings: TwilioVoiceSettings, runner: FlowRunner,
+                calls: CallStore) -> TwilioVoice:
+        """The webhooks of the Twilio number, which relay requests for the other nodes'
+        calls to them and take over the calls of nodes that are gone."""
+        assert self.records is not None and self.lease is not None
+        owners = CallOwners(self._connect(fail_fast=True), self.settings.redis.prefix,
+                            self.settings.node, self.lease.run, settings.own_url,
+                            settings.auth_token.get_secret_value())
+        return TwilioVoice(settings, runner, calls, self.records,
+                           no_input_s=self.settings.speech.vad.no_input_ms / 1000,
+                           owners=owners, cut_off=self._take_call)
+
+    def _take_call(self, call_id: str, node: str, run: str) -> bool:
+        return self.takeover is not None and self.takeover.take_call(call_id, node, run)
+
     def _takeover(self, callbacks: CallbackService, records: RecordWriter,
                   handlers: dict[str, CallHandler]) -> Takeover:
         """The thread that takes up the bridged calls dead nodes left, closes their other
@@ -377,7 +392,8 @@ class Server:
         takeover = Takeover(client, self.settings.redis.prefix, node, run,
                             CallStore(client, self.settings.redis.prefix), callbacks.node_failed,
                             ready=lambda: records.state is WriterState.STORING,
-                            recover=Recovery(self.endpoints, handlers, node, run))
+                            recover=Recovery(self.endpoints, handlers, node, run),
+                            later=None if self.twilio is None else self.twilio.awaits_report)
         takeover.start()
         return takeover
 

@@ -48,6 +48,9 @@ API_TOKEN_ENV = "HOTLINE_API_TOKEN"
 MIN_TOKEN_CHARS = 16
 SENTINEL_PORT = 26379
 """Where a sentinel listens when `redis.sentinels` names only its host."""
+CUT_OFF_TEXT = ("We are sorry: your call was cut off. We will call you back as soon as we "
+                "can.")
+"""What a Twilio caller hears when the node running their call is gone."""
 _HAS_PORT = re.compile(r":[0-9]+$")
 _MASTER_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -189,8 +192,12 @@ class TwilioVoiceSettings(BaseModel):
 
     account_sid: str = Field(description="AC followed by 32 hex digits")
     auth_token: SecretStr = Field(description="signs every webhook; fetches recordings")
-    public_url: str = Field(description="where Twilio reaches this server, e.g. "
+    public_url: str = Field(description="where Twilio reaches the hotline, e.g. "
                             "https://hotline.example.com; webhook signatures are over it")
+    node_url: str | None = Field(None, description="where Twilio reaches this node itself, "
+                                 "e.g. https://hotline-1.example.com; unset: public_url")
+    cut_off_text: str = Field(CUT_OFF_TEXT, min_length=1, description="said to a caller "
+                              "whose call's node is gone, before the call ends")
     language: str = Field("en-US", description="what Twilio's speech recognition listens for")
     max_calls: int = Field(20, ge=1, le=500)
     trunk: str = Field("twilio", description="the trunk name in call records")
@@ -200,14 +207,22 @@ class TwilioVoiceSettings(BaseModel):
     _sid = field_validator("account_sid")(check_account_sid)
     _token = field_validator("auth_token")(check_auth_token)
     _base = field_validator("api_base_url", mode="before")(check_api_base)
+    _unset_node = field_validator("node_url", mode="before")(empty_is_unset)
 
-    @field_validator("public_url")
+    @field_validator("public_url", "node_url")
     @classmethod
-    def _check_public(cls, value: str) -> str:
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
             raise ValueError("expected http(s)://host[:port][/path], the address Twilio "
                              "requests")
         return value.rstrip("/")
+
+    @property
+    def own_url(self) -> str:
+        """Where Twilio reaches this node: `node_url`, else `public_url`."""
+        return self.node_url or self.public_url
 
     @property
     def api_base(self) -> str:
@@ -334,7 +349,9 @@ def cluster_problems(nodes: Mapping[Path, Settings]) -> list[str]:
     one cluster; empty if nothing does. Each node needs the shared Redis (a node with an
     embedded one keeps state nobody else sees), the same Redis as the others, a name of
     its own, and the same trunk names (another node takes a call up on the trunk of the
-    same name)."""
+    same name). The nodes with a Twilio number need the same one (account, auth token,
+    public URL: they relay each other's requests, signed with the token) and each its own
+    `node_url`, if any (a call's requests must reach its own node)."""
     problems = []
     for path, settings in nodes.items():
         if settings.redis.url is None and settings.redis.sentinels is None:
@@ -358,6 +375,24 @@ def cluster_problems(nodes: Mapping[Path, Settings]) -> list[str]:
         problems.append("the nodes' trunks differ (a call is taken up on the trunk of the "
                         "same name): " + "; ".join(f"{p}: {', '.join(n)}"
                                                    for p, n in trunk_sets.items()))
+    return problems + _twilio_problems(nodes)
+
+
+def _twilio_problems(nodes: Mapping[Path, Settings]) -> list[str]:
+    twilio = {path: s.http.twilio for path, s in nodes.items() if s.http.twilio is not None}
+    problems = []
+    if len({(t.account_sid, t.auth_token.get_secret_value(), t.public_url)
+            for t in twilio.values()}) > 1:
+        problems.append("the nodes' Twilio numbers differ (account_sid, auth_token or "
+                        "public_url): " + "; ".join(f"{p}: {t.account_sid} at {t.public_url}"
+                                                    for p, t in twilio.items()))
+    urls: dict[str, Path] = {}
+    for path, settings in twilio.items():
+        if settings.node_url is not None and settings.node_url in urls:
+            problems.append(f"{path} and {urls[settings.node_url]} share the Twilio node_url "
+                            f"{settings.node_url}")
+        if settings.node_url is not None:
+            urls.setdefault(settings.node_url, path)
     return problems
 
 

@@ -53,12 +53,16 @@ class Document:
 
 
 class VoiceCaller:
-    """One caller's call, as Twilio reports it to the hotline's webhooks."""
+    """One caller's call, as Twilio reports it to the hotline's webhooks: `client` is the
+    app the public URL reaches (the load balancer's pick, which a test may change), and
+    `nodes` the apps that Twilio reaches at their own URLs."""
 
     def __init__(self, client: FlaskClient, caller: str = "+8613912345678",
                  called: str = "+15557770000", auth_token: str = AUTH_TOKEN,
-                 account_sid: str = ACCOUNT_SID, public_url: str = PUBLIC_URL) -> None:
+                 account_sid: str = ACCOUNT_SID, public_url: str = PUBLIC_URL,
+                 nodes: dict[str, FlaskClient] | None = None) -> None:
         self.client = client
+        self.nodes = dict(nodes or {})
         self.sid = "CA" + secrets.token_hex(16)
         self.public_url = public_url
         self.validator = RequestValidator(auth_token)
@@ -68,12 +72,12 @@ class VoiceCaller:
 
     def post(self, url: str, signature: str | None = None, **params: str) -> Any:
         """POST `params` (with the call's own) to `url`, signed as Twilio signs."""
-        assert url.startswith(self.public_url), f"{url} is not the hotline's public URL"
         form = {**self.params, **params}
         if signature is None:
             signature = self.validator.compute_signature(url, form)
-        return self.client.post(url.removeprefix(self.public_url), data=form,
-                                headers={"X-Twilio-Signature": signature})
+        base, client = self._route(url)
+        return client.post(url.removeprefix(base), data=form,
+                           headers={"X-Twilio-Signature": signature})
 
     def call(self) -> Document:
         """The call comes in: Twilio asks the number's voice URL."""
@@ -96,13 +100,29 @@ class VoiceCaller:
         return self.post(f"{self.public_url}/twilio/voice/status", CallStatus=status,
                          CallDuration=str(duration))
 
+    def fallback(self, failed: str, code: str = "11205") -> Document:
+        """Twilio could not get a document from `failed` (11205: no connection): it asks
+        the number's fallback URL."""
+        return self._document(self.post(f"{self.public_url}/twilio/voice/fallback",
+                                        CallStatus="in-progress", ErrorUrl=failed,
+                                        ErrorCode=code))
+
     def audio(self, url: str) -> Samples:
         """What Twilio would play for a <Play> URL, as 8 kHz samples."""
-        reply = self.client.get(url.removeprefix(self.public_url))
+        base, client = self._route(url)
+        reply = client.get(url.removeprefix(base))
         assert reply.status_code == 200 and reply.mimetype == "audio/wav", reply.status
         with wave.open(io.BytesIO(reply.data)) as wav:
             assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
             return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+
+    def _route(self, url: str) -> tuple[str, FlaskClient]:
+        """The base of `url` and the app Twilio reaches there."""
+        for base, client in self.nodes.items():
+            if url.startswith(f"{base}/"):
+                return base, client
+        assert url.startswith(f"{self.public_url}/"), f"{url} is not one of the hotline's"
+        return self.public_url, self.client
 
     def _document(self, reply: Any) -> Document:
         assert reply.status_code == 200, (reply.status_code, reply.data)

@@ -22,6 +22,13 @@ only closed. A node that dies
 while closing adopted calls leaves them in its own hash, to be taken over in turn; the
 call-back is made once all the same (`failover.callbacks.callback_id`).
 
+A Twilio call is left (`later`) to its webhooks: Twilio carries its audio, so the caller
+may still be talking to staff through a <Dial> when the node dies. Twilio's next request
+for it (the verb's action, the number's fallback URL, its status callback) reaches
+another node, which takes that one call over there and then (`take_call`,
+`ivr.http.twilio`). One still unheard of 5 hours after it started (longer than a forward
+is waited for) is closed here.
+
 Known limits: a node cut off from Redis *and* from the node probing it (a network
 partition) looks dead, and its callers are called back while it may still carry them;
 and the last records a dead node had spooled to its own disk (Redis being down too)
@@ -40,7 +47,7 @@ from typing import Any
 import redis
 
 from ivr import metrics
-from ivr.nodes import NodeInfo, lapsed_nodes, last_info
+from ivr.nodes import UNSPECIFIED, NodeInfo, http_base, lapsed_nodes, last_info
 from ivr.records import CallRecord, CallStore, live_key
 from trunks.config import ProbeSettings, TrunkConfig, split_hostport
 from trunks.errors import ProbeRejected
@@ -57,7 +64,6 @@ PROBE_S = 1.5
 HOLD_S = 10.0
 """A lapsed node found alive (it answers, but does not renew its lease) is probed again
 after this long."""
-UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
 
 _ADOPT = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -81,18 +87,22 @@ class Takeover:
                  ready: Callable[[], bool] = lambda: True,
                  answers: Callable[[NodeInfo], bool] | None = None,
                  wallclock: Callable[[], float] = time.time, scan_s: float = SCAN_S,
-                 hold_s: float = HOLD_S, recover: Recover | None = None) -> None:
+                 hold_s: float = HOLD_S, recover: Recover | None = None,
+                 later: Callable[[CallRecord], bool] | None = None) -> None:
         """`on_cut_off` gets each closed record (but a drill's) before it is saved, and
         fills its `callback`. `ready`: whether this node's own earlier runs may be taken
         over yet (its record spool is replayed). `answers`: whether a lapsed node still
         answers (default: `node_answers`). `recover`: given each call that was bridged
-        (its record, its dialogs, and the closing to run if it cannot take the call up)."""
+        (its record, its dialogs, and the closing to run if it cannot take the call up).
+        `later`: whether a call is left for now to whoever will hear of it first (a
+        Twilio call's webhooks, which call `take_call`)."""
         self.client, self.prefix, self.node, self.run = client, prefix, node, run
         self.store = store
         self.on_cut_off = on_cut_off
         self.ready = ready
         self.answers = answers or node_answers
         self.recover = recover
+        self.later = later
         self.scan_s, self.hold_s = scan_s, hold_s
         self._wallclock = wallclock
         self._adopt = client.register_script(_ADOPT)
@@ -152,8 +162,25 @@ class Takeover:
         self.client.set(fence, f"dead by {self.node}", px=int(self.hold_s * 1000))
         return True
 
+    def take_call(self, call_id: str, dead: str, run: str) -> bool:
+        """Take over call `call_id`, up on run `run` of node `dead`, which a request for it
+        found gone, at once. Whether the call is closed as cut off by its node's failure
+        (just now, or before)."""
+        if self._adopt(keys=[live_key(self.prefix, dead), live_key(self.prefix, self.node)],
+                       args=[call_id, run, self.run]):
+            logger.warning("Taking over call %s, left up by node %s", call_id, dead)
+            self._adopted[call_id] = dead
+            self._close(call_id, dead)
+        record = self.store.get(call_id)
+        return record is not None and record.end_reason == NODE_FAILURE
+
     def _take(self, dead: str, calls: dict[str, str], whose: str) -> int:
-        """Adopt and close the calls `calls` (call id -> run) that `dead` left up."""
+        """Adopt and close the calls `calls` (call id -> run) that `dead` left up, but
+        those left for `later`."""
+        if self.later is not None:
+            later = self.later
+            calls = {call_id: run for call_id, run in calls.items()
+                     if (record := self.store.get(call_id)) is None or not later(record)}
         if not calls:
             return 0
         logger.warning("Taking over %d calls left up by %s", len(calls), whose)
@@ -225,12 +252,11 @@ def node_answers(info: NodeInfo, timeout_s: float = PROBE_S) -> bool:
             probe.close()
         if outcome.rtt_s is not None or isinstance(outcome.error, ProbeRejected):
             return True  # 503 from a draining node is an answer too
-    if info.sip or info.http is None:
+    base = http_base(info)
+    if info.sip or base is None:
         return False
-    host, port = split_hostport(info.http)
-    host = info.host if host in UNSPECIFIED else host
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=timeout_s):
+        with urllib.request.urlopen(f"{base}/healthz", timeout=timeout_s):
             return True
     except OSError:
         return False

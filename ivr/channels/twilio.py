@@ -2,18 +2,14 @@
 one TwiML document, and the document's action request brings the answer back.
 
 The webhooks that carry those requests are `ivr.http.twilio`; this module holds the
-call's side: `TwilioCall` (the exchange of documents and requests), `TwilioChannel`,
-the audio served to Twilio, and the caller's recorded messages.
+call's side: `TwilioCall` (the exchange of documents and requests), `TwilioChannel`
+and the caller's recorded messages; the audio served to Twilio is `twilio_audio`.
 """
 
 from __future__ import annotations
 
-import collections
-import hashlib
-import hmac
 import logging
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +20,12 @@ import requests
 from twilio.twiml.voice_response import Gather, VoiceResponse  # type: ignore[import-untyped]
 
 from ivr.channels.base import CallEnded, Channel, Dialled, Heard
+from ivr.channels.twilio_audio import AudioStore
 from ivr.settings import TwilioVoiceSettings
 from speech.errors import AudioFileError, RecognizerError
 from speech.prompts import TELEPHONE_RATE
 from speech.recognizer import FRAME_BYTES, Recognizer
-from speech.synthesizer import Samples, read_wav_bytes, resample, wav_bytes
+from speech.synthesizer import Samples, read_wav_bytes, resample
 from trunks.voip.outbound import OutboundCall, Outcome
 
 logger = logging.getLogger(__name__)
@@ -49,7 +46,6 @@ SPEECH_MAX_S = 60.0
 
 RECORDING_WAIT_S = 10.0
 """How long a recording that Twilio has not stored yet (404) is asked for again."""
-AUDIO_CACHE_BYTES = 64 << 20
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 DIAL_OUTCOMES = {"completed": Outcome.ANSWERED, "answered": Outcome.ANSWERED,
                  "busy": Outcome.REFUSED, "no-answer": Outcome.REFUSED,
@@ -60,39 +56,8 @@ _RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}$")
 Params = dict[str, str]
 
 
-
 class RecordingError(Exception):
     """A recording could not be fetched or read."""
-
-
-class AudioStore:
-    """The WAV files Twilio plays, by a keyed hash of their samples; the least recently
-    added go first once `max_bytes` is reached."""
-
-    def __init__(self, max_bytes: int = AUDIO_CACHE_BYTES) -> None:
-        self._secret = secrets.token_bytes(32)
-        self._max_bytes = max_bytes
-        self._wavs: collections.OrderedDict[str, bytes] = collections.OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def add(self, samples: Samples) -> str:
-        pcm = np.asarray(samples, dtype="<i2").tobytes()
-        key = hmac.new(self._secret, pcm, hashlib.sha256).hexdigest()[:32]
-        with self._lock:
-            if key in self._wavs:
-                self._wavs.move_to_end(key)
-                return key
-            wav = wav_bytes(samples, TELEPHONE_RATE)
-            self._wavs[key] = wav
-            self._bytes += len(wav)
-            while self._bytes > self._max_bytes and len(self._wavs) > 1:
-                self._bytes -= len(self._wavs.popitem(last=False)[1])
-        return key
-
-    def get(self, key: str) -> bytes | None:
-        with self._lock:
-            return self._wavs.get(key)
 
 
 class TwilioCall:
@@ -377,5 +342,5 @@ def hangup_twiml() -> str:
     return str(response)
 
 
-__all__ = ["AudioStore", "Params", "RecordingError", "Recordings", "TwilioCall", "TwilioChannel",
+__all__ = ["Params", "RecordingError", "Recordings", "TwilioCall", "TwilioChannel",
            "hangup_twiml", "read_recording", "transcribe"]

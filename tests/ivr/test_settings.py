@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.settings import ConfigError, load_settings
+from ivr.settings import ConfigError, Settings, cluster_problems, load_settings
 from trunks.config import TrunkConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "hotline.yaml"
@@ -63,6 +63,11 @@ def write(tmp_path: Path, text: str) -> Path:
     ("redis: {url: 'http://x'}\ntrunks:\n  - {name: a, mode: ip, proxy: h}\n",
      "line 1: redis.url: expected a redis://, rediss:// or unix:// URL (got 'http://x')"),
     ("trunks: [\n", "line 2, column 1: not valid YAML"),
+    ("http:\n  listen: 127.0.0.1:8080\n  twilio:\n    account_sid: AC" + "0" * 32 + "\n"
+     "    auth_token: t\n    public_url: https://h.example.com\n    node_url: h-1:443\n"
+     "trunks:\n  - {name: a, mode: ip, proxy: h}\n",
+     "line 7: http.twilio.node_url: expected http(s)://host[:port][/path], the address "
+     "Twilio requests (got 'h-1:443')"),
     ("- a\n- b\n", "expected a mapping of settings at the top level"),
     ("", "expected a mapping of settings at the top level"),
 ])
@@ -156,6 +161,21 @@ def test_the_example_configs_sentinel_block_is_valid(tmp_path: Path) -> None:
     assert redis.password is not None and redis.sentinel_password is not None
 
 
+def test_the_example_configs_twilio_block_is_valid(tmp_path: Path) -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# http:"))
+    lines[start:start + 8] = [line.replace("# ", "", 1) for line in lines[start:start + 8]]
+    path = tmp_path / "hotline.yaml"
+    path.write_text("\n".join(lines))
+    twilio = load_settings(path, environ={
+        "CARRIER_B_PASSWORD": "x", "HOTLINE_API_TOKEN": "t" * 16,
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "secret"}).http.twilio
+    assert twilio is not None
+    assert (twilio.public_url, twilio.own_url) == ("https://hotline.example.com",
+                                                   "https://hotline-1.example.com")
+    assert twilio.model_copy(update={"node_url": None}).own_url == twilio.public_url
+
+
 @pytest.mark.parametrize(("advertise", "announced"), [
     (None, "0.0.0.0:5072"), ("203.0.113.5", "203.0.113.5:5072"),
     ("203.0.113.5:6000", "203.0.113.5:6000"), ("[2001:db8::5]", "[2001:db8::5]:5072")])
@@ -164,3 +184,24 @@ def test_a_trunk_announces_its_advertised_address(advertise: str | None,
     trunk = TrunkConfig(name="carrier-a", mode="ip", proxy="203.0.113.7",
                         listen="0.0.0.0:5072", advertise=advertise)
     assert trunk.announced == announced
+
+
+def test_nodes_with_a_twilio_number_need_the_same_one_and_their_own_urls() -> None:
+    def node(name: str, node_url: str | None, token: str = "secret-token") -> Settings:
+        return Settings.model_validate({
+            "node": name, "redis": {"url": "redis://10.0.0.5:6379/0"},
+            "trunks": [{"name": "carrier-a", "mode": "ip", "proxy": "127.0.0.1:5999"}],
+            "http": {"listen": "127.0.0.1:8080", "twilio": {
+                "account_sid": "AC" + "0" * 32, "auth_token": token,
+                "public_url": "https://hotline.example.com", "node_url": node_url}}})
+
+    a, b = Path("a.yaml"), Path("b.yaml")
+    assert cluster_problems({a: node("node-a", "https://hotline-1.example.com"),
+                             b: node("node-b", None)}) == []
+    twice = cluster_problems({a: node("node-a", "https://hotline-1.example.com"),
+                              b: node("node-b", "https://hotline-1.example.com")})
+    assert twice == ["b.yaml and a.yaml share the Twilio node_url "
+                     "https://hotline-1.example.com"]
+    other = cluster_problems({a: node("node-a", None), b: node("node-b", None, "another")})
+    assert len(other) == 1 and other[0].startswith("the nodes' Twilio numbers differ")
+    assert "another" not in other[0] and "secret-token" not in other[0]

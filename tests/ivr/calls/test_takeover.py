@@ -35,8 +35,9 @@ class Node:
                                    node=name, run=self.lease.run)
         self.writer.start()
 
-    def call(self, call_id: str, *path: str, ended: bool = False) -> None:
-        record = CallRecord(call_id, "carrier-a", "13900000001", "400", 1000.0,
+    def call(self, call_id: str, *path: str, ended: bool = False,
+             trunk: str = "carrier-a") -> None:
+        record = CallRecord(call_id, trunk, "13900000001", "400", 1000.0,
                             answered_at=1001.0, path=list(path))
         if ended:
             record.ended_at, record.outcome = 1010.0, "completed"
@@ -170,6 +171,36 @@ def test_a_node_that_died_while_taking_over_is_taken_over_in_turn(
     assert [r.id for r in cut_off] == ["up"]
     record = CallStore(redis_client, PREFIX).get("up")
     assert record is not None and record.node == "node-a" and record.end_reason == NODE_FAILURE
+
+
+def test_calls_left_for_later_are_taken_over_one_by_one_when_asked(
+        redis_client: redis.Redis, tmp_path: Path) -> None:
+    """A Twilio call goes on at Twilio while its node is dead: its webhooks take it over
+    when Twilio next asks about it, not the scan."""
+    dead = Node(redis_client, "node-a", tmp_path)
+    dead.call("at-twilio", "menu", trunk="twilio")
+    dead.call("sip", "menu")
+    dead.call("over", "menu", trunk="twilio", ended=True)
+    dead.die()
+    cut_off: list[CallRecord] = []
+    survivor = takeover(redis_client, "node-b", cut_off)
+    survivor.later = lambda record: record.trunk == "twilio"
+    assert survivor.scan() == 1 and [r.id for r in cut_off] == ["sip"]
+    assert survivor.scan() == 0, "left in the dead node's calls, for its webhooks"
+    assert CallStore(redis_client, PREFIX).live("node-a") == {"at-twilio": dead.lease.run}
+    other = takeover(redis_client, "node-c", cut_off)
+    assert other.take_call("at-twilio", "node-a", dead.lease.run)
+    assert survivor.take_call("at-twilio", "node-a", dead.lease.run), "closed so already"
+    assert [r.id for r in cut_off] == ["sip", "at-twilio"], "handed on once"
+    record = CallStore(redis_client, PREFIX).get("at-twilio")
+    assert record is not None and (record.end_reason, record.ended_at) == (NODE_FAILURE, 2000.0)
+    assert not other.take_call("over", "node-a", dead.lease.run), "it had ended"
+    assert not redis_client.keys(f"{PREFIX}:live:*")
+    alive = Node(redis_client, "node-d", tmp_path)
+    alive.call("up-on-its-run", "menu", trunk="twilio")
+    assert not other.take_call("up-on-its-run", "node-d", "an-earlier-run")
+    assert CallStore(redis_client, PREFIX).live("node-d") == {"up-on-its-run": alive.lease.run}
+    alive.writer.stop()
 
 
 def test_a_bridged_call_is_handed_to_recover_and_a_caller_who_hung_up_is_not_called_back(
