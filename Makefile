@@ -29,6 +29,8 @@ bench: install
 	$(BIN)/python bench/failover_detection.py
 	$(BIN)/python bench/failover_load.py
 	$(BIN)/python bench/node_failure.py
+	$(BIN)/python bench/redis_failover.py
+	$(BIN)/python bench/rolling_restart.py
 	$(BIN)/python bench/rtp_capacity.py
 	$(BIN)/python bench/call_setup.py
 	$(BIN)/python bench/redis_outage.py --before bench/data/redis-outage-before.json
