@@ -91,7 +91,7 @@ class RedisSettings(BaseModel):
                           "that matters (a ticket, a call's final record, a call-back) "
                           "before it counts as saved (Redis WAIT); one they do not confirm "
                           "within replica_wait_ms is spooled or retried. 0: the master's "
-                          "word; 1 with Sentinel and a replica")
+                          "word; 1 with Sentinel and two or more replicas")
     replica_wait_ms: int = Field(100, ge=1, le=5000, description="how long such a write "
                                  "waits for its replicas")
 
