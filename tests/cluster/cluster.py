@@ -3,14 +3,24 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tests.conftest import FAST_PROBES
-from tests.peers import Carrier, FrontDoor, GroupProcess, sip_ping
+from tests.peers import (
+    SIPP_SCENARIOS,
+    Carrier,
+    FrontDoor,
+    GroupProcess,
+    free_udp_port,
+    require,
+    sip_ping,
+)
 
 NODE_START_S = 60.0
 FLOW = """\
@@ -19,6 +29,14 @@ voice: {engine: espeak}
 nodes:
   welcome: {type: hangup, text: Welcome.}
 """
+HOLD_FLOW = """\
+start: hold
+voice: {engine: espeak}
+nodes:
+  hold: {type: say, text: Thank you for calling. Please hold the line a moment., next: bye}
+  bye: {type: hangup, text: Goodbye.}
+"""
+"""Each call held about four seconds (a prompt, then goodbye), then hung up by the hotline."""
 
 
 class Cluster:
@@ -62,6 +80,53 @@ class Cluster:
             assert time.monotonic() < deadline, f"{', '.join(names)} did not come up"
             for name in names:
                 assert self.nodes[name][0].running, self.log(name)[-2000:]
+
+
+class Callers:
+    """sipp callers dialling the hotline through `carrier`, `rate` calls a second, each
+    waiting for the hotline to hang up (uac_via_carrier.xml): `calls` of them, or until
+    `stop()`. Their Call-IDs are NAME-N@127.0.0.1, N from 1, NAME the workdir's name."""
+
+    def __init__(self, carrier: Carrier, workdir: Path, rate: float,
+                 calls: int | None = None, bye_timeout_s: float = 20.0) -> None:
+        """`bye_timeout_s`: a call whose BYE does not come within this long fails."""
+        workdir.mkdir()
+        self.workdir = workdir
+        self.process = subprocess.Popen(
+            [require("sipp", "sip-tester"), carrier.address, "-sf",
+             str(SIPP_SCENARIOS / "uac_via_carrier.xml"), "-r", f"{rate:g}",
+             "-m", str(calls or 100000), "-s", "400", "-cid_str", f"{workdir.name}-%u@%s",
+             "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+             "-recv_timeout", str(round(bye_timeout_s * 1000)), "-nostdin", "-trace_err",
+             "-trace_stat", "-fd", "1"],
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def call_id(self, n: int) -> str:
+        return f"{self.workdir.name}-{n}@127.0.0.1"
+
+    def stop(self) -> None:
+        """Place no more calls; sipp exits once the calls up have ended."""
+        self.process.send_signal(signal.SIGUSR1)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for sipp to end; its exit code (0: every call completed)."""
+        return self.process.wait(timeout)
+
+    def errors(self) -> str:
+        return "".join(p.read_text() for p in self.workdir.glob("*_errors.log"))
+
+    def counts(self) -> dict[str, int]:
+        """sipp's final counters: OutgoingCall, SuccessfulCall, FailedCall."""
+        (stats,) = self.workdir.glob("*_.csv")
+        rows = list(csv.reader(stats.read_text().splitlines(), delimiter=";"))
+        last = dict(zip(rows[0], rows[-1], strict=False))
+        return {name: int(last[f"{name}(C)"])
+                for name in ("OutgoingCall", "SuccessfulCall", "FailedCall")}
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def node(tmp_path: Path, name: str, redis_url: str, carrier: str, frontdoor_hosts: list[str],

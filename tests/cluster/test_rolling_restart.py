@@ -1,14 +1,11 @@
 """A rolling restart of two nodes under load drops no call: sipp callers reach the nodes
 through the carrier and the front door at CALL_RATE calls a second, each call held for
-about three seconds by the flow (a prompt, then goodbye and the hotline hangs up), while
+about four seconds by the flow (a prompt, then goodbye and the hotline hangs up), while
 node-a and then node-b are drained (`hotline nodes drain NAME --wait`), started again and
-waited for until `hotline nodes status` lists them."""
+waited for until `hotline nodes status` lists them and the front door has them back."""
 
 from __future__ import annotations
 
-import csv
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,58 +13,17 @@ import pytest
 import redis
 
 from ivr.records import CallStore
-from tests.cluster.cluster import Cluster
+from tests.cluster.cluster import HOLD_FLOW, Callers, Cluster
 from tests.conftest import wait_for
-from tests.peers import SIPP_SCENARIOS, free_udp_port, require
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 CALL_RATE = 3.0
 """New calls a second, through the whole restart."""
-HOLD_FLOW = """\
-start: hold
-voice: {engine: espeak}
-nodes:
-  hold: {type: say, text: Thank you for calling. Please hold the line a moment., next: bye}
-  bye: {type: hangup, text: Goodbye.}
-"""
 
 
 @pytest.fixture
 def flow() -> str:
     return HOLD_FLOW
-
-
-class Load:
-    """sipp callers through the carrier at CALL_RATE until stopped; each waits for the
-    hotline's BYE (uac_via_carrier.xml)."""
-
-    def __init__(self, cluster: Cluster, workdir: Path) -> None:
-        workdir.mkdir()
-        self.workdir = workdir
-        self.process = subprocess.Popen(
-            [require("sipp", "sip-tester"), cluster.carrier.address, "-sf",
-             str(SIPP_SCENARIOS / "uac_via_carrier.xml"), "-r", f"{CALL_RATE:g}", "-m", "100000",
-             "-s", "400", "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp",
-             str(free_udp_port()), "-recv_timeout", "20000", "-nostdin", "-trace_err",
-             "-trace_stat", "-fd", "1"],
-            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> dict[str, int]:
-        """Stop placing calls, wait for the calls up to end; sipp's final counters."""
-        self.process.send_signal(signal.SIGUSR1)  # sipp: no new calls, exit when done
-        code = self.process.wait(60)
-        errors = "".join(p.read_text() for p in self.workdir.glob("*_errors.log"))
-        assert code == 0, f"sipp callers failed ({code}):\n{errors[-3000:]}"
-        (stats,) = self.workdir.glob("*_.csv")
-        rows = list(csv.reader(stats.read_text().splitlines(), delimiter=";"))
-        last = dict(zip(rows[0], rows[-1], strict=False))
-        return {name: int(last[f"{name}(C)"])
-                for name in ("OutgoingCall", "SuccessfulCall", "FailedCall")}
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 def restart(cluster: Cluster, name: str) -> None:
@@ -94,13 +50,15 @@ def test_a_rolling_restart_under_load_drops_no_call(cluster: Cluster, tmp_path: 
                                                     redis_client: redis.Redis) -> None:
     calls = CallStore(redis_client)
     started = time.time()
-    load = Load(cluster, tmp_path / "callers")
+    load = Callers(cluster.carrier, tmp_path / "callers", CALL_RATE)
     try:
         wait_for(lambda: len(calls.since(started)) >= 6, timeout=20, what="calls under way")
         for name in ("node-a", "node-b"):
             restart(cluster, name)
         time.sleep(3)  # calls on both restarted nodes
-        stats = load.stop()
+        load.stop()
+        assert load.wait() == 0, f"sipp callers failed:\n{load.errors()[-3000:]}"
+        stats = load.counts()
     finally:
         load.kill()
     assert stats["FailedCall"] == 0 and stats["SuccessfulCall"] == stats["OutgoingCall"]
