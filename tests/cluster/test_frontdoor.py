@@ -5,31 +5,26 @@ other, and strangers are answered by the front door, never reaching a node."""
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.cluster import Cluster
-from tests.peers import free_udp_port, require, sip_ping
+from tests.cluster.cluster import Callers, Cluster
+from tests.peers import sip_ping
 
 pytestmark = pytest.mark.slow
-SIPP = Path(__file__).resolve().parents[1] / "sipp"
 
 
 def callers(cluster: Cluster, calls: int, workdir: Path, rate: float = 2.0) -> None:
     """`calls` sipp callers through the carrier, each answered and hung up by a node."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [require("sipp", "sip-tester"), cluster.carrier.address, "-sf",
-         str(SIPP / "uac_via_carrier.xml"), "-m", str(calls), "-r", f"{rate:g}", "-s", "400",
-         "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
-         "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"],
-        cwd=workdir, capture_output=True, text=True, timeout=90)
-    if done.returncode != 0:
-        errors = "".join(p.read_text() for p in workdir.glob("*_errors.log"))
-        pytest.fail(f"sipp callers failed ({done.returncode}):\n{errors[-3000:]}")
+    sipp = Callers(cluster.carrier, workdir, rate, calls)
+    try:
+        code = sipp.wait(90)
+    finally:
+        sipp.kill()
+    if code != 0:
+        pytest.fail(f"sipp callers failed ({code}):\n{sipp.errors()[-3000:]}")
 
 
 def test_calls_spread_over_the_nodes_and_avoid_a_killed_one(cluster: Cluster,
