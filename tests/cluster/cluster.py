@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conftest import FAST_PROBES
@@ -147,3 +149,35 @@ trunks:
 """)
     return GroupProcess([sys.executable, "-m", "ivr", "serve", "--config",
                          str(work / "hotline.yaml")], work / "serve.log")
+
+
+@contextlib.contextmanager
+def running_cluster(tmp_path: Path, redis_url: str, flow: str,
+                    door_hosts: tuple[str, ...] = ("127.0.0.4",)) -> Iterator[Cluster]:
+    """node-a and node-b on `flow`, behind a front door on each of `door_hosts`, fed by a
+    carrier (127.0.0.3) that sends each call to the first front door, and to the second
+    when the first does not answer it; all stopped on exit."""
+    doors = [(host, free_udp_port()) for host in door_hosts]
+    carrier = Carrier(tmp_path / "carrier", host="127.0.0.3", hotline=doors[0],
+                      hotline2=doors[1] if len(doors) > 1 else None)
+    listens = {"node-a": free_udp_port(), "node-b": free_udp_port()}
+    frontdoors = [FrontDoor(tmp_path / f"frontdoor-{letter}",
+                            [f"127.0.0.1:{port}" for port in listens.values()],
+                            [carrier.address], host=host, port=port)
+                  for letter, (host, port) in zip("ab", doors, strict=False)]
+    nodes = {name: (node(tmp_path, name, redis_url, carrier.address, list(door_hosts), port,
+                         flow), port) for name, port in listens.items()}
+    try:
+        carrier.start()
+        for frontdoor in frontdoors:
+            frontdoor.start()
+        for process, _ in nodes.values():
+            process.start()
+        cluster = Cluster(carrier, frontdoors, nodes, tmp_path)
+        cluster.wait_serving(*nodes)
+        yield cluster
+    finally:
+        for process, _ in nodes.values():
+            process.stop()
+        for peer in [*frontdoors, carrier]:
+            peer.stop()

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from ivr.records import CallStore
-from tests.cluster.cluster import HOLD_FLOW, Callers, Cluster, node
+from tests.cluster.cluster import HOLD_FLOW, Callers, Cluster, running_cluster
 from tests.conftest import wait_for
-from tests.peers import Carrier, FrontDoor, RedisServer, free_udp_port
+from tests.peers import RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -26,31 +26,9 @@ def doors(tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis,
           ) -> Iterator[Cluster]:
     """node-a and node-b behind front doors A (127.0.0.4) and B (127.0.0.6); the carrier
     sends each call to A, and to B when A does not answer it."""
-    a, b = ("127.0.0.4", free_udp_port()), ("127.0.0.6", free_udp_port())
-    carrier = Carrier(tmp_path / "carrier", host="127.0.0.3", hotline=a, hotline2=b)
-    listens = {"node-a": free_udp_port(), "node-b": free_udp_port()}
-    frontdoors = [FrontDoor(tmp_path / f"frontdoor-{door}", [f"127.0.0.1:{p}" for p in
-                                                            listens.values()],
-                            [carrier.address], host=host, port=port)
-                  for door, (host, port) in zip("ab", (a, b), strict=True)]
-    nodes = {name: (node(tmp_path, name, redis_server.url, carrier.address,
-                         [a[0], b[0]], port, HOLD_FLOW), port)
-             for name, port in listens.items()}
-    try:
-        carrier.start()
-        for frontdoor in frontdoors:
-            frontdoor.start()
-        for process, _ in nodes.values():
-            process.start()
-        cluster = Cluster(carrier, frontdoors, nodes, tmp_path)
-        cluster.wait_serving(*nodes)
+    with running_cluster(tmp_path, redis_server.url, HOLD_FLOW,
+                         ("127.0.0.4", "127.0.0.6")) as cluster:
         yield cluster
-    finally:
-        for process, _ in nodes.values():
-            process.stop()
-        for frontdoor in frontdoors:
-            frontdoor.stop()
-        carrier.stop()
 
 
 def test_a_killed_front_door_loses_no_new_call_but_the_byes_of_its_calls(
