@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test lint bench demo demo-cluster clean
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ bench: install
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" scripts/demo
+
+demo-cluster: install
+	PATH="$(abspath $(BIN)):$$PATH" scripts/demo-cluster
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info

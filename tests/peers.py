@@ -128,14 +128,17 @@ class Carrier(GroupProcess):
                  hotline: tuple[str, int] | None = None,
                  staff: tuple[str, int] | None = None, auth_password: str | None = None,
                  min_expires: int | None = None, fail_invites: bool = False,
-                 registrar: str | None = None) -> None:
+                 registrar: str | None = None,
+                 hotline2: tuple[str, int] | None = None) -> None:
         """`registrar`: the user part of an AOR whose calls go to the contacts registered
-        for it, all at once (a forking registrar, carrier.cfg's REGISTRAR)."""
+        for it, all at once (a forking registrar, carrier.cfg's REGISTRAR); `hotline2`:
+        the hotline's second address, tried when `hotline` fails a call."""
         self.host = host
         self.port = port or free_udp_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         defines = {"HOTLINE": hotline and f"sip:{hotline[0]}:{hotline[1]}",
+                   "HOTLINE2": hotline2 and f"sip:{hotline2[0]}:{hotline2[1]}",
                    "STAFF": staff and f"sip:{staff[0]}:{staff[1]}",
                    "AUTH_PASSWORD": auth_password, "REGISTRAR": registrar}
         for name, value in defines.items():

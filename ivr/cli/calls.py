@@ -62,11 +62,15 @@ def show_call(call_id: str, config: str | None, as_json: bool) -> None:
     data = _as_json(record)
     attempts = data.pop("forward_attempts")
     transcript, searches = data.pop("transcript"), data.pop("bot_turns")
-    routing = data.pop("routing")
+    routing, moves = data.pop("routing"), data.pop("moved")
     data.pop("quality")
     for key, value in data.items():
         shown = " > ".join(value) if isinstance(value, list) else value
         click.echo(f"{key + ':':<14}{'-' if shown in (None, '') else shown}")
+    click.echo("moved:" + ("        -" if not moves else ""))
+    for move in moves:  # taken up by another node when its node died
+        click.echo(f"  from {move['from']} to {move['to']} at {local_time(move['at'])}, "
+                   f"both legs re-INVITEd in {move['reinvite_s']:g} s")
     click.echo("forwarding:" + ("   -" if not attempts else ""))
     for attempt in attempts:
         reason = f" ({attempt['reason']})" if attempt["reason"] else ""

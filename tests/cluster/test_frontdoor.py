@@ -4,115 +4,27 @@ other, and strangers are answered by the front door, never reaching a node."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_PROBES
-from tests.peers import (
-    Carrier,
-    FrontDoor,
-    GroupProcess,
-    RedisServer,
-    free_udp_port,
-    require,
-    sip_ping,
-)
+from tests.cluster.cluster import Callers, Cluster
+from tests.peers import sip_ping
 
 pytestmark = pytest.mark.slow
-SIPP = Path(__file__).resolve().parents[1] / "sipp"
-FLOW = """\
-start: welcome
-voice: {engine: espeak}
-nodes:
-  welcome: {type: hangup, text: Welcome.}
-"""
-
-
-class Cluster:
-    def __init__(self, carrier: Carrier, frontdoor: FrontDoor,
-                 nodes: dict[str, tuple[GroupProcess, int]], workdir: Path) -> None:
-        self.carrier, self.frontdoor, self.nodes = carrier, frontdoor, nodes
-        self.workdir = workdir
-
-    def config(self, node: str) -> Path:
-        return self.workdir / node / "hotline.yaml"
-
-    def hotline(self, *args: str, node: str = "node-b") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ivr", *args, "--config",
-                               str(self.config(node))], capture_output=True, text=True,
-                              timeout=60)
-
-    def live_nodes(self) -> dict[str, dict[str, object]]:
-        done = self.hotline("nodes", "status", "--json")
-        assert done.returncode == 0, done.stderr
-        return {row["name"]: row for row in json.loads(done.stdout)}
-
-
-def node(tmp_path: Path, name: str, redis_url: str, carrier: str, frontdoor_host: str,
-         listen: int) -> GroupProcess:
-    work = tmp_path / name
-    work.mkdir()
-    (work / "ivr.yaml").write_text(FLOW)
-    probe = FAST_PROBES.model_dump()
-    (work / "hotline.yaml").write_text(f"""\
-node: {name}
-data_dir: {work / "var"}
-redis: {{url: "{redis_url}"}}
-trunks:
-  - {{name: carrier-a, mode: ip, proxy: "{carrier}", listen: "127.0.0.1:{listen}",
-      addresses: ["{frontdoor_host}"], probe: {probe}}}
-""")
-    process = GroupProcess([sys.executable, "-m", "ivr", "serve", "--config",
-                            str(work / "hotline.yaml")], work / "serve.log")
-    process.start()
-    return process
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
-    frontdoor_port = free_udp_port()
-    carrier = Carrier(tmp_path / "carrier", host="127.0.0.3",
-                      hotline=("127.0.0.4", frontdoor_port))
-    listens = {"node-a": free_udp_port(), "node-b": free_udp_port()}
-    frontdoor = FrontDoor(tmp_path / "frontdoor", [f"127.0.0.1:{p}" for p in listens.values()],
-                          [carrier.address], port=frontdoor_port)
-    nodes = {name: (node(tmp_path, name, redis_server.url, carrier.address, frontdoor.host,
-                         port), port) for name, port in listens.items()}
-    try:
-        carrier.start()
-        frontdoor.start()
-        deadline = time.monotonic() + 60
-        while not all(sip_ping(port) for _, port in nodes.values()):
-            assert time.monotonic() < deadline, "the nodes did not come up"
-            for name, (process, _) in nodes.items():
-                assert process.running, (tmp_path / name / "serve.log").read_text()[-2000:]
-        yield Cluster(carrier, frontdoor, nodes, tmp_path)
-    finally:
-        for process, _ in nodes.values():
-            process.stop()
-        frontdoor.stop()
-        carrier.stop()
 
 
 def callers(cluster: Cluster, calls: int, workdir: Path, rate: float = 2.0) -> None:
     """`calls` sipp callers through the carrier, each answered and hung up by a node."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [require("sipp", "sip-tester"), cluster.carrier.address, "-sf",
-         str(SIPP / "uac_via_carrier.xml"), "-m", str(calls), "-r", f"{rate:g}", "-s", "400",
-         "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
-         "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"],
-        cwd=workdir, capture_output=True, text=True, timeout=90)
-    if done.returncode != 0:
-        errors = "".join(p.read_text() for p in workdir.glob("*_errors.log"))
-        pytest.fail(f"sipp callers failed ({done.returncode}):\n{errors[-3000:]}")
+    sipp = Callers(cluster.carrier, workdir, rate, calls)
+    try:
+        code = sipp.wait(90)
+    finally:
+        sipp.kill()
+    if code != 0:
+        pytest.fail(f"sipp callers failed ({code}):\n{sipp.errors()[-3000:]}")
 
 
 def test_calls_spread_over_the_nodes_and_avoid_a_killed_one(cluster: Cluster,

@@ -248,3 +248,21 @@ def test_config_check_refuses_a_second_node_without_shared_redis(tmp_path: Path)
     for problem in ("name different Redis servers", "share the node name node-b",
                     "the nodes' trunks differ"):
         assert problem in mixed.output
+
+
+def test_calls_show_says_where_a_taken_up_call_moved(config: Path,
+                                                    redis_client: redis.Redis) -> None:
+    record = CallRecord("call-moved-1", "carrier-a", "13900000001", "4001", 1000.0,
+                        answered_at=1001.0, outcome="forwarded", node="node-b",
+                        moved=[{"from": "node-a", "to": "node-b", "at": 1030.0,
+                                "reinvite_s": 0.012}])
+    CallStore(redis_client).save(record)
+    shown = run("calls", "show", "call-moved-1", "--config", str(config)).output.splitlines()
+    moved = shown.index("moved:")
+    assert shown[moved + 1].startswith("  from node-a to node-b at ")
+    assert shown[moved + 1].endswith(", both legs re-INVITEd in 0.012 s")
+    assert "node:         node-b" in shown
+    plain = CallRecord("call-plain-1", "carrier-a", "13900000002", "4001", 1000.0)
+    CallStore(redis_client).save(plain)
+    assert "moved:        -" in run("calls", "show", "call-plain-1", "--config",
+                                    str(config)).output.splitlines()
