@@ -37,7 +37,13 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.peers import Carrier, RedisServer, free_udp_port, require  # noqa: E402
+from tests.peers import (  # noqa: E402
+    Carrier,
+    GroupProcess,
+    RedisServer,
+    free_udp_port,
+    require,
+)
 from trunks.config import TrunkConfig  # noqa: E402
 from trunks.health import TrunkState  # noqa: E402
 from trunks.monitor import TrunkMonitor  # noqa: E402
@@ -69,7 +75,7 @@ class Dispatcher(Carrier):
         self.kamcmd = require("kamcmd", "kamailio")
 
     def start(self) -> None:
-        super(Carrier, self).start()  # it answers requests 404, so poll the ctl socket
+        GroupProcess.start(self)  # it answers requests 404, so poll the ctl socket
         deadline = time.monotonic() + 15
         while self.flags() is None:
             if time.monotonic() > deadline:

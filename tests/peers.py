@@ -120,7 +120,38 @@ class GroupProcess:
         return self.process is not None and self.process.poll() is None
 
 
-class Carrier(GroupProcess):
+class Kamailio(GroupProcess):
+    """Kamailio from `cfg` on `host`:`port` (a free one if none), with `args` (its -A
+    defines), working and logging in `workdir`; `start` waits until it answers OPTIONS
+    with `READY`."""
+
+    READY = "200"
+    TITLE = "Kamailio"
+
+    def __init__(self, workdir: Path, host: str, port: int | None, cfg: Path,
+                 args: list[str]) -> None:
+        self.host, self.port = host, port or free_udp_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        command = [require("kamailio", "kamailio"), "-f", str(cfg), "-l",
+                   f"udp:{host}:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
+                   "-Y", str(workdir), "-w", str(workdir), *args]
+        super().__init__(command, workdir / "kamailio.log")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not sip_ping(self.port, self.host, status=self.READY):
+            if not self.running or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.TITLE} did not start on {self.address}: "
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+
+
+class Carrier(Kamailio):
     """A Kamailio instance acting as a carrier's SIP proxy on 127.0.0.1:`port`."""
 
     def __init__(self, workdir: Path, port: int | None = None, cfg: Path = CARRIER_CFG,
@@ -133,10 +164,6 @@ class Carrier(GroupProcess):
         """`registrar`: the user part of an AOR whose calls go to the contacts registered
         for it, all at once (a forking registrar, carrier.cfg's REGISTRAR); `hotline2`:
         the hotline's second address, tried when `hotline` fails a call."""
-        self.host = host
-        self.port = port or free_udp_port()
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
         defines = {"HOTLINE": hotline and f"sip:{hotline[0]}:{hotline[1]}",
                    "HOTLINE2": hotline2 and f"sip:{hotline2[0]}:{hotline2[1]}",
                    "STAFF": staff and f"sip:{staff[0]}:{staff[1]}",
@@ -150,22 +177,7 @@ class Carrier(GroupProcess):
             extra_args = [*(extra_args or []), "-A", f"HOTLINE_PORT={hotline[1]}"]
         if min_expires is not None:
             extra_args = [*(extra_args or []), "-A", f"MIN_EXPIRES={min_expires}"]
-        command = [require("kamailio", "kamailio"), "-f", str(cfg), "-l",
-                   f"udp:{host}:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
-                   "-Y", str(workdir), "-w", str(workdir), *(extra_args or [])]
-        super().__init__(command, workdir / "kamailio.log")
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def start(self) -> None:
-        super().start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not sip_ping(self.port, self.host):
-            if not self.running or time.monotonic() > deadline:
-                raise RuntimeError(f"Kamailio did not start on {self.address}: "
-                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+        super().__init__(workdir, host, port, cfg, extra_args or [])
 
     def requests(self, method: str, source_port: int | None = None) -> int:
         """How many `method` requests this carrier logged (from `source_port`, if given)."""
@@ -185,34 +197,21 @@ class Carrier(GroupProcess):
                           flags=re.M)
 
 
-class FrontDoor(GroupProcess):
+class FrontDoor(Kamailio):
     """The shipped front door (config/kamailio/frontdoor.cfg, or a `cfg` that includes it)
     on `host`:`port`, sending the calls of `carriers` (host:port) to `nodes` (host:port)."""
+
+    READY = "403"  # we are no carrier
+    TITLE = "the front door"
 
     def __init__(self, workdir: Path, nodes: list[str], carriers: list[str],
                  host: str = "127.0.0.4", port: int | None = None,
                  cfg: Path = FRONTDOOR_CFG) -> None:
-        self.host, self.port = host, port or free_udp_port()
         workdir.mkdir(parents=True, exist_ok=True)
         listing = workdir / "dispatcher.list"
         listing.write_text("".join(f"1 sip:{node}\n" for node in nodes) +
                            "".join(f"2 sip:{carrier}\n" for carrier in carriers))
-        command = [require("kamailio", "kamailio"), "-f", str(cfg), "-l",
-                   f"udp:{host}:{self.port}", "-DD", "-E", "-m", "32", "-M", "4",
-                   "-Y", str(workdir), "-w", str(workdir), "-A", f'DS_LIST="{listing}"']
-        super().__init__(command, workdir / "kamailio.log")
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def start(self) -> None:
-        super().start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not sip_ping(self.port, self.host, status="403"):  # we are no carrier
-            if not self.running or time.monotonic() > deadline:
-                raise RuntimeError(f"the front door did not start on {self.address}: "
-                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+        super().__init__(workdir, host, port, cfg, ["-A", f'DS_LIST="{listing}"'])
 
     def nodes_used(self) -> list[str]:
         """The node (host:port) each call went to, in order, from the log."""
