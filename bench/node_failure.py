@@ -31,12 +31,8 @@ import collections
 import datetime
 import inspect
 import math
-import os
-import platform
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -47,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster import SETTLE_TIMEOUT_S, Load, run_dispatcher, run_hotline  # noqa: E402
+from bench.cluster_report import check_peers, run_context  # noqa: E402
 from bench.node_failure_measures import HELD_S, CallerCall, Measures, measure  # noqa: E402
-from bench.redis_outage import describe  # noqa: E402
 from failover.callbacks import CLAIM_S, Callbacks  # noqa: E402
 from ivr.calls.cut_off import POLL_S  # noqa: E402
 from ivr.calls.takeover import PROBE_S, SCAN_S  # noqa: E402
@@ -81,11 +77,8 @@ def main() -> None:
                         "node-failure.md")
     args = parser.parse_args()
     load = Load(args.calls, args.rate, args.hold, args.kill_at, args.press_every, args.delay)
-    for binary in ("sipp", "kamailio", "redis-server"):
-        if shutil.which(binary) is None:
-            sys.exit(f"bench: {binary} not found; run 'make install' (as root)")
-    about = [describe(ROOT), describe_machine(),
-             ", ".join(f"{n:.2f}" for n in os.getloadavg())]
+    check_peers()
+    about = run_context()
     with tempfile.TemporaryDirectory(prefix="bench-node-failure-") as directory:
         work = args.keep or Path(directory)
         started = time.monotonic()
@@ -99,22 +92,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report(load, ours, theirs, about, durations))
     print(f"\n{table(load, ours, theirs)}\n\nwritten to {args.out}")
-
-
-def describe_machine() -> str:
-    """The CPU, cores, kernel and the versions of the peers."""
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
-    versions = []
-    for command, pattern in ((["kamailio", "-v"], r"kamailio ([0-9.]+)"),
-                             (["sipp", "-v"], r"SIPp (v[0-9.]+)"),
-                             (["redis-server", "--version"], r"v=([0-9.]+)")):
-        out = subprocess.run(command, capture_output=True, text=True).stdout
-        found = re.search(pattern, out)
-        versions.append(f"{command[0]} {found[1] if found else '?'}")
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, {', '.join(versions)}")
 
 
 def _s(value: float | None, digits: int = 2) -> str:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import os
 import re
-import shutil
 import sys
 import tempfile
 import threading
@@ -41,9 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster_ops import Callers, Cluster, callers, spread  # noqa: E402
-from bench.node_failure import describe_machine  # noqa: E402
+from bench.cluster_report import check_peers, run_context, side_by_side  # noqa: E402
 from bench.node_failure_measures import caller_calls  # noqa: E402
-from bench.redis_outage import describe  # noqa: E402
 from ivr.redis_server import connect  # noqa: E402
 from ivr.settings import load_settings  # noqa: E402
 from tests.redis_sentinel import (  # noqa: E402
@@ -251,11 +248,7 @@ def table(results: list[Result]) -> str:
         "time for the spools to drain and the records to close": lambda r:
             f"{r.settle_s:.1f} s",
     }
-    head = " | ".join(f"`redis.replicas: {r.replicas}`" for r in results)
-    lines = [f"| measure | {head} |", "|---" * (len(results) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(row(r) for r in results) + " |"
-              for name, row in rows.items()]
-    return "\n".join(lines)
+    return side_by_side([f"`redis.replicas: {r.replicas}`" for r in results], rows, results)
 
 
 def main() -> None:
@@ -268,10 +261,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=ROOT / "docs" / "bench" / "redis-failover.md")
     args = parser.parse_args()
-    for binary in ("sipp", "kamailio", "redis-server"):
-        if shutil.which(binary) is None:
-            sys.exit(f"bench: {binary} not found; run 'make install' (as root)")
-    about = [describe(ROOT), describe_machine(), ", ".join(f"{n:.2f}" for n in os.getloadavg())]
+    check_peers()
+    about = run_context()
     with tempfile.TemporaryDirectory(prefix="bench-redis-failover-") as directory:
         work = args.keep or Path(directory)
         results = []

@@ -24,8 +24,6 @@ import collections
 import contextlib
 import datetime
 import math
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -37,9 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cluster import NODES, node_events  # noqa: E402
 from bench.cluster_ops import DRAIN_TIMEOUT_S, Callers, Cluster, callers, spread  # noqa: E402
-from bench.node_failure import describe_machine  # noqa: E402
+from bench.cluster_report import check_peers, run_context, side_by_side  # noqa: E402
 from bench.node_failure_measures import caller_calls, routes  # noqa: E402
-from bench.redis_outage import describe  # noqa: E402
 from tests.peers import RedisServer  # noqa: E402
 
 SETTLE_S = 60.0
@@ -163,11 +160,7 @@ def table(results: list[Result]) -> str:
         "whole restart, first stop to last node listed":
             lambda r: f"{r.steps[-1].listed - r.steps[0].began:.1f} s",
     }
-    head = " | ".join(f"{r.mode}" for r in results)
-    lines = [f"| measure | {head} |", "|---" * (len(results) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(row(r) for r in results) + " |"
-              for name, row in rows.items()]
-    return "\n".join(lines)
+    return side_by_side([f"{r.mode}" for r in results], rows, results)
 
 
 def main() -> None:
@@ -180,10 +173,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=ROOT / "docs" / "bench" / "rolling-restart.md")
     args = parser.parse_args()
-    for binary in ("sipp", "kamailio", "redis-server"):
-        if shutil.which(binary) is None:
-            sys.exit(f"bench: {binary} not found; run 'make install' (as root)")
-    about = [describe(ROOT), describe_machine(), ", ".join(f"{n:.2f}" for n in os.getloadavg())]
+    check_peers()
+    about = run_context()
     with tempfile.TemporaryDirectory(prefix="bench-rolling-restart-") as directory:
         work = args.keep or Path(directory)
         results = []
