@@ -166,11 +166,8 @@ class Takeover:
         """Take over call `call_id`, up on run `run` of node `dead`, which a request for it
         found gone, at once. Whether the call is closed as cut off by its node's failure
         (just now, or before)."""
-        if self._adopt(keys=[live_key(self.prefix, dead), live_key(self.prefix, self.node)],
-                       args=[call_id, run, self.run]):
-            logger.warning("Taking over call %s, left up by node %s", call_id, dead)
-            self._adopted[call_id] = dead
-            self._close(call_id, dead)
+        if self._take_one(call_id, dead, run) is not None:
+            logger.warning("Took over call %s, left up by node %s", call_id, dead)
         record = self.store.get(call_id)
         return record is not None and record.end_reason == NODE_FAILURE
 
@@ -184,13 +181,16 @@ class Takeover:
         if not calls:
             return 0
         logger.warning("Taking over %d calls left up by %s", len(calls), whose)
-        closed = 0
-        for call_id, run in calls.items():
-            if self._adopt(keys=[live_key(self.prefix, dead), live_key(self.prefix, self.node)],
+        return sum(self._take_one(call_id, dead, run) or 0 for call_id, run in calls.items())
+
+    def _take_one(self, call_id: str, dead: str, run: str) -> int | None:
+        """Adopt call `call_id`, up on run `run` of `dead`, and close it (`_close`'s
+        answer); None if another node adopted it first."""
+        if not self._adopt(keys=[live_key(self.prefix, dead), live_key(self.prefix, self.node)],
                            args=[call_id, run, self.run]):
-                self._adopted[call_id] = dead
-                closed += self._close(call_id, dead)
-        return closed
+            return None
+        self._adopted[call_id] = dead
+        return self._close(call_id, dead)
 
     def _close(self, call_id: str, dead: str) -> int:
         """Take over call `call_id`, adopted from node `dead`: 1 if it was closed or
@@ -200,8 +200,7 @@ class Takeover:
         if record is None or record.ended_at is not None or self._carried(record):
             self._release(call_id)
             return 0
-        dialog = self.store.dialog(call_id) if self.recover is not None else None
-        if self.recover is not None and dialog:
+        if self.recover is not None and (dialog := self.store.dialog(call_id)):
             self._adopted.pop(call_id, None)  # the recovery closes it if it must
             self.recover(record, dialog,
                          lambda caller_gone: self._finish(record, dead, caller_gone))
