@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 import redis
 import yaml
@@ -48,6 +47,7 @@ from tests.peers import (  # noqa: E402
     require,
     sip_ping,
     staff_roster,
+    started,
     wait_udp_bound,
 )
 from trunks.health import TrunkState  # noqa: E402
@@ -79,15 +79,6 @@ nodes:
 """
 """Key 1 forwards; a forward nobody takes waits in a menu rather than hanging up, so the
 hotline never ends a caller's call before the caller does."""
-
-
-class Peer(Protocol):
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-P = TypeVar("P", bound=Peer)
 
 
 @dataclass(frozen=True)
@@ -174,20 +165,20 @@ class Serve(GroupProcess):
 def run_hotline(load: Load, work: Path) -> Observed:
     """The load through the front door to two `hotline serve` nodes; node-a killed."""
     with contextlib.ExitStack() as stack:
-        phone = _started(stack, SippPhone(work / "phone", trace=True))
-        redis_server = _started(stack, RedisServer(work / "redis"))
+        phone = started(stack, SippPhone(work / "phone", trace=True))
+        redis_server = started(stack, RedisServer(work / "redis"))
         port = free_udp_port()
-        carrier_a = _started(stack, Carrier(work / "carrier-a", host=CARRIER_A_HOST,
+        carrier_a = started(stack, Carrier(work / "carrier-a", host=CARRIER_A_HOST,
                                             hotline=(FRONTDOOR_HOST, port)))
-        carrier_b = _started(stack, Carrier(work / "carrier-b", host=CARRIER_B_HOST,
+        carrier_b = started(stack, Carrier(work / "carrier-b", host=CARRIER_B_HOST,
                                             staff=phone.address))
         listen = {name: {"carrier-a": free_udp_port(), "carrier-b": free_udp_port()}
                   for name in NODES}
         addresses = [f"127.0.0.1:{listen[name]['carrier-a']}" for name in NODES]
-        frontdoor = _started(stack, FrontDoor(work / "frontdoor", addresses, [carrier_a.address],
+        frontdoor = started(stack, FrontDoor(work / "frontdoor", addresses, [carrier_a.address],
                                               host=FRONTDOOR_HOST, port=port, cfg=FRONTDOOR_CFG))
         people = int(load.rate * (load.hold_s + 2)) + 10
-        nodes = {name: _started(stack, Serve(_node_config(
+        nodes = {name: started(stack, Serve(_node_config(
             work / name, name, load, redis_server.url, listen[name], people,
             carrier_a.address, carrier_b.address))) for name in NODES}
         client = redis.Redis(unix_socket_path=str(redis_server.socket), decode_responses=True)
@@ -209,12 +200,12 @@ def run_hotline(load: Load, work: Path) -> Observed:
 def run_dispatcher(load: Load, work: Path) -> Observed:
     """The load through the front door to two plain sipp UAS nodes; the first killed."""
     with contextlib.ExitStack() as stack:
-        nodes = [_started(stack, SippPhone(work / f"uas-{i}")) for i in (1, 2)]
+        nodes = [started(stack, SippPhone(work / f"uas-{i}")) for i in (1, 2)]
         port = free_udp_port()
-        carrier_a = _started(stack, Carrier(work / "carrier-a", host=CARRIER_A_HOST,
+        carrier_a = started(stack, Carrier(work / "carrier-a", host=CARRIER_A_HOST,
                                             hotline=(FRONTDOOR_HOST, port)))
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-        frontdoor = _started(stack, FrontDoor(work / "frontdoor", addresses, [carrier_a.address],
+        frontdoor = started(stack, FrontDoor(work / "frontdoor", addresses, [carrier_a.address],
                                               host=FRONTDOOR_HOST, port=port, cfg=FRONTDOOR_CFG))
         _wait(lambda: _frontdoor_ready(frontdoor.log, addresses), "the front door's nodes up")
         print("  2 sipp nodes up; calling", flush=True)
@@ -308,13 +299,6 @@ def _call_and_kill(load: Load, target: str, victim: GroupProcess, workdir: Path)
             caller.kill()
             caller.wait()
     return killed_at
-
-
-def _started(stack: contextlib.ExitStack, peer: P) -> P:
-    """Start `peer`, to be stopped when `stack` closes (whatever fails)."""
-    stack.callback(peer.stop)
-    peer.start()
-    return peer
 
 
 def _wait(predicate: Callable[[], bool], what: str, limit: float = READY_TIMEOUT_S,

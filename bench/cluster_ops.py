@@ -37,14 +37,13 @@ from bench.cluster import (
     _frontdoor_ready,
     _node_config,
     _nodes_ready,
-    _started,
     _wait,
 )
 from ivr.nodes import live_nodes
 from ivr.records import SPOOL_PATH, CallRecord, CallStore, RecordSpool
 from ivr.redis_server import connect
 from ivr.settings import load_settings
-from tests.peers import Carrier, FrontDoor, free_udp_port, require, sip_ping
+from tests.peers import Carrier, FrontDoor, free_udp_port, require, sip_ping, started
 
 DRAIN_TIMEOUT_S = 60.0
 """The nodes' `drain_timeout_s`: longer than any caller holds, so a drain hangs up nobody."""
@@ -86,17 +85,17 @@ class Cluster:
 
     def _start(self) -> None:
         work, stack = self.work, self.stack
-        self.phone = _started(stack, SippPhone(work / "phone", trace=True))
+        self.phone = started(stack, SippPhone(work / "phone", trace=True))
         port = free_udp_port()
-        carrier_a = _started(stack, Carrier(work / "carrier-a", host=CARRIER_A_HOST,
+        carrier_a = started(stack, Carrier(work / "carrier-a", host=CARRIER_A_HOST,
                                             hotline=(FRONTDOOR_HOST, port)))
-        carrier_b = _started(stack, Carrier(work / "carrier-b", host=CARRIER_B_HOST,
+        carrier_b = started(stack, Carrier(work / "carrier-b", host=CARRIER_B_HOST,
                                             staff=self.phone.address))
         self.target = carrier_a.address
         self.listen = {name: {"carrier-a": free_udp_port(), "carrier-b": free_udp_port()}
                        for name in NODES}
         addresses = [f"127.0.0.1:{self.listen[n]['carrier-a']}" for n in NODES]
-        frontdoor = _started(stack, FrontDoor(work / "frontdoor", addresses, [carrier_a.address],
+        frontdoor = started(stack, FrontDoor(work / "frontdoor", addresses, [carrier_a.address],
                                               host=FRONTDOOR_HOST, port=port, cfg=FRONTDOOR_CFG))
         self.frontdoor_log = frontdoor.log
         people = 60
@@ -107,7 +106,7 @@ class Cluster:
             data["redis"], data["drain_timeout_s"] = self.redis_config, DRAIN_TIMEOUT_S
             config.write_text(yaml.safe_dump(data))
             self.configs[name] = config
-            self.nodes[name] = _started(stack, Serve(config))
+            self.nodes[name] = started(stack, Serve(config))
         self.client = connect(load_settings(self.configs[NODES[0]]))
         stack.callback(self.client.close)
         _wait(lambda: _nodes_ready(self.nodes, self.listen, self.client),

@@ -43,7 +43,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 import numpy as np
 import redis
@@ -63,6 +62,7 @@ from tests.peers import (  # noqa: E402
     free_udp_port,
     require,
     staff_roster,
+    started,
     wait_udp_bound,
 )
 
@@ -79,15 +79,6 @@ READY_TIMEOUT_S = 30.0
 RECORDS_TIMEOUT_S = 30.0
 FLOW = forward_flow(ring_s=10)
 FORWARDED = re.compile(r"^Call (\S+) forwarded to .* through (\S+)$")
-
-
-class Peer(Protocol):
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-P = TypeVar("P", bound=Peer)
 
 
 @dataclass(frozen=True)
@@ -272,14 +263,14 @@ def run_hotline(load: Load, work: Path) -> Run:
         stack.callback(session_log.setLevel, session_log.level)
         stack.callback(session_log.removeHandler, forwards)
         session_log.setLevel(logging.INFO)
-        staff = _started(stack, Staff(work / "staff"))
+        staff = started(stack, Staff(work / "staff"))
         listen = {"primary": free_udp_port(), "backup": free_udp_port()}
-        primary = _started(stack, Carrier(work / "primary", host=PRIMARY_HOST,
+        primary = started(stack, Carrier(work / "primary", host=PRIMARY_HOST,
                                           staff=staff.address))
-        backup = _started(stack, Carrier(work / "backup", host=BACKUP_HOST,
+        backup = started(stack, Carrier(work / "backup", host=BACKUP_HOST,
                                          hotline=("127.0.0.1", listen["backup"]),
                                          staff=staff.address))
-        redis_server = _started(stack, RedisServer(work / "redis"))
+        redis_server = started(stack, RedisServer(work / "redis"))
         server = Server(load_settings(_hotline_config(work, redis_server, {
             "primary": (primary, listen["primary"]), "backup": (backup, listen["backup"])},
             people=int(load.rate * (load.hold_s + 2)) + 10)))
@@ -321,12 +312,12 @@ def run_dispatcher(load: Load, work: Path) -> Run:
     or the backup when its failure route moves the call on."""
     print("Kamailio dispatcher ...", flush=True)
     with contextlib.ExitStack() as stack:
-        staff = _started(stack, Staff(work / "staff"))
-        primary = _started(stack, Carrier(work / "primary", host=PRIMARY_HOST,
+        staff = started(stack, Staff(work / "staff"))
+        primary = started(stack, Carrier(work / "primary", host=PRIMARY_HOST,
                                           staff=staff.address))
-        backup = _started(stack, Carrier(work / "backup", host=BACKUP_HOST,
+        backup = started(stack, Carrier(work / "backup", host=BACKUP_HOST,
                                          staff=staff.address))
-        dispatcher = _started(stack, Dispatcher(work / "dispatcher", [primary, backup]))
+        dispatcher = started(stack, Dispatcher(work / "dispatcher", [primary, backup]))
         _wait(dispatcher.all_active, "the dispatcher's carriers active")
         killed_at = _call_and_kill(load, dispatcher.address, primary, work / "caller")
         time.sleep(1.0)  # the last BYEs reach the phone
@@ -379,13 +370,6 @@ def _hotline_config(work: Path, redis_server: RedisServer,
     path.write_text(f"node: bench\ndata_dir: {work / 'var'}\nlog_level: WARNING\n"
                     f'redis: {{url: "{redis_server.url}"}}\ntrunks:\n' + "\n".join(lines) + "\n")
     return path
-
-
-def _started(stack: contextlib.ExitStack, peer: P) -> P:
-    """Start `peer`, to be stopped when `stack` closes (whatever fails)."""
-    stack.callback(peer.stop)
-    peer.start()
-    return peer
 
 
 def _wait(predicate: Callable[[], bool], what: str, limit: float = READY_TIMEOUT_S) -> None:

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol, TypeVar
 
 TESTS = Path(__file__).resolve().parent
 CARRIER_CFG = TESTS / "kamailio" / "carrier.cfg"
@@ -41,6 +41,24 @@ def staff_roster(people: int) -> str:
     lines = [f'  {key}: {{phone: "{1000 + i}"}}' for i, key in enumerate(keys, 1)]
     return ("timezone: UTC\npeople:\n" + "\n".join(lines) +
             f"\nrotation: {{order: [{', '.join(keys)}], start: 2026-01-05, every_days: 1}}\n")
+
+
+class Peer(Protocol):
+    """Anything a test or benchmark starts and must stop: Kamailio, redis-server, sipp."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=Peer)
+
+
+def started(stack: contextlib.ExitStack[bool | None], peer: P) -> P:
+    """Start `peer`, to be stopped when `stack` closes (whatever fails)."""
+    stack.callback(peer.stop)
+    peer.start()
+    return peer
 
 
 def free_udp_port() -> int:
